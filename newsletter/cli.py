@@ -1,0 +1,244 @@
+"""The command line: parse arguments, call pipeline, map errors to exit codes. No logic.
+
+Exit codes: 0 success; 1 bad input or recipients that failed for good; 2 usage errors.
+Errors are printed as messages; ``--debug`` shows the traceback as well.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from . import pipeline
+from .errors import NewsletterError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _reported(func: F) -> F:
+    """Turn NewsletterError into its message and exit code (traceback only with --debug)."""
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        ctx = click.get_current_context()
+        try:
+            return func(*args, **kwargs)
+        except NewsletterError as e:
+            if ctx.find_root().params.get("debug"):
+                raise
+            message = str(e) or type(e).__name__
+            click.echo(message, err=True)
+            ctx.exit(e.exit_code)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            ctx.exit(130)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _config(ctx: click.Context) -> Path:
+    return Path(ctx.find_root().params["config"])
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--config",
+    "-c",
+    default="newsletter.yaml",
+    show_default=True,
+    type=click.Path(dir_okay=False),
+    envvar="NEWSLETTER_CONFIG",
+    help="The network's settings file; the project folder is the folder it is in.",
+)
+@click.option("--debug", is_flag=True, help="Show tracebacks for errors.")
+@click.version_option(package_name="newsletter")
+def main(config: str, debug: bool) -> None:
+    """Build, preview, archive and send the network's newsletter."""
+
+
+# --------------------------------------------------------------------------- editors
+
+
+@main.command()
+@click.argument("issues", nargs=-1, type=click.Path(dir_okay=False))
+@click.option("--strict", is_flag=True, help="Treat editorial warnings as errors.")
+@click.pass_context
+@_reported
+def check(ctx: click.Context, issues: tuple[str, ...], strict: bool) -> None:
+    """Validate the config and issues (all of issues/ when none are named)."""
+    pipeline.check(_config(ctx), [Path(p) for p in issues], strict=strict)
+
+
+@main.command()
+@click.argument("issue", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", default=None, type=click.Path(file_okay=False),
+              help="Output folder (default build/<slug>).")
+@click.option("--strict", is_flag=True, help="Treat editorial warnings as errors.")
+@click.pass_context
+@_reported
+def build(ctx: click.Context, issue: str, output: str | None, strict: bool) -> None:
+    """Write email.html, email.txt and email.eml for one issue."""
+    pipeline.build(_config(ctx), Path(issue), Path(output) if output else None, strict=strict)
+
+
+@main.command()
+@click.argument("issue", type=click.Path(dir_okay=False))
+@click.option("--port", default=8025, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--open/--no-open", "open_browser", default=False,
+              help="Open the preview in the default browser.")
+@click.pass_context
+@_reported
+def preview(ctx: click.Context, issue: str, port: int, open_browser: bool) -> None:
+    """Preview the email at phone and desktop width on 127.0.0.1; reloads on save."""
+    pipeline.preview(_config(ctx), Path(issue), port=port, open_browser=open_browser)
+
+
+@main.command()
+@click.option("-o", "--output", default="site", show_default=True,
+              type=click.Path(file_okay=False))
+@click.pass_context
+@_reported
+def archive(ctx: click.Context, output: str) -> None:
+    """Build the static web archive of every issue in issues/."""
+    pipeline.archive(_config(ctx), Path(output))
+
+
+# --------------------------------------------------------------------------- members
+
+
+@main.group()
+def subscribers() -> None:
+    """Import, export and manage members."""
+
+
+@subscribers.command("import")
+@click.argument("csv_file", type=click.Path(dir_okay=False))
+@click.option("--list", "list_name", required=True, help="The list to add members to.")
+@click.option("--consent", default=None,
+              help="Consent evidence for rows that carry none, e.g. 'signed up at the 2016 "
+                   "conference'.")
+@click.option("--skip-invalid", is_flag=True, help="Import the good rows, report the bad.")
+@click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
+@click.pass_context
+@_reported
+def subscribers_import(ctx: click.Context, csv_file: str, list_name: str, consent: str | None,
+                       skip_invalid: bool, dry_run: bool) -> None:
+    """Import members from a CSV file (an 'email' column is required)."""
+    pipeline.import_subscribers(_config(ctx), Path(csv_file), list_name, consent=consent,
+                                skip_invalid=skip_invalid, dry_run=dry_run)
+
+
+@subscribers.command("export")
+@click.option("--list", "list_name", default=None, help="Only this list.")
+@click.option("-o", "--output", default=None, type=click.Path(dir_okay=False),
+              help="CSV file to write (default: standard output).")
+@click.pass_context
+@_reported
+def subscribers_export(ctx: click.Context, list_name: str | None, output: str | None) -> None:
+    """Export members as CSV (safe to open in a spreadsheet)."""
+    pipeline.export_subscribers(_config(ctx), list_name, Path(output) if output else None)
+
+
+@subscribers.command("list")
+@click.option("--list", "list_name", default=None, help="Only this list.")
+@click.pass_context
+@_reported
+def subscribers_list(ctx: click.Context, list_name: str | None) -> None:
+    """Show members and their status."""
+    pipeline.list_subscribers(_config(ctx), list_name)
+
+
+@subscribers.command("count")
+@click.option("--list", "list_name", default=None, help="Only this list.")
+@click.pass_context
+@_reported
+def subscribers_count(ctx: click.Context, list_name: str | None) -> None:
+    """Count members by list and status."""
+    pipeline.count_subscribers(_config(ctx), list_name)
+
+
+@subscribers.command("unsubscribe")
+@click.argument("email")
+@click.option("--list", "list_name", default=None, help="Only this list (default: all).")
+@click.pass_context
+@_reported
+def subscribers_unsubscribe(ctx: click.Context, email: str, list_name: str | None) -> None:
+    """Unsubscribe a member (they stay suppressed)."""
+    pipeline.unsubscribe(_config(ctx), email, list_name)
+
+
+@subscribers.command("remove")
+@click.argument("email")
+@click.pass_context
+@_reported
+def subscribers_remove(ctx: click.Context, email: str) -> None:
+    """Erase a member's personal data, keeping a salted hash so they are never re-added."""
+    pipeline.remove_subscriber(_config(ctx), email)
+
+
+# --------------------------------------------------------------------------- delivery
+
+
+@main.command()
+@click.argument("issue", type=click.Path(dir_okay=False))
+@click.option("--list", "list_name", default=None, help="The list to send to.")
+@click.option("--to", "proof_to", default=None, help="Send one proof to this address only.")
+@click.option("--dry-run", "dry_run", default=None, type=click.Path(file_okay=False),
+              help="Write each recipient's message to this folder instead of sending.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--retry-unknown", is_flag=True,
+              help="Resend messages whose outcome is unknown (same Message-ID).")
+@click.pass_context
+@_reported
+def send(ctx: click.Context, issue: str, list_name: str | None, proof_to: str | None,
+         dry_run: str | None, yes: bool, retry_unknown: bool) -> None:
+    """Send an issue to a list in batches over SMTP; run again to resume."""
+    if proof_to is None and list_name is None:
+        raise click.UsageError("give --list NAME (or --to ADDRESS for a proof)")
+    code = pipeline.send(_config(ctx), Path(issue), list_name, proof_to=proof_to,
+                         dry_run=Path(dry_run) if dry_run else None, assume_yes=yes,
+                         retry_unknown=retry_unknown)
+    ctx.exit(code)
+
+
+@main.command()
+@click.argument("issue", required=False, type=click.Path(dir_okay=False))
+@click.option("--csv", "csv_out", default=None, type=click.Path(dir_okay=False),
+              help="Also write every recipient's state to this CSV file.")
+@click.pass_context
+@_reported
+def status(ctx: click.Context, issue: str | None, csv_out: str | None) -> None:
+    """What was sent, to whom, what failed and why."""
+    pipeline.status(_config(ctx), Path(issue) if issue else None,
+                    Path(csv_out) if csv_out else None)
+
+
+@main.command()
+@click.option("-d", "--directory", default="site", show_default=True,
+              type=click.Path(file_okay=False), help="The built archive to serve.")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535))
+@click.pass_context
+@_reported
+def serve(ctx: click.Context, directory: str, host: str, port: int) -> None:
+    """Serve the archive and the one-click unsubscribe endpoint."""
+    pipeline.serve(_config(ctx), Path(directory), host=host, port=port)
+
+
+@main.command()
+@click.option("-o", "--output", default="demo", show_default=True,
+              type=click.Path(file_okay=False), help="Where the demo writes everything.")
+@click.pass_context
+@_reported
+def demo(ctx: click.Context, output: str) -> None:
+    """The whole pipeline on the sample data, over a local SMTP server."""
+    pipeline.demo(_config(ctx), Path(output))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main(sys.argv[1:])

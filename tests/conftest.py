@@ -1,0 +1,113 @@
+"""Shared fixtures: a project in a temp folder, the real CLI, Debian's chromium.
+
+Tools that a test needs (chromium, spamassassin, node) skip the test when missing on a
+developer machine, and fail it under CI (CI=true), where .ci/run installs them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def require_tool(path_or_name: str) -> str:
+    """Return the tool's path; skip (locally) or fail (CI=true) when it is missing."""
+    found = path_or_name if os.path.isabs(path_or_name) and os.path.exists(path_or_name) \
+        else shutil.which(path_or_name)
+    if not found:
+        message = f"{path_or_name} is not installed (.ci/run installs it)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return found
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+
+@dataclass
+class Project:
+    """A copy of the sample project in a temp folder, and the CLI run inside it."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "newsletter.yaml"
+
+    def write(self, relative: str, text: str | bytes) -> Path:
+        path = self.root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(text, bytes):
+            path.write_bytes(text)
+        else:
+            path.write_text(text, encoding="utf-8")
+        return path
+
+    def run(self, *args: str, env: dict[str, str] | None = None, input: str | None = None,
+            timeout: float = 120) -> Result:
+        full_env = {**os.environ, "NEWSLETTER_SECRET": "test-secret-0123456789abcdef",
+                    "SOURCE_DATE_EPOCH": "1480896000", **(env or {})}
+        proc = subprocess.run(
+            [sys.executable, "-m", "newsletter", *args],
+            cwd=self.root, env=full_env, input=input, capture_output=True, text=True,
+            timeout=timeout,
+        )
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Project:
+    """The repository's newsletter.yaml, issues/, templates/ and subscribers/ in a temp folder."""
+    root = tmp_path / "project"
+    root.mkdir()
+    shutil.copy(REPO / "newsletter.yaml", root / "newsletter.yaml")
+    for folder in ("issues", "templates", "subscribers"):
+        if (REPO / folder).exists():
+            shutil.copytree(REPO / folder, root / folder)
+    return Project(root)
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """Debian's chromium driven by Playwright (never a downloaded browser)."""
+    require_tool(CHROMIUM)
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield b
+        b.close()
