@@ -190,6 +190,14 @@ class Image:
     width: int | None = None
     height: int | None = None
     size: int | None = None  # bytes
+    digest: str | None = None  # sha256 hex of the local file's bytes
+
+    @property
+    def published_name(self) -> str | None:
+        """Content-hashed file name the image is published under (local images only)."""
+        if self.path is None or self.digest is None:
+            return None
+        return f"{self.path.stem}-{self.digest[:12]}{self.path.suffix.lower()}"
 
 
 @dataclass(frozen=True, slots=True)
