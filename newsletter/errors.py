@@ -1,15 +1,17 @@
 """The exception tree; every error says where it came from.
 
-    NewsletterError                 anything the CLI reports as a message, never a traceback
-    ├── InputError                  bad input (issue, config, CSV, command line values): exit 1
-    │                               carries every Problem found, not just the first
-    ├── StateError                  the state database refuses (locked, newer schema, corrupt): exit 1
-    ├── RenderError                 a template or MJML failed on valid input: a bug, exit 1
-    └── DeliveryError               sending stopped (config, circuit breaker, failed recipients): exit 1
+    NewsletterError     anything the CLI reports as a message, never a traceback
+    ├── InputError      bad input (issue, config, CSV, command line values): exit 1;
+    │                   carries every Problem found, not just the first
+    ├── UsageError      the command line itself is wrong: exit 2
+    ├── StateError      the state database refuses (locked, newer schema, corrupt): exit 1
+    ├── RenderError     a template or MJML failed on valid input (a bug): exit 1
+    └── DeliveryError   sending stopped (config, circuit breaker, failed recipients): exit 1
 
 A Problem is one finding, compiler style:
 
-    issues/2016-12.yaml:14:7: blocks[3].image.alt: required (describe the image for people who cannot see it)
+    issues/2016-12.yaml:14:7: blocks[3].image.alt: required (describe the image for
+    people who cannot see it)                       [one line in real output]
 """
 
 from __future__ import annotations

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
 
-
 # --------------------------------------------------------------------------- locations
 
 
@@ -116,9 +115,14 @@ class Smtp:
     port: int = 587
     tls: TlsMode = TlsMode.STARTTLS
     user: str | None = None
-    password_env: str = "NEWSLETTER_SMTP_PASSWORD"  # the password itself lives only here
+    password_env: str = "NEWSLETTER_SMTP_PASSWORD"  # noqa: S105 (a variable name, not a secret)
     timeout: float = 60.0  # per command; the final-dot wait is longer (see send.py)
     final_dot_timeout: float = 600.0
+    # Optional DKIM signing of the exact bytes sent (dkim.py). The key file is a secret:
+    # keep it outside the repository (NEWSLETTER_DKIM_KEY overrides the path).
+    dkim_key: Path | None = None  # PEM private key (RSA)
+    dkim_selector: str | None = None  # the DNS selector: <selector>._domainkey.<domain>
+    dkim_domain: str | None = None  # d= ; defaults to the sender's domain
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,10 +290,19 @@ class Issue:
     preheader: str | None = None
     intro: str | None = None  # Markdown
     source_hash: str = ""  # sha256 of the YAML bytes and local image bytes
+    # Where each value was written, by key path ("subject", "blocks[2].body"): for messages.
+    locations: tuple[tuple[str, Location], ...] = ()
 
     @property
     def subject_line(self) -> str:
         return self.subject or self.title
+
+    def location_of(self, key: str) -> Location:
+        """Where the value at ``key`` was written (the issue itself when unknown)."""
+        for name, where in self.locations:
+            if name == key:
+                return where
+        return self.where
 
 
 # --------------------------------------------------------------------------- rendering

@@ -7,29 +7,122 @@ order, write outputs at the edge. Stage modules do the work; this file only sequ
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .model import Issue, Network
 
 
 # --------------------------------------------------------------------------- editors
 
 
 def check(config: Path, issues: list[Path], *, strict: bool = False) -> None:
-    """Validate newsletter.yaml and the issues; report every problem at once."""
-    raise NotImplementedError
+    """Validate newsletter.yaml and the issues; report every problem at once.
+
+    Problems go to stderr compiler-style (repeated warnings folded), a one-line summary to
+    stdout; errors, or warnings under ``strict``, fail with exit code 1.
+    """
+    import click
+
+    from .checks import CheckFailed, editorial, fold
+    from .config import load_network
+    from .errors import InputError, Problem, Severity
+    from .load import find_issues, load_issue
+
+    problems: list[Problem] = []
+    network: Network | None = None
+    try:
+        network = load_network(config)
+    except InputError as e:
+        problems.extend(e.problems)
+    paths = issues or find_issues(config.parent)
+    for path in paths:
+        try:
+            problems.extend(editorial(load_issue(path, network), network))
+        except InputError as e:
+            problems.extend(e.problems)
+    for line in fold(problems):
+        click.echo(line, err=True)
+    errors = sum(p.severity is Severity.ERROR for p in problems)
+    warnings = len(problems) - errors
+
+    def count(n: int, word: str) -> str:
+        return f"{n} {word}{'' if n == 1 else 's'}"
+
+    click.echo(f"{count(len(paths), 'issue')} checked: {count(errors, 'error')}, "
+               f"{count(warnings, 'warning')}")
+    if errors:
+        raise CheckFailed(problems, f"check failed: {count(errors, 'error')}")
+    if strict and warnings:
+        raise CheckFailed(problems, f"check failed: {count(warnings, 'warning')} (--strict)")
 
 
 def build(config: Path, issue: Path, output: Path | None, *, strict: bool = False) -> Path:
     """Render one issue to email.html, email.txt and email.eml; return the folder."""
-    raise NotImplementedError
+    import click
+
+    from .config import load_network
+    from .load import load_issue
+    from .personalize import anonymous_recipient, assemble, fill, prepare, sample_date
+    from .render import local_images, render_issue, write_build
+
+    network = load_network(config)
+    loaded = load_issue(issue, network)
+    _editorial_checks(loaded, network, strict=strict)
+    rendered = render_issue(loaded, network)
+    reader = anonymous_recipient(network, loaded.slug)
+    message = assemble(prepare(rendered, network), reader, sample_date(loaded))
+    html, text = fill(rendered, reader)
+    folder = output if output is not None else network.root / "build" / loaded.slug
+    write_build(folder, {"email.html": html.encode("utf-8"), "email.txt": text.encode("utf-8"),
+                         "email.eml": message}, local_images(loaded))
+    click.echo(f"built {loaded.slug}: {folder}/email.html, email.txt, email.eml "
+               f"({len(html.encode('utf-8')) // 1024} KB of HTML)")
+    return folder
+
+
+def _editorial_checks(issue: Issue, network: Network, *, strict: bool) -> None:
+    """Run checks.editorial when that stage exists; warnings fail the build under --strict."""
+    import importlib
+
+    import click
+
+    from .errors import InputError, Severity
+
+    try:
+        checks = importlib.import_module(f"{__package__}.checks")
+    except ModuleNotFoundError:
+        return
+    problems = list(checks.editorial(issue, network))
+    for problem in problems:
+        if problem.severity is Severity.WARNING:
+            click.echo(str(problem), err=True)
+    failing = [p for p in problems if strict or p.severity is not Severity.WARNING]
+    if failing:
+        raise InputError(failing)
 
 
 def preview(config: Path, issue: Path, *, port: int, open_browser: bool) -> None:
     """Serve a live preview of one issue on 127.0.0.1."""
-    raise NotImplementedError
+    from .preview import serve_preview
+
+    serve_preview(config, issue, port=port, open_browser=open_browser)
 
 
 def archive(config: Path, output: Path) -> Path:
     """Build the static archive site from every issue."""
-    raise NotImplementedError
+    import click
+
+    from .archive import build_site
+    from .config import load_network
+    from .load import find_issues, load_issue
+
+    network = load_network(config)
+    report = build_site(network, find_issues(network.root), output,
+                        lambda path: load_issue(path, network))
+    click.echo(f"archive: {report.issues} issues in {output}/ ({len(report.written)} files "
+               f"written, {len(report.kept)} unchanged, {len(report.loaded)} issues rendered)")
+    return output
 
 
 # --------------------------------------------------------------------------- members
@@ -37,31 +130,159 @@ def archive(config: Path, output: Path) -> Path:
 
 def import_subscribers(config: Path, csv_file: Path, list_name: str, *, consent: str | None,
                        skip_invalid: bool, dry_run: bool) -> None:
-    raise NotImplementedError
+    """Validate the whole CSV first, then add its members to a list in one transaction."""
+    import click
+
+    from . import db, members, subscribers
+    from .config import load_network
+    from .errors import InputError, Problem
+    from .model import Location
+
+    network = load_network(config)
+    members.check_list_name(list_name)
+    parsed = subscribers.read_csv(csv_file, consent=consent)
+    if parsed.problems and not skip_invalid:
+        bad = len({p.where for p in parsed.problems})
+        raise InputError([*parsed.problems, Problem(
+            Location(parsed.path), "", f"{bad} row(s) cannot be imported; nothing was imported",
+            hint="fix them, or use --skip-invalid to import the other rows")])
+    for problem in parsed.duplicates:
+        click.echo(str(problem), err=True)
+    for problem in parsed.problems:
+        click.echo(f"{problem} (row skipped)", err=True)
+    conn = db.connect(network.database)
+    try:
+        result = members.import_rows(conn, list_name, parsed.rows, dry_run=dry_run)
+    finally:
+        conn.close()
+    for line in members.import_report(result, parsed.path):
+        click.echo(line)
 
 
 def export_subscribers(config: Path, list_name: str | None, output: Path | None) -> None:
-    raise NotImplementedError
+    """Subscribed members as spreadsheet-safe CSV, to a file (atomically) or stdout."""
+    import click
+
+    from . import db, members, subscribers
+    from .config import load_network
+
+    network = load_network(config)
+    conn = db.connect(network.database)
+    try:
+        members.require_list(conn, list_name)
+        text = subscribers.export_csv(members.export_rows(conn, list_name))
+    finally:
+        conn.close()
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    partial = output.with_name(output.name + ".partial")
+    try:
+        partial.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))  # BOM: for spreadsheets
+        partial.replace(output)
+    except OSError as e:
+        from .errors import InputError, Problem
+        from .model import Location
+
+        partial.unlink(missing_ok=True)
+        raise InputError([Problem(Location(str(output)), "",
+                                  f"cannot write the file ({e.strerror})")]) from e
 
 
 def list_subscribers(config: Path, list_name: str | None) -> None:
-    raise NotImplementedError
+    """One line per membership: address, list, status, since, name (organisation)."""
+    import click
+
+    from . import db, members
+    from .config import load_network
+
+    network = load_network(config)
+    conn = db.connect(network.database)
+    try:
+        members.require_list(conn, list_name)
+        for m in members.listing(conn, list_name):
+            who = m.name or ""
+            if m.organisation:
+                who += f" ({m.organisation})"
+            click.echo(f"{m.email or '(removed)':<40} {m.list_name:<12} {m.status:<12} "
+                       f"{m.changed_at[:10]}  {who}".rstrip())
+    finally:
+        conn.close()
 
 
 def count_subscribers(config: Path, list_name: str | None) -> None:
-    raise NotImplementedError
+    """Members per list and status."""
+    import click
+
+    from . import db, members
+    from .config import load_network
+
+    network = load_network(config)
+    conn = db.connect(network.database)
+    try:
+        members.require_list(conn, list_name)
+        for name, status, count in members.counts(conn, list_name):
+            click.echo(f"{name}\t{status}\t{count}")
+    finally:
+        conn.close()
 
 
 def unsubscribe(config: Path, email: str, list_name: str | None) -> None:
-    raise NotImplementedError
+    """Unsubscribe one member from one list or all; they stay suppressed."""
+    import click
+
+    from . import db, members
+    from .config import load_network
+    from .errors import InputError, Problem
+    from .model import Location
+
+    network = load_network(config)
+    conn = db.connect(network.database)
+    try:
+        members.require_list(conn, list_name)
+        member = members.find_by_email(conn, email)
+        if member is None or (list_name is not None and members.membership_status(
+                conn, member.id, list_name) is None):
+            where = f" on list {list_name!r}" if list_name else ""
+            raise InputError([Problem(Location("command line"), "EMAIL",
+                                      f"{email!r} is not a member{where}",
+                                      hint="see 'newsletter subscribers list'")])
+        changed = members.unsubscribe(conn, member.id, list_name, "unsubscribed by an editor")
+    finally:
+        conn.close()
+    scope = list_name or "every list"
+    click.echo(f"{member.email}: unsubscribed from {scope}" if changed
+               else f"{member.email}: already unsubscribed from {scope}")
 
 
 def remove_subscriber(config: Path, email: str) -> None:
-    raise NotImplementedError
+    """Erase a member's personal data; a salted hash keeps them from being re-added."""
+    import click
+
+    from . import db, members
+    from .config import load_network
+
+    network = load_network(config)
+    conn = db.connect(network.database)
+    try:
+        members.remove(conn, email)
+    finally:
+        conn.close()
+    click.echo(f"{email}: removed (personal data erased; the address can never be "
+               "imported again)")
 
 
 def serve(config: Path, directory: Path, *, host: str, port: int) -> None:
-    raise NotImplementedError
+    """The archive and the one-click unsubscribe endpoint, until interrupted."""
+    from . import db
+    from . import serve as web
+    from .config import load_network
+    from .tokens import secrets_from_env
+
+    network = load_network(config)
+    secrets_from_env()  # refuse to start without a signing key
+    db.connect(network.database).close()  # create and migrate before the first request
+    web.run(network, directory, host=host, port=port)
 
 
 # --------------------------------------------------------------------------- delivery
@@ -69,13 +290,38 @@ def serve(config: Path, directory: Path, *, host: str, port: int) -> None:
 
 def send(config: Path, issue: Path, list_name: str | None, *, proof_to: str | None,
          dry_run: Path | None, assume_yes: bool, retry_unknown: bool) -> int:
-    """Send (or resume sending) an issue; return the exit code."""
-    raise NotImplementedError
+    """Send (or resume sending) an issue; return the exit code.
+
+    Render once; then a proof (--to), a dry run (--dry-run) or the campaign: plan, confirm,
+    snapshot the list into the ledger, deliver, report.
+    """
+    from . import delivery
+    from .config import load_network
+    from .load import load_issue
+    from .render import render_issue
+
+    network = load_network(config)
+    rendered = render_issue(load_issue(issue, network), network)
+    if proof_to is not None:
+        return delivery.proof(network, rendered, proof_to)
+    assert list_name is not None  # the CLI requires --list without --to
+    if dry_run is not None:
+        return delivery.dry_run(network, rendered, list_name, dry_run)
+    return delivery.campaign(network, rendered, list_name, assume_yes=assume_yes,
+                             retry_unknown=retry_unknown)
 
 
 def status(config: Path, issue: Path | None, csv_out: Path | None) -> None:
-    raise NotImplementedError
+    """Counts by state per issue; one issue's failures, deferrals and unknowns; CSV."""
+    from . import delivery
+    from .config import load_network
+
+    network = load_network(config)
+    delivery.status(network, issue.stem if issue is not None else None, csv_out)
 
 
 def demo(config: Path, output: Path) -> None:
-    raise NotImplementedError
+    """The whole pipeline on the sample data, to a local SMTP server writing a Maildir."""
+    from .demo import run_demo
+
+    run_demo(config, output)

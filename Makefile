@@ -1,0 +1,54 @@
+# Two commands for a fresh machine (see README.md):
+#   make demo   set everything up, then run the whole pipeline on the sample data
+#   make test   run the whole test suite (ruff and mypy included)
+#
+# Setup installs what the tests need: Debian's chromium and spamassassin (when run as
+# root; otherwise it says what to install), a virtual environment with the pinned Python
+# packages, and the npm tools (axe-core, the official MJML compiler for the benchmark).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+DEBIAN_PACKAGES := chromium spamassassin
+
+.PHONY: setup demo test system benchmarks clean
+
+setup: system $(VENV)/.installed node_modules/.installed
+
+system:
+	@missing=""; \
+	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
+	command -v spamassassin >/dev/null 2>&1 || missing="$$missing spamassassin"; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian packages:$$missing"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBIAN_PACKAGES) >/dev/null; \
+	  else \
+	    echo "note: browser and spam tests need: sudo apt-get install$$missing (they skip without)"; \
+	  fi; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+demo: setup
+	$(BIN)/newsletter demo
+
+test: setup
+	$(BIN)/pytest -q
+
+benchmarks: setup
+	$(BIN)/python benchmarks/render.py
+	$(BIN)/python benchmarks/archive.py
+	$(BIN)/python benchmarks/subscribers.py
+	$(BIN)/python benchmarks/send.py
+
+clean:
+	rm -rf build site outbox demo .pytest_cache .mypy_cache .ruff_cache

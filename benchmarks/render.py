@@ -1,0 +1,184 @@
+"""Benchmark: one 12-block issue from YAML to HTML + text + .eml, beside the official MJML.
+
+    .venv/bin/python benchmarks/render.py [ROUNDS]
+
+In this process, each stage is timed ROUNDS times (default 50; the median is shown):
+load (newsletter.yaml + the issue YAML), jinja (-> MJML), mjml (MRML -> HTML), inline
+(css-inline; premailer is timed on the same HTML for comparison), text, prepare (once per
+issue) and assemble (per recipient). Then the official MJML compiler (node_modules/mjml)
+compiles the very same MJML ROUNDS times in one node process, and per-compile time is
+compared with our whole in-process render.
+
+As a user runs them: `newsletter build` as a whole process beside the `mjml` command line
+(node_modules/.bin/mjml) on the same MJML, each run 5 times (median).
+
+Targets: the whole in-process render no slower than the official MJML compile alone;
+`newsletter build` at least 3x faster than the mjml command.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import resource
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from newsletter import markdown
+from newsletter.config import load_network
+from newsletter.load import load_issue
+from newsletter.personalize import anonymous_recipient, assemble, prepare
+from newsletter.render import (
+    inline_css,
+    mjml_to_html,
+    render_issue,
+    render_mjml,
+    render_text,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+ISSUE = REPO / "tests" / "fixtures" / "twelve-blocks.yaml"
+NODE_MODULES = REPO / "node_modules"
+NODE_SCRIPT = """
+const mjml2html = require(process.argv[2]);
+const fs = require("fs");
+const source = fs.readFileSync(process.argv[3], "utf8");
+const rounds = parseInt(process.argv[4], 10);
+(async () => {
+  const options = {validationLevel: "skip", fonts: {}, keepComments: false};
+  await mjml2html(source, options);  // warm up: module loading, JIT
+  const times = [];
+  for (let i = 0; i < rounds; i++) {
+    const t = process.hrtime.bigint();
+    const out = await mjml2html(source, options);
+    times.push(Number(process.hrtime.bigint() - t) / 1e6);
+    if (!out.html) throw new Error("no html");
+  }
+  times.sort((a, b) => a - b);
+  console.log(JSON.stringify({median_ms: times[Math.floor(times.length / 2)]}));
+})();
+"""
+
+
+def median_ms(func: Callable[[], Any], rounds: int) -> float:
+    func()  # warm up: templates compiled, modules loaded
+    times = []
+    for _ in range(rounds):
+        markdown.clear_cache()  # each round parses the issue's Markdown afresh
+        started = time.perf_counter()
+        func()
+        times.append(time.perf_counter() - started)
+    return statistics.median(times) * 1000
+
+
+def process_ms(command: list[str], cwd: Path, runs: int = 5) -> tuple[float, float]:
+    """Median wall-clock and CPU (user + system) milliseconds of a command."""
+    walls, cpus = [], []
+    for _ in range(runs):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        started = time.perf_counter()
+        subprocess.run(command, cwd=cwd, check=True, capture_output=True)
+        walls.append(time.perf_counter() - started)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return statistics.median(walls) * 1000, statistics.median(cpus) * 1000
+
+
+def main(rounds: int) -> None:
+    config = REPO / "newsletter.yaml"
+    network = load_network(config)
+    issue = load_issue(ISSUE, network)
+    mjml_source = render_mjml(issue, network)
+    raw_html = mjml_to_html(mjml_source, issue)
+    rendered = render_issue(issue, network)
+    ready = prepare(rendered, network)
+    reader = anonymous_recipient(network, issue.slug)
+    when = dt.datetime(2017, 3, 6, 9, tzinfo=dt.UTC)
+
+    stages = {
+        "load": median_ms(lambda: load_issue(ISSUE, load_network(config)), rounds),
+        "jinja": median_ms(lambda: render_mjml(issue, network), rounds),
+        "mjml": median_ms(lambda: mjml_to_html(mjml_source, issue), rounds),
+        "inline css": median_ms(lambda: inline_css(raw_html), rounds),
+        "text": median_ms(lambda: render_text(issue, network), rounds),
+        "prepare": median_ms(lambda: prepare(rendered, network), rounds),
+        "assemble": median_ms(lambda: assemble(ready, reader, when), rounds * 20),
+    }
+    whole = median_ms(lambda: assemble(prepare(render_issue(
+        load_issue(ISSUE, load_network(config)), network), network), reader, when), rounds)
+
+    print(f"12-block issue: {len(rendered.html.encode()) / 1024:.1f} KB HTML, "
+          f"{len(rendered.text.encode()) / 1024:.1f} KB text, "
+          f"{len(assemble(ready, reader, when)) / 1024:.1f} KB message; median of {rounds}")
+    for name, ms in stages.items():
+        print(f"  {name:<12} {ms:8.3f} ms")
+    print(f"  {'total':<12} {sum(stages.values()):8.3f} ms (sum of stages)")
+    print(f"  {'whole':<12} {whole:8.3f} ms (YAML -> .eml bytes, one call chain)")
+    print(f"  assemble: {stages['assemble'] * 1000:.1f} µs per recipient")
+
+    try:
+        import premailer
+
+        def with_premailer() -> str:
+            out: str = premailer.transform(raw_html, keep_style_tags=True,
+                                           disable_validation=True, allow_network=False)
+            return out
+
+        premailer_ms = median_ms(with_premailer, max(5, rounds // 5))
+        print(f"  inline css with premailer instead: {premailer_ms:.1f} ms "
+              f"({premailer_ms / stages['inline css']:.0f}x css-inline)")
+    except ImportError:
+        pass
+
+    node = shutil.which("node")
+    mjml_module = NODE_MODULES / "mjml"
+    mjml_cli = NODE_MODULES / ".bin" / "mjml"
+    if not node or not mjml_module.is_dir():
+        print("official MJML: node or node_modules/mjml missing (npm ci); skipped")
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        (folder / "issue.mjml").write_text(mjml_source, encoding="utf-8")
+        (folder / "bench.js").write_text(NODE_SCRIPT, encoding="utf-8")
+        proc = subprocess.run([node, "bench.js", str(mjml_module), "issue.mjml", str(rounds)],
+                              cwd=folder, check=True, capture_output=True, text=True)
+        official = float(json.loads(proc.stdout)["median_ms"])
+        print("\nIn process, same MJML, same run:")
+        print(f"  official MJML compile (node, mjml 5): {official:8.3f} ms")
+        print(f"  MRML compile alone:                   {stages['mjml']:8.3f} ms "
+              f"({official / stages['mjml']:.1f}x faster)")
+        print(f"  our whole render YAML -> .eml:        {whole:8.3f} ms "
+              f"({official / whole:.1f}x faster than the official compile alone)")
+        rendering = sum(ms for name, ms in stages.items() if name != "load")
+        print(f"  the same without loading the YAML:    {rendering:8.3f} ms "
+              f"({official / rendering:.1f}x faster; load.py's YAML parse is "
+              f"{stages['load']:.1f} ms of the whole)")
+
+        project = folder / "project"
+        project.mkdir()
+        shutil.copy(config, project / "newsletter.yaml")
+        shutil.copytree(REPO / "templates", project / "templates")
+        shutil.copy(ISSUE, project / "issue.yaml")
+        shutil.copytree(ISSUE.with_suffix(""), project / ISSUE.with_suffix("").name)
+        ours, ours_cpu = process_ms([sys.executable, "-m", "newsletter", "build",
+                                     "issue.yaml", "-o", "out"], project)
+        theirs, theirs_cpu = process_ms([str(mjml_cli), str(folder / "issue.mjml"), "-o",
+                                         str(folder / "official.html"),
+                                         "--config.validationLevel", "skip"], folder)
+        print("\nWhole processes (median of 5; wall clock, then CPU time):")
+        print(f"  newsletter build (YAML -> html, txt, eml, images): {ours:7.1f} ms wall "
+              f"{ours_cpu:7.1f} ms CPU")
+        print(f"  mjml command line (MJML -> html only):             {theirs:7.1f} ms wall "
+              f"{theirs_cpu:7.1f} ms CPU")
+        print(f"  ratio: newsletter build is {theirs / ours:.1f}x faster by the clock, "
+              f"{theirs_cpu / ours_cpu:.1f}x by CPU time (target >= 3x)")
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 50)

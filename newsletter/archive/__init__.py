@@ -1,0 +1,202 @@
+"""The archive stage: every issue -> a static website (pages, index, feed, search).
+
+    entries.py   Issue -> Entry (what the index, search and feed need)
+    pages.py     Entries + the ARCHIVE render -> page, feed and index bytes (pure)
+    publish.py   staging folder, manifest, reuse of unchanged files, swap
+
+In: the network and the issue files. Out: the output folder (default ``site/``), replaced
+as a whole only after every page is built and the privacy gate (privacy.py) found
+nothing. Unchanged issues are not even loaded again: their entries come from the
+manifest and their pages from the previous site.
+
+    site/index.html            newest first, by year
+    site/<slug>/index.html     one page per issue (+ its images, content-hashed names)
+    site/search/index.html     search that works without a server (search-index.js)
+    site/feed.xml              Atom, full content of the latest issues
+    site/sitemap.xml, robots.txt, 404.html, static/
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .. import privacy
+from ..errors import InputError, Problem
+from ..model import Issue, Network
+from .entries import Entry, entry_for, file_hash
+from .pages import (
+    FEED_ENTRIES,
+    Pages,
+    embedded_render,
+    issue_render,
+    read_search_index,
+    search_index,
+)
+from .publish import Manifest, check_output, staged
+
+__all__ = ["BuildReport", "build_site"]
+
+SEARCH_INDEX = "search-index.js"
+
+
+@dataclass(frozen=True, slots=True)
+class BuildReport:
+    output: Path
+    issues: int
+    written: tuple[str, ...]  # files whose bytes are new in this build
+    kept: tuple[str, ...]  # files carried over from the previous site unchanged
+    loaded: tuple[str, ...]  # slugs of the issues that were loaded and rendered again
+
+
+def build_site(network: Network, issue_files: Sequence[Path], output: Path,
+               load: Callable[[Path], Issue]) -> BuildReport:
+    """Build the archive of ``issue_files`` into ``output``; raise InputError on bad input."""
+    check_output(output)
+    fingerprint = build_fingerprint(network)
+    texts = read_search_index((output / SEARCH_INDEX).read_bytes()) \
+        if (output / SEARCH_INDEX).is_file() else {}
+    previous = Manifest.read(output, texts)
+    reusable = previous.entries if previous.fingerprint == fingerprint else {}
+
+    entries, fresh, sources = _entries(network, issue_files, reusable, load)
+    policy = privacy.policy_for(network, [_config_text(network), *sources])
+    pages = Pages(network)
+
+    with staged(output, previous) as site:
+        bodies: dict[str, str] = {}
+        page_keys: dict[str, str] = {}
+        for i, entry in enumerate(entries):
+            newer = entries[i - 1] if i > 0 else None
+            older = entries[i + 1] if i + 1 < len(entries) else None
+            key = _page_key(fingerprint, entry, older, newer)
+            page_keys[entry.slug] = key
+            relative = f"{entry.slug}/index.html"
+            kept = site.keep(relative) if previous.pages.get(entry.slug) == key else None
+            if kept is None:
+                css, body = _issue_pieces(entry, fresh, site.previous_bytes(relative),
+                                          network, load, issue_files)
+                site.put(relative, pages.issue(entry, css, body, previous=older, next=newer))
+                bodies[entry.slug] = body
+            elif i < FEED_ENTRIES:
+                bodies[entry.slug] = _embedded(kept)[1]
+            for image in entry.images:
+                site.copy(f"{entry.slug}/{image.name}", network.root / image.source,
+                          image.digest)
+
+        feed_items = [(e, bodies[e.slug]) for e in entries[:FEED_ENTRIES]]
+        site.put("index.html", pages.index(entries))
+        site.put("search/index.html", pages.search(entries))
+        site.put(SEARCH_INDEX, search_index(entries))
+        site.put("feed.xml", pages.feed(feed_items, entries[0].date if entries else None))
+        site.put("sitemap.xml", pages.sitemap(entries))
+        site.put("robots.txt", pages.robots())
+        site.put("404.html", pages.not_found())
+        static = network.root / "templates" / "archive" / "static"
+        for path in sorted(p for p in static.rglob("*") if p.is_file()):
+            site.put(f"static/{path.relative_to(static).as_posix()}", path.read_bytes())
+
+        manifest = Manifest(fingerprint, policy.fingerprint,
+                            {e.slug: e for e in entries}, page_keys, dict(sorted(
+                                site.files.items())))
+        site.put_manifest(manifest)
+        trusted = frozenset(
+            rel for rel, digest in site.files.items()
+            if previous.policy == policy.fingerprint and previous.files.get(rel) == digest)
+        privacy.scan_tree(site.folder, policy, shown_as=str(output), trusted=trusted)
+
+    return BuildReport(output, len(entries), tuple(site.written), tuple(site.kept),
+                       tuple(sorted(fresh)))
+
+
+def _entries(network: Network, issue_files: Sequence[Path], reusable: dict[str, Entry],
+             load: Callable[[Path], Issue]) -> tuple[list[Entry], dict[str, Issue], list[str]]:
+    """An Entry per issue (newest first), the issues loaded afresh, and every source text."""
+    entries: list[Entry] = []
+    fresh: dict[str, Issue] = {}
+    sources: list[str] = []
+    problems: list[Problem] = []
+    for path in issue_files:
+        data = path.read_bytes()
+        sources.append(data.decode("utf-8", errors="replace"))
+        old = reusable.get(path.stem)
+        if old is not None and old.input_hash == hashlib.sha256(data).hexdigest() \
+                and _images_unchanged(old, network.root):
+            entries.append(old)
+            continue
+        try:
+            issue = load(path)
+        except InputError as e:
+            problems.extend(e.problems)
+            continue
+        entry, refused = entry_for(issue, network.root, data)
+        problems.extend(refused)
+        entries.append(entry)
+        fresh[entry.slug] = issue
+    if problems:
+        raise InputError(problems)
+    entries.sort(key=lambda e: (e.date, e.number or 0, e.slug), reverse=True)
+    return entries, fresh, sources
+
+
+def _images_unchanged(entry: Entry, root: Path) -> bool:
+    try:
+        return all(file_hash(root / image.source) == image.digest for image in entry.images)
+    except OSError:
+        return False
+
+
+def _issue_pieces(entry: Entry, fresh: dict[str, Issue], old_page: bytes | None,
+                  network: Network, load: Callable[[Path], Issue],
+                  issue_files: Sequence[Path]) -> tuple[str, str]:
+    """The issue's render: new if it changed, else the one its previous page embeds."""
+    if entry.slug not in fresh and old_page is not None:
+        pieces = embedded_render(old_page.decode("utf-8"))
+        if pieces is not None:
+            return pieces
+    issue = fresh.get(entry.slug)
+    if issue is None:  # reused entry, but its old page is gone: load it after all
+        path = next(p for p in issue_files if p.stem == entry.slug)
+        issue = fresh[entry.slug] = load(path)
+    return issue_render(issue, network)
+
+
+def _embedded(page: bytes) -> tuple[str, str]:
+    pieces = embedded_render(page.decode("utf-8"))
+    return pieces if pieces is not None else ("", "")
+
+
+def _page_key(fingerprint: str, entry: Entry, older: Entry | None, newer: Entry | None) -> str:
+    """Everything an issue page's bytes depend on: the code, templates and config, the
+    issue's YAML and images (its entry derives from them), and its neighbours' titles."""
+    parts = [fingerprint, entry.slug, entry.input_hash,
+             *(f"{i.name}:{i.digest}" for i in entry.images)]
+    for other in (older, newer):
+        parts += [other.slug, other.title] if other else ["", ""]
+    return hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+
+
+def build_fingerprint(network: Network) -> str:
+    """Changes whenever the code, the templates or the config could change any output."""
+    digest = hashlib.sha256()
+    digest.update(_config_text(network).encode())
+    package = Path(__file__).resolve().parent.parent
+    templates = network.root / "templates"
+    for folder, pattern in ((package, "*.py"), (templates, "*")):
+        for path in sorted(p for p in folder.rglob(pattern) if p.is_file()):
+            digest.update(path.relative_to(folder).as_posix().encode() + b"\0")
+            digest.update(path.read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def _config_text(network: Network) -> str:
+    config = Path(network.source.path)
+    if not config.is_absolute():
+        config = network.root / config
+    try:
+        return config.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""

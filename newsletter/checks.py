@@ -1,0 +1,177 @@
+"""Editorial checks: a loaded Issue -> warnings an editor should look at before sending.
+
+Nothing here stops a build: load.py refuses broken input. These are the things a
+careful sub-editor would flag: link text that says nothing out of context ("click here"
+means nothing to a screen reader listing links), placeholders left in, a subject too long
+for an inbox line, no preheader, long alt text, remote images (fetching them tells the
+image's server when each reader opened the email), repeated block titles, articles
+without a body. ``newsletter check --strict`` turns them into errors.
+
+Also here: folding repeated warnings for the terminal, as Pelican's ``LimitFilter`` does.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable, Iterator
+
+from .errors import InputError, Problem, Severity
+from .load import markdown_parts
+from .model import Article, Callout, Contact, Event, Issue, Link, Links, Location, Network
+
+SUBJECT_LEN = 60
+ALT_LEN = 150
+FOLD_AFTER = 3
+
+VAGUE_LINK_TEXT = frozenset({"click here", "here", "read more", "this link", "link", "more",
+                             "click", "click this link", "more here", "this"})
+_PLACEHOLDER = re.compile(r"\b(?:TK|TODO|TBC|XXX)\b|\b[Ll]orem ipsum\b|\{\{.*?\}\}")
+
+
+class CheckFailed(InputError):
+    """``check`` found errors (or warnings, under --strict); the problems were printed."""
+
+    def __init__(self, problems: Iterable[Problem], summary: str) -> None:
+        super().__init__(problems)
+        self.args = (summary,)
+
+
+def editorial(issue: Issue, network: Network | None = None) -> list[Problem]:
+    """Warnings for an issue that loaded without errors, in file order."""
+    problems: list[Problem] = []
+
+    def warn(key: str, message: str, hint: str | None = None,
+             where: Location | None = None) -> None:
+        problems.append(Problem(where or issue.location_of(key), key, message, hint,
+                                Severity.WARNING))
+
+    if not issue.preheader:
+        warn("preheader", "no preheader",
+             "inbox previews will show the first words of the email instead")
+    subject_key = "subject" if issue.subject else "title"
+    if len(issue.subject_line) > SUBJECT_LEN:
+        warn(subject_key, f"subject is {len(issue.subject_line)} characters; phones show "
+             f"about {SUBJECT_LEN}", "put the important words first or shorten it")
+
+    for key, link in _links(issue):
+        if _vague(link.text):
+            warn(f"{key}.text", _vague_message(link.text), _VAGUE_HINT)
+    for key, markdown in _markdown(issue):
+        links = 0
+        for part in markdown_parts(markdown):
+            if part.kind != "link":
+                continue
+            links += 1
+            if _vague(part.text):
+                warn(key, _vague_message(part.text), _VAGUE_HINT,
+                     issue.location_of(f"{key}.links[{links}]"))
+
+    titles: dict[str, int] = {}
+    for i, block in enumerate(issue.blocks, start=1):
+        path = f"blocks[{i}]"
+        folded = " ".join(block.title.split()).casefold()
+        if folded in titles:
+            first = titles[folded]
+            warn(f"{path}.title", f"same title as blocks[{first}] on line "
+                 f"{issue.location_of(f'blocks[{first}].title').line}",
+                 "readers skim by titles")
+        else:
+            titles[folded] = i
+        if isinstance(block, Article):
+            if not (block.body and block.body.strip()):
+                warn(f"{path}.title", "article without a body",
+                     "add a sentence or two, or make it a links item")
+            image = block.image
+            if image is not None:
+                if len(image.alt) > ALT_LEN:
+                    warn(f"{path}.image.alt", f"alt text is {len(image.alt)} characters; "
+                         f"keep it under {ALT_LEN}", "describe what matters; put details "
+                         "in the body")
+                if image.path is None:
+                    warn(f"{path}.image.src", "remote image: fetching it tells its server "
+                         "when each reader opens the email",
+                         "save the image next to the issue and give its path")
+
+    for key, text in _texts(issue):
+        for match in _PLACEHOLDER.finditer(text):
+            warn(key, f"placeholder {match.group()!r} left in the text",
+                 "finish or remove it before sending")
+    problems.sort(key=lambda p: (p.where.line, p.where.col))
+    return problems
+
+
+_VAGUE_HINT = "say where it goes, e.g. 'the full report (PDF)'"
+
+
+def _vague(text: str) -> bool:
+    words = re.sub(r"[^\w\s]", " ", text).casefold().split()
+    return " ".join(words) in VAGUE_LINK_TEXT
+
+
+def _vague_message(text: str) -> str:
+    return f"link text {text.strip()!r} does not say where the link goes"
+
+
+def _links(issue: Issue) -> Iterator[tuple[str, Link]]:
+    for i, block in enumerate(issue.blocks, start=1):
+        if isinstance(block, Article | Event | Callout) and block.link is not None:
+            yield f"blocks[{i}].link", block.link
+        elif isinstance(block, Links):
+            for j, item in enumerate(block.items, start=1):
+                yield f"blocks[{i}].items[{j}]", item
+
+
+def _markdown(issue: Issue) -> Iterator[tuple[str, str]]:
+    if issue.intro:
+        yield "intro", issue.intro
+    for i, block in enumerate(issue.blocks, start=1):
+        body = getattr(block, "body", None)
+        if isinstance(body, str):
+            yield f"blocks[{i}].body", body
+
+
+def _texts(issue: Issue) -> Iterator[tuple[str, str]]:
+    """Every text an editor wrote, by key path."""
+    yield "title", issue.title
+    if issue.subject:
+        yield "subject", issue.subject
+    if issue.preheader:
+        yield "preheader", issue.preheader
+    yield from _markdown(issue)
+    for i, block in enumerate(issue.blocks, start=1):
+        path = f"blocks[{i}]"
+        yield f"{path}.title", block.title
+        if isinstance(block, Event) and block.location:
+            yield f"{path}.location", block.location
+        if isinstance(block, Article) and block.image is not None:
+            yield f"{path}.image.alt", block.image.alt
+        if isinstance(block, Contact):
+            for j, person in enumerate(block.people, start=1):
+                for name in ("name", "role", "organisation"):
+                    value = getattr(person, name)
+                    if value:
+                        yield f"{path}.people[{j}].{name}", value
+    for key, link in _links(issue):
+        yield f"{key}.text", link.text
+        if link.note:
+            yield f"{key}.note", link.note
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def fold(problems: Iterable[Problem], limit: int = FOLD_AFTER) -> list[str]:
+    """Lines to print: each warning message at most ``limit`` times, then a count."""
+    seen: Counter[str] = Counter()
+    lines: list[str] = []
+    for problem in problems:
+        if problem.severity is Severity.WARNING:
+            seen[problem.message] += 1
+            if seen[problem.message] > limit:
+                continue
+        lines.append(str(problem))
+    for message, count in seen.items():
+        if count > limit:
+            lines.append(f"... and {count - limit} more like this: warning: {message}")
+    return lines

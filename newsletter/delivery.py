@@ -1,0 +1,446 @@
+"""Around the send stage: the plan, the confirmation, proofs, dry runs, progress, status.
+
+In: a Network, one RenderedIssue (rendered once) and the state database. Out: a snapshot
+in the ledger, a run of send.Sender, and what the editor reads: the plan before, a
+progress bar (or log lines) during, the report after, ``newsletter status`` any time.
+
+    campaign(network, rendered, list_name, ...) -> exit code   newsletter send --list
+    proof(network, rendered, address)           -> exit code   newsletter send --to
+    dry_run(network, rendered, list_name, dir)  -> exit code   newsletter send --dry-run
+    status(network, slug | None, csv_out)                       newsletter status
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import datetime as dt
+import io
+import os
+import sqlite3
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import click
+
+from . import db, ledger, members
+from .dkim import signer_for
+from .errors import DeliveryError, InputError, Problem, StateError, UsageError
+from .headers import HeaderValueError, ascii_address
+from .model import DeliveryState, Limits, Location, Network, Recipient, RenderedIssue
+from .send import Build, RunResult, Sender, send_one, transport_for
+from .tokens import Secrets, secrets_from_env
+
+# Under WAL a kill -9 cannot lose a committed transaction at synchronous=NORMAL (the WAL is
+# in the OS page cache and the next open replays it); only a power failure or an OS crash
+# could lose the last commits. kill -9 of the sender is the threat model we defend against
+# (see benchmarks/send.py for what FULL costs); NEWSLETTER_LEDGER_SYNC=FULL restores fsync
+# on every commit for machines that lose power.
+LEDGER_SYNC = os.environ.get("NEWSLETTER_LEDGER_SYNC", "NORMAL").upper()
+LOG_EVERY = 5.0
+
+
+# --------------------------------------------------------------------------- building bytes
+
+
+def message_builder(network: Network, rendered: RenderedIssue, *,
+                    subject_prefix: str = "") -> Build:
+    """The per-recipient function: prepare once, then assemble (and sign) per message."""
+    from .personalize import assemble, prepare
+
+    prepared = prepare(rendered, network, subject_prefix=subject_prefix)
+    signer = signer_for(network.smtp, network.sender_domain)
+    if signer is None:
+        return lambda recipient, date: assemble(prepared, recipient, date)
+    sign = signer.sign
+    return lambda recipient, date: sign(assemble(prepared, recipient, date))
+
+
+def _recipients(conn: sqlite3.Connection, network: Network, list_name: str,
+                slug: str, secrets: Secrets) -> Iterator[tuple[int, Recipient]]:
+    for subscriber in members.recipients(conn, list_name):
+        yield subscriber.id, members.recipient_for(subscriber, list_name, slug, network, secrets)
+
+
+# --------------------------------------------------------------------------- proof, dry run
+
+
+def proof(network: Network, rendered: RenderedIssue, address: str) -> int:
+    """One test message, subject prefixed "[TEST] ", to one address; the ledger is untouched."""
+    from .personalize import anonymous_recipient
+
+    try:
+        to = ascii_address(address.strip(), "--to")
+    except HeaderValueError as e:
+        raise InputError([Problem(Location("--to"), "", str(e).partition(": ")[2])]) from e
+    transport = transport_for(network.smtp, network.sender_domain)
+    build = message_builder(network, rendered, subject_prefix="[TEST] ")
+    stamp = f"{time.time_ns():x}"
+    recipient = replace(anonymous_recipient(network, rendered.slug), address=to,
+                        message_id=f"<{rendered.slug}.proof.{stamp}@{network.sender_domain}>")
+    data = build(recipient, dt.datetime.now(dt.UTC))
+    attempt = asyncio.run(send_one(transport, network.sender.address, to, data))
+    if attempt.verdict.action.value != "sent":
+        raise DeliveryError(f"proof not sent to {to}: {attempt.verdict.why}: "
+                            f"{attempt.reply.code or ''} {attempt.reply.text}".rstrip())
+    click.echo(f"proof of {rendered.slug} sent to {to} via {transport.where} "
+               f"({attempt.reply.text})")
+    return 0
+
+
+def dry_run(network: Network, rendered: RenderedIssue, list_name: str, folder: Path) -> int:
+    """Write each recipient's exact message to ``folder`` as .eml; no connection, no ledger."""
+    build = message_builder(network, rendered)
+    secrets = secrets_from_env()
+    conn = db.connect(network.database)
+    date = dt.datetime.now(dt.UTC)
+    count = 0
+    try:
+        members.require_list(conn, list_name)
+        folder.mkdir(parents=True, exist_ok=True)
+        for number, (_, recipient) in enumerate(
+                _recipients(conn, network, list_name, rendered.slug, secrets), start=1):
+            target = folder / f"{number:06d}.eml"
+            partial = target.with_name(target.name + ".partial")
+            partial.write_bytes(build(recipient, date))
+            partial.replace(target)
+            count = number
+    finally:
+        conn.close()
+    click.echo(f"dry run: {count} messages for list {list_name} written to {folder}/ "
+               "(nothing sent, nothing recorded)")
+    return 0
+
+
+# --------------------------------------------------------------------------- the campaign
+
+
+def campaign(network: Network, rendered: RenderedIssue, list_name: str, *, assume_yes: bool,
+             retry_unknown: bool, interactive: bool | None = None) -> int:
+    """Plan, confirm, snapshot, send; the exit code (1 when recipients failed for good)."""
+    slug = rendered.slug
+    transport = transport_for(network.smtp, network.sender_domain)
+    build = message_builder(network, rendered)
+    secrets = secrets_from_env()
+    conn = db.connect(network.database)
+    try:
+        record = ledger.get_send(conn, slug)
+        if record is not None:
+            _check_resume(conn, record, rendered, list_name)
+            due = _due_count(conn, slug, retry_unknown)
+            click.echo(_resume_plan(conn, record, network.limits, due, retry_unknown,
+                                    transport.where))
+            if due == 0:
+                return _finish(conn, slug, RunResult())
+        else:
+            members.require_list(conn, list_name)
+            due = sum(1 for _ in members.recipients(conn, list_name))
+            click.echo(f"{slug}: send to list {list_name}: {due} recipients "
+                       f"(unsubscribed, bounced and suppressed members are not included)")
+            click.echo(_limits_line(conn, network.limits, due, transport.where))
+        _confirm(assume_yes, interactive)
+        lock = ledger.acquire_lock(conn, slug, time.time())
+        try:
+            if ledger.get_send(conn, slug) is None:
+                written = ledger.snapshot(conn, ledger.SendRecord(
+                    slug, list_name, rendered.content_hash, rendered.subject, time.time()),
+                    _recipients(conn, network, list_name, slug, secrets))
+                click.echo(f"ledger: {written} recipients recorded as pending")
+                due = written
+            with _Progress(due) as progress:
+                sender = Sender(issue=slug, sender=network.sender.address, transport=transport,
+                                limits=network.limits, database=network.database, build=build,
+                                lock=lock, retry_unknown=retry_unknown, on_outcome=progress,
+                                synchronous=LEDGER_SYNC)
+                result = asyncio.run(sender.run())
+        finally:
+            ledger.release_lock(conn, lock)
+        return _finish(conn, slug, result)
+    finally:
+        conn.close()
+
+
+def _check_resume(conn: sqlite3.Connection, record: ledger.SendRecord,
+                  rendered: RenderedIssue, list_name: str) -> None:
+    if record.list_name != list_name:
+        raise StateError(f"{record.issue} is being sent to list {record.list_name}, not "
+                         f"{list_name}: finish that send first (an issue goes to one list)")
+    if record.content_hash != rendered.content_hash:
+        sent = ledger.counts(conn, record.issue)[DeliveryState.SENT]
+        raise StateError(
+            f"{record.issue}: the rendered issue changed since sending started on "
+            f"{_when(record.created_at)} ({sent} already sent); the others would get a "
+            "different newsletter. Undo the change to resume, or save the new version as a "
+            "new issue file and send that")
+
+
+def _due_count(conn: sqlite3.Connection, slug: str, retry_unknown: bool) -> int:
+    counts = ledger.counts(conn, slug)
+    due = counts[DeliveryState.PENDING] + counts[DeliveryState.ATTEMPTING]
+    due += counts[DeliveryState.DEFERRED]
+    if retry_unknown:
+        due += counts[DeliveryState.UNKNOWN]
+    return due
+
+
+def _resume_plan(conn: sqlite3.Connection, record: ledger.SendRecord, limits: Limits,
+                 due: int, retry_unknown: bool, where: str) -> str:
+    c = ledger.counts(conn, record.issue)
+    lines = [f"{record.issue}: resuming the send to list {record.list_name} started "
+             f"{_when(record.created_at)}: {_counts_text(c)}"]
+    if c[DeliveryState.ATTEMPTING]:
+        lines.append(f"  {c[DeliveryState.ATTEMPTING]} were in flight when the last run "
+                     "stopped: they are sent again, with the same Message-ID")
+    if c[DeliveryState.UNKNOWN] and not retry_unknown:
+        lines.append(f"  {c[DeliveryState.UNKNOWN]} unknown (the server may have them) are "
+                     "not resent; --retry-unknown resends them with the same Message-ID")
+    if due:
+        lines.append(_limits_line(conn, limits, due, where))
+    else:
+        lines.append("  nothing is due now")
+    return "\n".join(lines)
+
+
+def _limits_line(conn: sqlite3.Connection, limits: Limits, due: int, where: str) -> str:
+    parts = []
+    rate = float("inf")
+    if limits.per_second > 0:
+        parts.append(f"{limits.per_second:g}/s")
+        rate = min(rate, limits.per_second)
+    if limits.per_minute > 0:
+        parts.append(f"{limits.per_minute}/min")
+        rate = min(rate, limits.per_minute / 60)
+    if limits.per_hour > 0:
+        parts.append(f"{limits.per_hour}/h")
+        rate = min(rate, limits.per_hour / 3600)
+    today = ""
+    if limits.per_day > 0:
+        left = max(0, limits.per_day - ledger.sent_since(conn, time.time() - 86400))
+        parts.append(f"{limits.per_day}/day")
+        today = f"; {left} left in the last 24 h" + (
+            f" (the other {due - left} wait for a later run)" if due > left else "")
+        due = min(due, left)
+    if limits.batch_size:
+        parts.append(f"batches of {limits.batch_size} with {limits.batch_pause:g} s pauses")
+    estimate = "as fast as the server takes them" if rate == float("inf") else \
+        f"about {_duration(due / rate)}"
+    return (f"  via {where}, {limits.concurrency} connection(s); limits: "
+            f"{', '.join(parts) or 'none'}{today}; {due} to send, {estimate}")
+
+
+def _confirm(assume_yes: bool, interactive: bool | None) -> None:
+    if assume_yes:
+        return
+    if interactive is None:
+        interactive = sys.stdin is not None and sys.stdin.isatty()
+    if not interactive:
+        raise UsageError("not sending: nobody is at a terminal to confirm; "
+                         "pass --yes to send without asking")
+    if not click.confirm("Send now?", default=False):
+        raise UsageError("not sent (nothing was changed)")
+
+
+def _finish(conn: sqlite3.Connection, slug: str, result: RunResult) -> int:
+    """Print the report; DeliveryError when the run was stopped by an error."""
+    c = ledger.counts(conn, slug)
+    this_run = ", ".join(f"{n} {state}" for state, n in sorted(result.outcomes.items()))
+    if this_run:
+        click.echo(f"this run: {this_run}")
+    click.echo(f"{slug}: {_counts_text(c)}")
+    if result.resent_after_crash:
+        click.echo(f"  {result.resent_after_crash} were in flight when a previous run stopped "
+                   "and were sent again with the same Message-ID (they may arrive twice)")
+    if c[DeliveryState.UNKNOWN]:
+        click.echo(f"  {c[DeliveryState.UNKNOWN]} unknown: the connection was lost after the "
+                   "message was sent; `newsletter status` lists them; --retry-unknown resends "
+                   "them with the same Message-ID")
+    if c[DeliveryState.DEFERRED]:
+        upcoming = ledger.next_deferred(conn, slug)
+        click.echo(f"  {c[DeliveryState.DEFERRED]} deferred (the server said 'try later'): "
+                   f"run the same command again after {_when(upcoming)} to retry them")
+    left = c[DeliveryState.PENDING] + c[DeliveryState.ATTEMPTING]
+    if result.daily_cap and left:
+        oldest = ledger.oldest_sent_since(conn, time.time() - 86400)
+        again = f" after {_when(oldest + 86400)}" if oldest else ""
+        click.echo(f"  daily cap reached: {left} still pending; run the same command again"
+                   f"{again}")
+    elif result.interrupted:
+        click.echo(f"  stopped: {left} still pending; run the same command to continue")
+    failed = c[DeliveryState.FAILED] + c[DeliveryState.EXPIRED]
+    if result.fatal and result.stopped:
+        raise DeliveryError(f"sending stopped: {result.stopped}\n  {left} recipients are "
+                            "still pending; nothing was skipped: run the same command again "
+                            "once it is fixed")
+    if failed:
+        click.echo(f"  {failed} failed for good: `newsletter status {slug}` shows why",
+                   err=True)
+        return 1
+    return 0
+
+
+# --------------------------------------------------------------------------- progress
+
+
+class _Progress:
+    """A rich progress bar on a terminal; a log line every few seconds otherwise."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.done = 0
+        self.counts: dict[str, int] = {}
+        self.started = time.monotonic()
+        self.last_log = self.started
+        self.bar: object | None = None
+        self._advance: Callable[[], None] | None = None
+
+    def __enter__(self) -> _Progress:
+        if sys.stderr.isatty() and self.total:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeRemainingColumn,
+            )
+
+            bar = Progress(TextColumn("sending"), BarColumn(), MofNCompleteColumn(),
+                           TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
+                           console=Console(stderr=True), transient=False)
+            task = bar.add_task("send", total=self.total, rate="")
+            bar.start()
+            self.bar = bar
+
+            def advance() -> None:
+                elapsed = max(1e-6, time.monotonic() - self.started)
+                bar.update(task, advance=1, rate=f"{self.done / elapsed:.1f}/s")
+
+            self._advance = advance
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()  # type: ignore[attr-defined]
+        elif self.done:
+            self._log()
+
+    def __call__(self, state: str) -> None:
+        self.counts[state] = self.counts.get(state, 0) + 1
+        if state in ("sent", "failed", "unknown", "suppressed", "expired"):
+            self.done += 1
+        if self._advance is not None:
+            self._advance()
+        elif time.monotonic() - self.last_log >= LOG_EVERY:
+            self._log()
+
+    def _log(self) -> None:
+        now = time.monotonic()
+        self.last_log = now
+        rate = self.done / max(1e-6, now - self.started)
+        eta = f", about {_duration((self.total - self.done) / rate)} left" \
+            if rate and self.total > self.done else ""
+        counts = ", ".join(f"{n} {s}" for s, n in sorted(self.counts.items()))
+        click.echo(f"progress: {self.done}/{self.total} done ({rate:.1f}/s{eta}): {counts}",
+                   err=True)
+
+
+# --------------------------------------------------------------------------- status
+
+
+def status(network: Network, slug: str | None, csv_out: Path | None) -> None:
+    """Counts per issue; for one issue every failure, deferral and unknown; CSV export."""
+    conn = db.connect(network.database)
+    try:
+        sends = ledger.all_sends(conn)
+        if slug is not None:
+            sends = [s for s in sends if s.issue == slug]
+            if not sends:
+                raise InputError([Problem(Location(slug), "", "has not been sent (no ledger "
+                                          "rows)", hint="newsletter send ISSUE --list NAME")])
+        if not sends:
+            click.echo("nothing has been sent yet")
+        for record in sends:
+            c = ledger.counts(conn, record.issue)
+            click.echo(f"{record.issue}  list {record.list_name}  started "
+                       f"{_when(record.created_at)}  {_counts_text(c)}")
+            if slug is not None:
+                for line in _problem_lines(conn, record.issue):
+                    click.echo(line)
+        if csv_out is not None:
+            _write_csv(conn, sends, csv_out)
+            click.echo(f"wrote {csv_out}")
+    finally:
+        conn.close()
+
+
+def _problem_lines(conn: sqlite3.Connection, slug: str) -> Iterator[str]:
+    crashes = ledger.crash_resends(conn, slug)
+    if crashes:
+        yield (f"  {crashes} resent after a crash (in flight when a run was killed; same "
+               "Message-ID)")
+    for row in ledger.rows(conn, slug, problems_only=True):
+        code = " ".join(str(x) for x in (row.reply_code, row.enhanced_code) if x)
+        why = f"{code} {row.reply_text or ''}".strip()
+        if row.state is DeliveryState.DEFERRED:
+            yield (f"  deferred  {row.address}  attempt {row.attempts}, next "
+                   f"{_when(row.next_attempt_at)}: {why}")
+        elif row.state is DeliveryState.UNKNOWN:
+            yield f"  unknown   {row.address}  {row.message_id}: {why} (at {row.stage})"
+        else:
+            yield f"  {row.state:<9} {row.address}  {why} (at {row.stage})"
+
+
+CSV_COLUMNS = ("issue", "address", "state", "attempts", "reply_code", "enhanced_code",
+               "reply", "stage", "first_attempt", "last_attempt", "next_attempt", "sent_at",
+               "message_id", "resent_after_crash")
+
+
+def _write_csv(conn: sqlite3.Connection, sends: list[ledger.SendRecord], path: Path) -> None:
+    from .subscribers import neutralise
+
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer.writerow(CSV_COLUMNS)
+    for record in sends:
+        for r in ledger.rows(conn, record.issue):
+            writer.writerow([neutralise(str(v)) for v in (
+                record.issue, r.address, r.state, r.attempts, r.reply_code or "",
+                r.enhanced_code or "", r.reply_text or "", r.stage or "",
+                _iso(r.first_attempt_at), _iso(r.last_attempt_at), _iso(r.next_attempt_at),
+                _iso(r.sent_at), r.message_id, r.resent_after_crash)])
+    partial = path.with_name(path.name + ".partial")
+    partial.write_bytes(b"\xef\xbb\xbf" + buffer.getvalue().encode("utf-8"))
+    partial.replace(path)
+
+
+# --------------------------------------------------------------------------- words
+
+
+def _counts_text(c: dict[DeliveryState, int]) -> str:
+    total = sum(c.values())
+    shown = [f"{n} {state}" for state, n in c.items() if n]
+    return f"{total} recipients: " + (", ".join(shown) or "none")
+
+
+def _when(timestamp: float | None) -> str:
+    if timestamp is None:
+        return "-"
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def _iso(timestamp: float | None) -> str:
+    if timestamp is None:
+        return ""
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).isoformat(timespec="seconds")
+
+
+def _duration(seconds: float) -> str:
+    seconds = max(0, int(seconds))
+    if seconds < 90:
+        return f"{seconds} s"
+    if seconds < 5400:
+        return f"{seconds // 60} min"
+    return f"{seconds // 3600} h {seconds % 3600 // 60} min"

@@ -1,0 +1,69 @@
+"""Header values, checked before they reach a message: part of the personalize stage.
+
+Every value that ends up in a header line (subject, display names, addresses, Message-ID,
+List-Unsubscribe) passes through here, whatever Python version runs us: 3.11.7 lacks the
+CVE-2024-6923 fix, so a stray LF or an encoded-word ``=?...?=`` in a Subject could inject
+header lines. We refuse them rather than trust the ``email`` package to.
+
+    check_value(name, value)   -> value, or HeaderValueError
+    ascii_address(address)     -> the address with its domain IDNA-encoded (punycode)
+"""
+
+from __future__ import annotations
+
+import re
+
+from .errors import NewsletterError
+
+# C0 controls (TAB included: no header value we write needs one), DEL, C1 controls,
+# the Unicode line and paragraph separators, and the start of an RFC 2047 encoded-word.
+_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]|=\?")
+_LOCAL_PART = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+")
+
+
+class HeaderValueError(NewsletterError):
+    """A value that would corrupt or inject a header line."""
+
+
+def value_problem(value: str) -> str | None:
+    """Why ``value`` may not be written into a header, or None when it may."""
+    found = _FORBIDDEN.search(value)
+    if found is None:
+        return None
+    text = found.group()
+    if text == "=?":
+        return "contains '=?' (the start of an encoded-word)"
+    if text in "\r\n":
+        return "contains a line break"
+    return f"contains the control character U+{ord(text):04X}"
+
+
+def check_value(name: str, value: str) -> str:
+    """Return ``value`` unchanged, or raise HeaderValueError saying which header and why."""
+    problem = value_problem(value)
+    if problem is not None:
+        raise HeaderValueError(f"{name}: {problem}: {value[:60]!r}")
+    if not value.strip():
+        raise HeaderValueError(f"{name}: empty value")
+    return value
+
+
+def ascii_address(address: str, name: str = "address") -> str:
+    """``user@exämple.org`` -> ``user@xn--exmple-cua.org``; non-ASCII local parts are refused."""
+    check_value(name, address)
+    local, at, domain = address.rpartition("@")
+    if not at or not local or not domain:
+        raise HeaderValueError(f"{name}: not an e-mail address: {address[:60]!r}")
+    if not _LOCAL_PART.fullmatch(local) or local.startswith(".") or local.endswith(".") \
+            or ".." in local:
+        raise HeaderValueError(
+            f"{name}: the part before @ must be plain ASCII letters, digits and . _ + -: "
+            f"{address[:60]!r}")
+    try:
+        ascii_domain = domain.encode("idna").decode("ascii").lower()
+    except UnicodeError as e:
+        raise HeaderValueError(f"{name}: the domain is not valid: {domain[:60]!r}") from e
+    if not re.fullmatch(r"[a-z0-9](?:[a-z0-9.-]*[a-z0-9])?", ascii_domain) \
+            or "." not in ascii_domain:
+        raise HeaderValueError(f"{name}: the domain is not valid: {domain[:60]!r}")
+    return f"{local}@{ascii_domain}"

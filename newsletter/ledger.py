@@ -1,0 +1,368 @@
+"""The delivery ledger: one SQLite row per (issue, subscriber), the send stage's state.
+
+In: the recipients snapshot (written once, in one transaction, before any connection) and
+every outcome the sender reports. Out: the rows still due, the counts ``status`` shows, the
+24-hour totals the daily cap needs, and the single-runner lock.
+
+None of these functions commits: callers group them in ``transaction(conn)`` so that one
+commit covers, say, "mark the last message sent and the next one attempting". The schema is
+``migrations/0002_deliveries.sql``; every query is here, at the top.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import sqlite3
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from .errors import StateError
+from .model import DeliveryState, Recipient
+
+# --------------------------------------------------------------------------- queries
+
+GET_SEND = "SELECT issue, list_name, content_hash, subject, created_at FROM sends WHERE issue = ?"
+ALL_SENDS = """
+SELECT issue, list_name, content_hash, subject, created_at FROM sends ORDER BY created_at
+"""
+INSERT_SEND = """
+INSERT INTO sends (issue, list_name, content_hash, subject, created_at) VALUES (?, ?, ?, ?, ?)
+"""
+INSERT_DELIVERY = """
+INSERT OR IGNORE INTO deliveries
+    (issue, subscriber_id, address, greeting, unsubscribe_url, list_unsubscribe,
+     list_unsubscribe_post, message_id)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+"""
+DUE = """
+SELECT d.id, d.subscriber_id, s.list_name, d.address, d.greeting, d.unsubscribe_url,
+       d.list_unsubscribe, d.list_unsubscribe_post, d.message_id, d.state, d.attempts,
+       d.first_attempt_at
+FROM deliveries d JOIN sends s ON s.issue = d.issue
+WHERE d.issue = :issue AND d.id > :after
+  AND (d.state IN ('pending', 'attempting')
+       OR (d.state = 'deferred' AND d.next_attempt_at <= :now)
+       OR (d.state = 'unknown' AND :unknown))
+ORDER BY d.id
+LIMIT :limit
+"""
+MARK_CRASHED = """
+UPDATE deliveries SET resent_after_crash = resent_after_crash + 1
+WHERE issue = ? AND state = 'attempting'
+"""
+BEGIN_ATTEMPT = """
+UPDATE deliveries
+SET state = 'attempting', attempts = attempts + 1,
+    first_attempt_at = coalesce(first_attempt_at, :now), last_attempt_at = :now,
+    suppression_checked_at = :now
+WHERE id = :id AND state IN ('pending', 'attempting', 'deferred', 'unknown')
+"""
+MARK_SUPPRESSED = """
+UPDATE deliveries SET state = 'suppressed', suppression_checked_at = :now,
+    next_attempt_at = NULL
+WHERE id = :id AND state IN ('pending', 'attempting', 'deferred', 'unknown')
+"""
+RECORD = """
+UPDATE deliveries
+SET state = :state, reply_code = :code, enhanced_code = :enhanced, reply_text = :text,
+    stage = :stage, next_attempt_at = :next_attempt_at,
+    sent_at = CASE WHEN :state = 'sent' THEN :now ELSE sent_at END
+WHERE id = :id AND state = 'attempting'
+"""
+EXPIRE = """
+UPDATE deliveries SET state = 'expired', next_attempt_at = NULL
+WHERE issue = ? AND state = 'deferred' AND first_attempt_at <= ?
+"""
+COUNTS = "SELECT state, count(*) AS n FROM deliveries WHERE issue = ? GROUP BY state"
+CRASH_RESENDS = "SELECT count(*) FROM deliveries WHERE issue = ? AND resent_after_crash > 0"
+NEXT_DEFERRED = """
+SELECT min(next_attempt_at) FROM deliveries WHERE issue = ? AND state = 'deferred'
+"""
+SENT_SINCE = "SELECT count(*) FROM deliveries WHERE sent_at >= ?"
+OLDEST_SENT_SINCE = "SELECT min(sent_at) FROM deliveries WHERE sent_at >= ?"
+ROWS = """
+SELECT id, subscriber_id, address, state, attempts, first_attempt_at, last_attempt_at,
+       next_attempt_at, sent_at, reply_code, enhanced_code, reply_text, stage, message_id,
+       resent_after_crash
+FROM deliveries WHERE issue = ? ORDER BY id
+"""
+ROWS_IN_STATES = """
+SELECT id, subscriber_id, address, state, attempts, first_attempt_at, last_attempt_at,
+       next_attempt_at, sent_at, reply_code, enhanced_code, reply_text, stage, message_id,
+       resent_after_crash
+FROM deliveries WHERE issue = ? AND state IN ('failed', 'deferred', 'unknown', 'expired')
+ORDER BY state, id
+"""
+FORGET = """
+UPDATE deliveries SET address = '', greeting = '', unsubscribe_url = '', list_unsubscribe = '',
+    reply_text = NULL
+WHERE subscriber_id = ?
+"""
+GET_LOCK = "SELECT issue, pid, host, token, started_at, heartbeat_at FROM send_lock"
+DELETE_LOCK = "DELETE FROM send_lock"
+INSERT_LOCK = """
+INSERT INTO send_lock (name, issue, pid, host, token, started_at, heartbeat_at)
+VALUES ('send', ?, ?, ?, ?, ?, ?)
+"""
+HEARTBEAT = "UPDATE send_lock SET heartbeat_at = ? WHERE token = ?"
+RELEASE_LOCK = "DELETE FROM send_lock WHERE token = ?"
+
+# A lock whose heartbeat is older than this belongs to a run that died (on any host).
+STALE_AFTER = 60.0
+REPLY_TEXT_MAX = 500
+
+
+# --------------------------------------------------------------------------- values
+
+
+@dataclass(frozen=True, slots=True)
+class SendRecord:
+    """One issue's send: the list, the rendered content it was snapshotted with."""
+
+    issue: str
+    list_name: str
+    content_hash: str
+    subject: str
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A row that is due: who, and how many attempts it has had."""
+
+    id: int
+    subscriber_id: int
+    list_name: str
+    recipient: Recipient
+    state: DeliveryState
+    attempts: int
+    first_attempt_at: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class Reply:
+    """What ended an attempt, as recorded: code, enhanced code, text, SMTP stage."""
+
+    code: int | None
+    enhanced: str | None
+    text: str
+    stage: str
+
+
+@dataclass(frozen=True, slots=True)
+class Lock:
+    issue: str
+    token: str
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """A ledger row as ``status`` shows it (and the CSV export writes it)."""
+
+    id: int
+    subscriber_id: int
+    address: str
+    state: DeliveryState
+    attempts: int
+    first_attempt_at: float | None
+    last_attempt_at: float | None
+    next_attempt_at: float | None
+    sent_at: float | None
+    reply_code: int | None
+    enhanced_code: str | None
+    reply_text: str | None
+    stage: str | None
+    message_id: str
+    resent_after_crash: int
+
+
+# --------------------------------------------------------------------------- transactions
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on any exception)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield conn
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+# --------------------------------------------------------------------------- the snapshot
+
+
+def get_send(conn: sqlite3.Connection, issue: str) -> SendRecord | None:
+    row = conn.execute(GET_SEND, (issue,)).fetchone()
+    return SendRecord(*row) if row else None
+
+
+def all_sends(conn: sqlite3.Connection) -> list[SendRecord]:
+    return [SendRecord(*row) for row in conn.execute(ALL_SENDS)]
+
+
+def snapshot(conn: sqlite3.Connection, send: SendRecord,
+             recipients: Iterable[tuple[int, Recipient]]) -> int:
+    """Write the send and one pending row per recipient, all in one transaction.
+
+    Returns the number of rows written. A subscriber already in the ledger for this issue
+    (UNIQUE(issue, subscriber_id)) is not written twice.
+    """
+    with transaction(conn):
+        if get_send(conn, send.issue) is not None:
+            raise StateError(f"{send.issue}: already has a send in the ledger")
+        conn.execute(INSERT_SEND, (send.issue, send.list_name, send.content_hash, send.subject,
+                                   send.created_at))
+        before = conn.total_changes
+        conn.executemany(INSERT_DELIVERY, (
+            (send.issue, subscriber_id, r.address, r.greeting, r.unsubscribe_url,
+             r.list_unsubscribe, r.list_unsubscribe_post, r.message_id)
+            for subscriber_id, r in recipients
+        ))
+        return conn.total_changes - before
+
+
+# --------------------------------------------------------------------------- sending
+
+
+def mark_crashed(conn: sqlite3.Connection, issue: str) -> int:
+    """Count the rows a killed run left in flight; they are resent (same Message-ID)."""
+    return conn.execute(MARK_CRASHED, (issue,)).rowcount
+
+
+def expire(conn: sqlite3.Connection, issue: str, now: float, deadline: float) -> int:
+    """Deferred rows first tried more than ``deadline`` seconds ago become expired."""
+    return conn.execute(EXPIRE, (issue, now - deadline)).rowcount
+
+
+def due(conn: sqlite3.Connection, issue: str, now: float, *, after: int = 0,
+        limit: int = 500, include_unknown: bool = False) -> list[Delivery]:
+    """The next rows to send, in id order, after row ``after``."""
+    rows = conn.execute(DUE, {"issue": issue, "after": after, "now": now,
+                              "unknown": int(include_unknown), "limit": limit}).fetchall()
+    return [
+        Delivery(
+            id=row[0], subscriber_id=row[1], list_name=row[2],
+            recipient=Recipient(address=row[3], greeting=row[4], unsubscribe_url=row[5],
+                                list_unsubscribe=row[6], list_unsubscribe_post=row[7],
+                                message_id=row[8]),
+            state=DeliveryState(row[9]), attempts=row[10], first_attempt_at=row[11],
+        )
+        for row in rows
+    ]
+
+
+def begin_attempt(conn: sqlite3.Connection, delivery_id: int, now: float) -> bool:
+    """pending/deferred/unknown (or a crashed attempting) -> attempting; False if not due."""
+    return conn.execute(BEGIN_ATTEMPT, {"id": delivery_id, "now": now}).rowcount == 1
+
+
+def mark_suppressed(conn: sqlite3.Connection, delivery_id: int, now: float) -> None:
+    conn.execute(MARK_SUPPRESSED, {"id": delivery_id, "now": now})
+
+
+def record(conn: sqlite3.Connection, delivery_id: int, state: DeliveryState, reply: Reply,
+           now: float, next_attempt_at: float | None = None) -> None:
+    """attempting -> the outcome of the attempt (sent, deferred, failed, unknown, expired)."""
+    if state in (DeliveryState.PENDING, DeliveryState.ATTEMPTING):
+        raise ValueError(f"an attempt cannot end as {state}")
+    conn.execute(RECORD, {
+        "id": delivery_id, "state": str(state), "code": reply.code, "enhanced": reply.enhanced,
+        "text": reply.text[:REPLY_TEXT_MAX], "stage": reply.stage,
+        "next_attempt_at": next_attempt_at if state is DeliveryState.DEFERRED else None,
+        "now": now,
+    })
+
+
+def forget_subscriber(conn: sqlite3.Connection, subscriber_id: int) -> None:
+    """Erase a removed member's personal values from their ledger rows (keeps the counts)."""
+    conn.execute(FORGET, (subscriber_id,))
+
+
+# --------------------------------------------------------------------------- reporting
+
+
+def counts(conn: sqlite3.Connection, issue: str) -> dict[DeliveryState, int]:
+    found = {DeliveryState(state): n for state, n in conn.execute(COUNTS, (issue,))}
+    return {state: found.get(state, 0) for state in DeliveryState}
+
+
+def crash_resends(conn: sqlite3.Connection, issue: str) -> int:
+    """How many rows were (or are being) resent because a run died with them in flight."""
+    n: int = conn.execute(CRASH_RESENDS, (issue,)).fetchone()[0]
+    return n
+
+
+def next_deferred(conn: sqlite3.Connection, issue: str) -> float | None:
+    value: float | None = conn.execute(NEXT_DEFERRED, (issue,)).fetchone()[0]
+    return value
+
+
+def sent_since(conn: sqlite3.Connection, since: float) -> int:
+    """Messages accepted by the server since ``since`` (all issues): the daily cap's count."""
+    n: int = conn.execute(SENT_SINCE, (since,)).fetchone()[0]
+    return n
+
+
+def oldest_sent_since(conn: sqlite3.Connection, since: float) -> float | None:
+    value: float | None = conn.execute(OLDEST_SENT_SINCE, (since,)).fetchone()[0]
+    return value
+
+
+def rows(conn: sqlite3.Connection, issue: str, *, problems_only: bool = False) -> Iterator[Row]:
+    for row in conn.execute(ROWS_IN_STATES if problems_only else ROWS, (issue,)):
+        yield Row(id=row[0], subscriber_id=row[1], address=row[2], state=DeliveryState(row[3]),
+                  attempts=row[4], first_attempt_at=row[5], last_attempt_at=row[6],
+                  next_attempt_at=row[7], sent_at=row[8], reply_code=row[9],
+                  enhanced_code=row[10], reply_text=row[11], stage=row[12],
+                  message_id=row[13], resent_after_crash=row[14])
+
+
+# --------------------------------------------------------------------------- the lock
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def acquire_lock(conn: sqlite3.Connection, issue: str, now: float) -> Lock:
+    """Take the single sending lock, or raise StateError naming the run that holds it.
+
+    A lock is stale (and taken over) when its process is gone on this host, or its
+    heartbeat is older than STALE_AFTER seconds.
+    """
+    host = socket.gethostname()
+    token = secrets.token_hex(16)
+    with transaction(conn):
+        held = conn.execute(GET_LOCK).fetchone()
+        if held is not None:
+            held_issue, pid, held_host, _, started, beat = tuple(held)
+            stale = (held_host == host and not _alive(pid)) or now - beat > STALE_AFTER
+            if not stale:
+                raise StateError(
+                    f"{held_issue} is being sent right now (process {pid} on {held_host}, "
+                    f"running for {now - started:.0f} s); wait for it to finish, or stop it "
+                    "with Ctrl-C, then run this command again")
+            conn.execute(DELETE_LOCK)
+        conn.execute(INSERT_LOCK, (issue, os.getpid(), host, token, now, now))
+    return Lock(issue, token)
+
+
+def heartbeat(conn: sqlite3.Connection, lock: Lock, now: float) -> None:
+    conn.execute(HEARTBEAT, (now, lock.token))
+
+
+def release_lock(conn: sqlite3.Connection, lock: Lock) -> None:
+    with transaction(conn):
+        conn.execute(RELEASE_LOCK, (lock.token,))

@@ -1,0 +1,143 @@
+"""Sending limits shared by every connection: part of the send stage.
+
+In: model.Limits, the count of messages the ledger says were sent recently (so a restart
+does not get a fresh budget), and a clock. Out: ``await limiter.acquire()`` before each
+message, which returns when sending it keeps every budget, or False when the daily cap
+is used up.
+
+Each per-second/minute/hour limit is a token bucket whose tokens carry the time they were
+spent: a token comes back exactly one window after it was used. A classic refilling bucket
+of capacity C lets up to 2C through in some window (a full bucket, then the refill); this
+form never lets more than C through in ANY window of that length, which is what a provider
+means by "30 messages a minute". ``slow_down`` (421, 451, 454) pauses the whole stream,
+doubling while the server keeps complaining. Batches add a pause after every N messages.
+
+The clock is injected: tests use FakeClock, whose sleep() only moves its time forward.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Iterable
+from typing import Protocol
+
+from .model import Limits
+
+
+class Clock(Protocol):
+    def now(self) -> float: ...
+
+    async def sleep(self, seconds: float) -> None: ...
+
+
+class RealClock:
+    """Wall-clock time (the ledger stores it), asyncio sleeps."""
+
+    def now(self) -> float:
+        return time.time()
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+class FakeClock:
+    """A clock that moves only when someone sleeps: tests run limits in no real time."""
+
+    def __init__(self, start: float = 1_000_000.0) -> None:
+        self.t = start
+        self.slept = 0.0
+
+    def now(self) -> float:
+        return self.t
+
+    async def sleep(self, seconds: float) -> None:
+        self.t += max(0.0, seconds)
+        self.slept += max(0.0, seconds)
+        await asyncio.sleep(0)
+
+
+class Window:
+    """At most ``limit`` messages in any ``seconds``-long window."""
+
+    def __init__(self, limit: int, seconds: float, spent: Iterable[float] = ()) -> None:
+        self.limit = limit
+        self.seconds = seconds
+        self._spent: deque[float] = deque(sorted(spent)[-limit:] if limit else ())
+
+    def wait(self, now: float) -> float:
+        """Seconds until one more message fits (0: now)."""
+        while self._spent and self._spent[0] <= now - self.seconds:
+            self._spent.popleft()
+        if len(self._spent) < self.limit:
+            return 0.0
+        return self._spent[0] + self.seconds - now
+
+    def spend(self, now: float) -> None:
+        self._spent.append(now)
+
+
+class Limiter:
+    """Every budget in model.Limits, shared by all connections of one run."""
+
+    def __init__(self, limits: Limits, clock: Clock, *, recent: Iterable[float] = (),
+                 sent_today: int = 0) -> None:
+        """``recent``: send times (from the ledger) within the last hour, across runs."""
+        recent = tuple(recent)
+        self.clock = clock
+        self.windows = []
+        if limits.per_second > 0:
+            # Fractional rates (0.5/s) become "1 per 2 s".
+            per, seconds = (int(limits.per_second), 1.0) if limits.per_second >= 1 \
+                else (1, 1.0 / limits.per_second)
+            self.windows.append(Window(per, seconds, recent))
+        if limits.per_minute > 0:
+            self.windows.append(Window(limits.per_minute, 60.0, recent))
+        if limits.per_hour > 0:
+            self.windows.append(Window(limits.per_hour, 3600.0, recent))
+        self.daily_left = (limits.per_day - sent_today) if limits.per_day > 0 else None
+        self.batch_size = limits.batch_size
+        self.batch_pause = limits.batch_pause
+        self.backoff_base = max(0.05, min(limits.retry_base, 5.0))
+        self.backoff_max = max(self.backoff_base, min(limits.retry_max, 300.0))
+        self.granted = 0
+        self.paused_until = 0.0
+        self._complaints = 0
+        self._lock = asyncio.Lock()
+
+    async def acquire(self) -> bool:
+        """Wait until one more message keeps every budget; False when today's cap is used."""
+        async with self._lock:  # one waiter at a time: first come, first served
+            if self.daily_left is not None and self.daily_left <= 0:
+                return False
+            while True:
+                now = self.clock.now()
+                wait = max([self.paused_until - now, *(w.wait(now) for w in self.windows)])
+                if wait <= 0:
+                    break
+                await self.clock.sleep(wait)
+            for window in self.windows:
+                window.spend(now)
+            self.granted += 1
+            if self.daily_left is not None:
+                self.daily_left -= 1
+            if self.batch_size and self.granted % self.batch_size == 0 and self.batch_pause:
+                self.paused_until = max(self.paused_until, now + self.batch_pause)
+            return True
+
+    def give_back(self) -> None:
+        """A granted message that was not sent after all (suppressed, nothing transmitted)."""
+        if self.daily_left is not None:
+            self.daily_left += 1
+
+    def slow_down(self) -> float:
+        """The server asked us to slow down: pause everyone, longer each time in a row."""
+        delay: float = min(self.backoff_max, self.backoff_base * 2.0 ** self._complaints)
+        self._complaints += 1
+        self.paused_until = max(self.paused_until, self.clock.now() + delay)
+        return delay
+
+    def calm(self) -> None:
+        """A message went through: the next complaint starts the backoff afresh."""
+        self._complaints = 0

@@ -1,0 +1,507 @@
+"""Load stage: ``issues/<slug>.yaml`` -> :class:`~newsletter.model.Issue`.
+
+Strict YAML (see yamlsource.py), then the issue schema of SPEC.md, version 1. Every
+problem in the file is collected and raised together as one InputError, each with the
+file, line and column of the value at fault. Local images are read here, once: their type
+is sniffed from the bytes (not the name), their dimensions come from the file headers,
+and their bytes go into the issue's ``source_hash``.
+
+Markdown (intro and bodies) is parsed here only to refuse what the renderer would drop
+(raw HTML, Markdown images, links other than https/mailto/tel), so the editor hears about
+it from ``check``, on the right line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import struct
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import TypeVar
+
+from email_validator import EmailNotValidError, validate_email
+from markdown_it import MarkdownIt
+
+from . import yamlsource as ys
+from .errors import InputError, Problem
+from .model import (
+    Article,
+    Block,
+    Callout,
+    Contact,
+    Event,
+    Image,
+    Issue,
+    Link,
+    Links,
+    Location,
+    Network,
+    Person,
+    Section,
+)
+from .urls import url_problem
+
+MAX_BLOCKS = 60
+MAX_ITEMS = 50  # people in a contact block, links in a links block
+MAX_IMAGE_BYTES = 1_048_576
+TITLE_LEN = 200
+BODY_LEN = 20_000
+SLUG = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
+
+ISSUE_KEYS = ("version", "title", "date", "number", "subject", "preheader", "intro", "blocks")
+BLOCK_KEYS: dict[str, tuple[str, ...]] = {
+    "article": ("type", "title", "body", "image", "link"),
+    "event": ("type", "title", "date", "start", "end", "location", "body", "link"),
+    "contact": ("type", "title", "body", "people"),
+    "callout": ("type", "title", "body", "link"),
+    "links": ("type", "title", "items"),
+    "section": ("type", "title"),
+}
+LINK_KEYS = ("url", "text", "note")
+IMAGE_KEYS = ("src", "alt")
+PERSON_KEYS = ("name", "role", "organisation", "phone", "email")
+_URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
+_T = TypeVar("_T")
+_PHONE = re.compile(r"\+?[0-9][0-9 ().-]*")
+
+
+def find_issues(root: Path) -> list[Path]:
+    """The issue files of the project in ``root``, sorted by name."""
+    folder = root / "issues"
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.glob("*.yaml") if p.is_file())
+
+
+def load_issue(path: Path, network: Network | None = None) -> Issue:
+    """Read and validate one issue; raise InputError listing every problem in it.
+
+    ``network`` is accepted for checks that depend on the network's settings; an issue
+    is valid or not on its own today.
+    """
+    source = str(path)
+    try:
+        too_big = ys.size_problem(path.stat().st_size, source)
+        if too_big:
+            raise InputError([too_big])  # refused before reading a byte of it
+        data = path.read_bytes()
+    except OSError as e:
+        raise InputError([Problem(Location(source), "",
+                                  f"cannot read the file: {e.strerror or e}")]) from None
+    early: list[Problem] = []
+    root = ys.parse(data, source, early)
+    return _IssueReader(path, source, data, early).issue(root)
+
+
+def address_problem(text: str) -> tuple[str | None, str | None]:
+    """``(ascii address, None)`` for a usable email address, else ``(None, why)``.
+
+    The domain is IDNA-encoded so headers and the SMTP envelope stay ASCII.
+    """
+    try:
+        valid = validate_email(text, check_deliverability=False, allow_smtputf8=False)
+    except EmailNotValidError as e:
+        return None, str(e)
+    return valid.ascii_email or valid.normalized, None
+
+
+# --------------------------------------------------------------------------- Markdown
+
+
+class _SeeEveryLink(MarkdownIt):
+    """Parses every link, even ``javascript:`` ones, so they can be reported."""
+
+    def validateLink(self, url: str) -> bool:
+        return True
+
+
+_MD = _SeeEveryLink("commonmark")
+
+
+@dataclass(frozen=True, slots=True)
+class MarkdownPart:
+    kind: str  # "link", "image" or "html"
+    line: int  # 0-based line inside the Markdown text
+    target: str  # the href / src / HTML
+    text: str  # the link text or image alt
+
+
+def markdown_parts(markdown: str) -> Iterator[MarkdownPart]:
+    """The links, images and raw HTML in a Markdown text, with their line."""
+    for token in _MD.parse(markdown):
+        first = token.map[0] if token.map else 0
+        if token.type == "html_block":
+            yield MarkdownPart("html", first, token.content.strip(), "")
+            continue
+        if token.type != "inline" or not token.children:
+            continue
+        line = first
+        link: tuple[int, str, list[str]] | None = None
+        for child in token.children:
+            if child.type in ("softbreak", "hardbreak"):
+                line += 1
+            elif child.type == "link_open":
+                link = (line, str(child.attrs.get("href", "")), [])
+            elif child.type == "link_close" and link is not None:
+                yield MarkdownPart("link", link[0], link[1], "".join(link[2]))
+                link = None
+            elif child.type in ("text", "code_inline") and link is not None:
+                link[2].append(child.content)
+            elif child.type == "image":
+                yield MarkdownPart("image", line, str(child.attrs.get("src", "")),
+                                   child.content)
+            elif child.type == "html_inline":
+                yield MarkdownPart("html", line, child.content, "")
+
+
+def markdown_location(node: ys.Scalar, line: int, source: str, lines: list[str]) -> Location:
+    """Where line ``line`` of a Markdown value is in the file.
+
+    Exact for literal blocks (``|``), whose lines are the file's lines; folded and quoted
+    text is reported at its start.
+    """
+    if node.style != "|":
+        return Location(source, node.line, node.col)
+    number = node.line + 1 + line
+    text = lines[number - 1] if 0 < number <= len(lines) else ""
+    return Location(source, number, len(text) - len(text.lstrip(" ")) + 1)
+
+
+# --------------------------------------------------------------------------- images
+
+
+def sniff_image(data: bytes) -> tuple[str, int, int] | None:
+    """``(media type, width, height)`` from the file's own header, or None."""
+    try:
+        if data.startswith(b"\x89PNG\r\n\x1a\n") and data[12:16] == b"IHDR":
+            width, height = struct.unpack(">II", data[16:24])
+            return "image/png", width, height
+        if data[:6] in (b"GIF87a", b"GIF89a"):
+            width, height = struct.unpack("<HH", data[6:10])
+            return "image/gif", width, height
+        if data.startswith(b"\xff\xd8\xff"):
+            size = _jpeg_size(data)
+            return ("image/jpeg", *size) if size else None
+        if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+            size = _webp_size(data)
+            return ("image/webp", *size) if size else None
+    except (struct.error, IndexError):  # a header cut short: not an image we can use
+        return None
+    return None
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int] | None:
+    i = 2
+    while i + 9 < len(data):
+        if data[i] != 0xFF:
+            return None
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker in (0x01, *range(0xD0, 0xD8)):  # markers without a length
+            i += 2
+            continue
+        (length,) = struct.unpack(">H", data[i + 2:i + 4])
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            height, width = struct.unpack(">HH", data[i + 5:i + 9])
+            return width, height
+        i += 2 + length
+    return None
+
+
+def _webp_size(data: bytes) -> tuple[int, int] | None:
+    chunk = data[12:16]
+    if chunk == b"VP8 " and data[23:26] == b"\x9d\x01\x2a":
+        width, height = struct.unpack("<HH", data[26:30])
+        return width & 0x3FFF, height & 0x3FFF
+    if chunk == b"VP8L" and data[20] == 0x2F:
+        (bits,) = struct.unpack("<I", data[21:25])
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+    if chunk == b"VP8X":
+        width = int.from_bytes(data[24:27], "little") + 1
+        height = int.from_bytes(data[27:30], "little") + 1
+        return width, height
+    return None
+
+
+def _megabytes(n: int) -> str:
+    return f"{n / 1_048_576:.1f} MB" if n >= 104_858 else f"{n / 1024:.0f} KB"
+
+
+# --------------------------------------------------------------------------- the schema
+
+
+class _IssueReader:
+    def __init__(self, path: Path, source: str, data: bytes, early: list[Problem]) -> None:
+        self.path = path
+        self.folder = path.parent
+        self.source = source
+        self.r = ys.Reader(source)
+        self.r.problems.extend(early)
+        self.hash = hashlib.sha256(data)
+        self.lines = data.decode("utf-8").splitlines()
+
+    def issue(self, root: ys.Node | None) -> Issue:
+        r = self.r
+        if root is None:
+            raise InputError([Problem(Location(self.source), "", "the file is empty",
+                                      "an issue needs at least title, date and blocks")])
+        slug = self.path.stem
+        if not SLUG.fullmatch(slug):
+            r.problems.append(Problem(
+                Location(self.source), "", f"file name '{self.path.name}' cannot be an issue "
+                "name", "use lowercase letters, digits and hyphens, e.g. 2016-12.yaml"))
+        f = r.fields(root, "", ISSUE_KEYS, required=("title", "date", "blocks"))
+        if f is None:
+            raise InputError(r.problems)
+        version = r.integer(f, "version")
+        if version is not None and version != 1:
+            r.error(f.values["version"], "version", f"unsupported version {version}",
+                    "this program reads version 1")
+        title = r.text(f, "title", max_len=TITLE_LEN, header=True)
+        date = r.date(f, "date")
+        number = r.integer(f, "number", minimum=1)
+        subject = r.text(f, "subject", max_len=TITLE_LEN, header=True)
+        preheader = r.text(f, "preheader", max_len=300)
+        intro = self.markdown(f, "intro")
+        blocks: list[Block] = []
+        if f.has("blocks"):
+            items = r.items(f.values["blocks"], "blocks")
+            if items is not None and not items:
+                r.error(f.values["blocks"], "blocks", "no blocks", "an issue needs at least one")
+            elif items is not None and len(items) > MAX_BLOCKS:
+                r.error(f.values["blocks"], "blocks", f"{len(items)} blocks; the limit is "
+                        f"{MAX_BLOCKS}", "split the issue in two")
+            for i, node in enumerate((items or ())[:MAX_BLOCKS], start=1):
+                block = self.block(node, f"blocks[{i}]")
+                if block is not None:
+                    blocks.append(block)
+        r.raise_if_errors()
+        assert title is not None and date is not None  # required: reported otherwise
+        return Issue(
+            slug=slug, title=title, date=date, blocks=tuple(blocks), where=r.where(root),
+            number=number, subject=subject, preheader=preheader, intro=intro,
+            source_hash=self.hash.hexdigest(), locations=tuple(r.locations.items()),
+        )
+
+    # --- blocks
+
+    def block(self, node: ys.Node, path: str) -> Block | None:
+        r = self.r
+        if not isinstance(node, ys.Mapping):
+            r.error(node, path, f"expected a block (type: ..., title: ...), found "
+                    f"{ys.describe(node)}")
+            return None
+        kind_node = next((v for k, v in node.items if k.text == "type"), None)
+        if kind_node is None or (isinstance(kind_node, ys.Scalar) and kind_node.is_null):
+            r.error(node, ys.join(path, "type"), "required",
+                    "one of " + ", ".join(BLOCK_KEYS))
+            return None
+        kinds = ys.Fields(node, path, {"type": kind_node}, {})
+        kind = r.choice(kinds, "type", BLOCK_KEYS, what="block type")
+        if kind is None:
+            return None
+        article = "an" if kind[0] in "aeiou" else "a"
+        f = r.fields(node, path, BLOCK_KEYS[kind], required=("title",),
+                     what=f"{article} {kind} block")
+        if f is None:
+            return None
+        where = r.where(node)
+        title = r.text(f, "title", max_len=TITLE_LEN)
+        body = self.markdown(f, "body") if "body" in BLOCK_KEYS[kind] else None
+        link = self.link(f.values["link"], f.key("link")) if f.has("link") else None
+        if title is None:
+            return None
+        if kind == "article":
+            image = self.image(f.values["image"], f.key("image")) if f.has("image") else None
+            return Article(title, where, body=body, image=image, link=link)
+        if kind == "event":
+            return self.event(f, title, where, body, link)
+        if kind == "contact":
+            people = tuple(p for p in self.many(f, "people", self.person) if p is not None)
+            return Contact(title, where, body=body, people=people)
+        if kind == "callout":
+            return Callout(title, where, body=body, link=link)
+        if kind == "links":
+            if not f.has("items"):
+                r.error(f.keys.get("items") or node, f.key("items"), "required",
+                        "list the links: - {url: ..., text: ...}")
+            items = tuple(i for i in self.many(f, "items", self.link) if i is not None)
+            return Links(title, where, items=items)
+        return Section(title, where)
+
+    def event(self, f: ys.Fields, title: str, where: Location, body: str | None,
+              link: Link | None) -> Event | None:
+        r = self.r
+        day = r.date(f, "date")
+        start = r.datetime(f, "start")
+        end = r.datetime(f, "end")
+        if f.has("date") and f.has("start"):
+            r.error(f.values["start"], f.key("start"), "give either date or start, not both",
+                    "date for a whole-day event, start (and end) for one with times")
+        elif not f.has("date") and not f.has("start"):
+            r.error(f.node, f.key("date"), "required: date (a whole-day event) or start",
+                    "e.g. date: 2016-11-15 or start: 2016-11-15 10:00")
+        if f.has("end") and not f.has("start"):
+            r.error(f.values["end"], f.key("end"), "end needs a start")
+        elif start is not None and end is not None and end < start:
+            r.error(f.values["end"], f.key("end"), f"end ({end:%Y-%m-%d %H:%M}) is before "
+                    f"start ({start:%Y-%m-%d %H:%M})")
+        location = r.text(f, "location", max_len=TITLE_LEN)
+        return Event(title, where, date=day, start=start, end=end, location=location,
+                     body=body, link=link)
+
+    def many(self, f: ys.Fields, name: str,
+             read: Callable[[ys.Node, str], _T | None]) -> Iterator[_T | None]:
+        """Each item of the list at ``name``, read by ``read``."""
+        if not f.has(name):
+            return
+        key = f.key(name)
+        items = self.r.items(f.values[name], key)
+        if items is not None and len(items) > MAX_ITEMS:
+            self.r.error(f.values[name], key, f"{len(items)} items; the limit is {MAX_ITEMS}")
+            return
+        for i, node in enumerate(items or (), start=1):
+            yield read(node, f"{key}[{i}]")
+
+    # --- values inside blocks
+
+    def markdown(self, f: ys.Fields, name: str) -> str | None:
+        r = self.r
+        text = r.text(f, name, max_len=BODY_LEN, multiline=True)
+        node = f.values.get(name)
+        if text is None or not isinstance(node, ys.Scalar):
+            return text
+        key = f.key(name)
+        links = 0
+        for part in markdown_parts(text):
+            where = markdown_location(node, part.line, self.source, self.lines)
+            if part.kind == "link":
+                links += 1  # checks.py finds each link's place under this key
+                r.locations[f"{key}.links[{links}]"] = where
+            if part.kind == "html":
+                if not part.target.startswith("</"):
+                    shown = part.target if len(part.target) <= 30 else part.target[:27] + "..."
+                    r.problems.append(Problem(where, key, f"raw HTML is not allowed in Markdown: "
+                                              f"{shown}", "write Markdown; HTML is removed"))
+            elif part.kind == "image":
+                r.problems.append(Problem(where, key, "images are not allowed in Markdown",
+                                          "use the block's image: {src: ..., alt: ...}"))
+            else:
+                why = url_problem(part.target)
+                if why:
+                    r.problems.append(Problem(where, key, f"link to {part.target!r}: {why}"))
+        return text
+
+    def link(self, node: ys.Node, path: str) -> Link | None:
+        r = self.r
+        f = r.fields(node, path, LINK_KEYS, required=("url", "text"), what="a link")
+        if f is None:
+            return None
+        url = r.text(f, "url", max_len=2000)
+        if url is not None:
+            why = url_problem(url)
+            if why:
+                r.error(f.values["url"], f.key("url"), why)
+                url = None
+        text = r.text(f, "text", max_len=TITLE_LEN)
+        note = r.text(f, "note", max_len=500)
+        if url is None or text is None:
+            return None
+        return Link(url, text, r.where(node), note=note)
+
+    def person(self, node: ys.Node, path: str) -> Person | None:
+        r = self.r
+        f = r.fields(node, path, PERSON_KEYS, required=("name",), what="a person")
+        if f is None:
+            return None
+        name = r.text(f, "name", max_len=TITLE_LEN)
+        role = r.text(f, "role", max_len=TITLE_LEN)
+        organisation = r.text(f, "organisation", max_len=TITLE_LEN)
+        phone = r.text(f, "phone", max_len=40)
+        if phone is not None and not (_PHONE.fullmatch(phone)
+                                      and 3 <= sum(c.isdigit() for c in phone) <= 15):
+            r.error(f.values["phone"], f.key("phone"), f"expected a phone number, found "
+                    f"{phone!r}", "digits, spaces and a leading +, e.g. 0207 811 6077")
+            phone = None
+        email = r.text(f, "email", max_len=254)
+        if email is not None:
+            email, why = address_problem(email)
+            if why:
+                r.error(f.values["email"], f.key("email"), f"not a usable email address: "
+                        f"{why[:1].lower()}{why[1:].rstrip('.')}")
+        if name is None:
+            return None
+        return Person(name, r.where(node), role=role, organisation=organisation, phone=phone,
+                      email=email)
+
+    def image(self, node: ys.Node, path: str) -> Image | None:
+        r = self.r
+        f = r.fields(node, path, IMAGE_KEYS, required=("src",), what="an image")
+        if f is None:
+            return None
+        if not f.has("alt"):
+            r.error(f.keys.get("alt") or node, f.key("alt"), "required",
+                    "describe the image for people who cannot see it")
+        where = r.where(node)
+        src = r.text(f, "src", max_len=2000)
+        alt = r.text(f, "alt", max_len=1000)
+        if src is None or alt is None:
+            return None
+        src_node = f.values["src"]
+        key = f.key("src")
+        if _URL_SCHEME.match(src):
+            why = url_problem(src, frozenset({"https"}))
+            if why:
+                r.error(src_node, key, why)
+                return None
+            return Image(src, alt, where)
+        file = self.local_file(src, src_node, key)
+        if file is None:
+            return None
+        size = file.stat().st_size
+        if size > MAX_IMAGE_BYTES:
+            r.error(src_node, key, f"image is {_megabytes(size)}; the limit is "
+                    f"{_megabytes(MAX_IMAGE_BYTES)}",
+                    "compress it; 1200 pixels wide is plenty for an email")
+            return None
+        data = file.read_bytes()
+        sniffed = sniff_image(data)
+        if sniffed is None:
+            r.error(src_node, key, f"{src} is not a PNG, JPEG, GIF or WebP image",
+                    "export it in one of those formats")
+            return None
+        self.hash.update(data)
+        media_type, width, height = sniffed
+        return Image(src, alt, where, path=file, media_type=media_type, width=width,
+                     height=height, size=size, digest=hashlib.sha256(data).hexdigest())
+
+    def local_file(self, src: str, node: ys.Node, key: str) -> Path | None:
+        r = self.r
+        relative = PurePosixPath(src)
+        if "\\" in src:
+            r.error(node, key, "use / between folder names, not \\")
+            return None
+        if relative.is_absolute() or ".." in relative.parts:
+            r.error(node, key, f"{src!r} points outside the issue's folder",
+                    "give a path relative to the issue file, e.g. 2016-12/report.jpg")
+            return None
+        file = self.folder / relative
+        try:
+            folder = self.folder.resolve()
+            resolved = file.resolve()
+            inside = resolved.is_relative_to(folder)
+            found = resolved.is_file()
+        except (OSError, RuntimeError):
+            inside, found = True, False
+        if not inside:
+            r.error(node, key, f"{src!r} points outside the issue's folder (a link?)")
+            return None
+        if not found:
+            r.error(node, key, f"image file not found: {file}",
+                    "paths are relative to the issue file's folder")
+            return None
+        return resolved

@@ -1,0 +1,159 @@
+"""Author Markdown -> sanitised HTML, and -> plain text: part of the render stage.
+
+Bodies and intros are CommonMark written by editors. For the HTML part they go through
+markdown-it-py's "js-default" preset (raw HTML is escaped, not passed through) and then nh3
+with a small allowlist, because MRML passes anything it is given straight into the email.
+Links keep only https, mailto and tel targets (newsletter.urls decides); relative and
+protocol-relative links lose their href; images never come from Markdown (only from a
+block's ``image``). Headings inside a body become <h3>: the email's outline is h1 issue,
+h2 block, h3 inside a block.
+
+For the text part the same token stream is written out as paragraphs, wrapped by
+plaintext.py, with links as numbered references [1] collected in a LinkRefs.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import nh3
+from markdown_it import MarkdownIt
+from markdown_it.token import Token
+
+from .plaintext import LinkRefs, heading, wrap
+from .urls import url_problem
+
+_TAGS = frozenset({"p", "a", "strong", "em", "ul", "ol", "li", "br", "code", "pre",
+                   "blockquote", "h3", "hr"})
+_ATTRIBUTES = {"a": {"href"}}
+_SCHEMES = frozenset({"https", "mailto", "tel"})
+
+
+@lru_cache(maxsize=1)
+def _parser() -> MarkdownIt:
+    md = MarkdownIt("js-default")
+    md.disable("image")  # images come only from a block's `image`, with alt text checked
+    return md
+
+
+def _keep_safe_urls(tag: str, attribute: str, value: str) -> str | None:
+    if attribute in ("href", "src") and url_problem(value) is not None:
+        return None
+    return value
+
+
+@lru_cache(maxsize=512)
+def _tokens(markdown: str) -> tuple[Token, ...]:
+    """Parsed once for both parts (the HTML and the text); the tokens are only read."""
+    tokens = _parser().parse(markdown)
+    for token in tokens:
+        if token.type in ("heading_open", "heading_close"):
+            token.tag = "h3"
+    return tuple(tokens)
+
+
+def clear_cache() -> None:
+    """Forget parsed Markdown (benchmarks measure a cold render)."""
+    _tokens.cache_clear()
+
+
+def to_html(markdown: str) -> str:
+    """Sanitised HTML for a Markdown body (safe to place inside an <mj-text>)."""
+    md = _parser()
+    html = md.renderer.render(list(_tokens(markdown)), md.options, {})
+    cleaned: str = nh3.clean(
+        html,
+        tags=set(_TAGS),
+        attributes={k: set(v) for k, v in _ATTRIBUTES.items()},
+        url_schemes=set(_SCHEMES),
+        link_rel=None,
+        strip_comments=True,
+        attribute_filter=_keep_safe_urls,
+    )
+    return cleaned.strip()
+
+
+def _inline_text(token: Token, refs: LinkRefs) -> str:
+    out: list[str] = []
+    href_stack: list[str | None] = []
+    for child in token.children or ():
+        kind = child.type
+        if kind in ("text", "code_inline", "html_inline"):
+            out.append(child.content)
+        elif kind == "softbreak":
+            out.append(" ")
+        elif kind == "hardbreak":
+            out.append("\n")
+        elif kind == "link_open":
+            target = str(child.attrs.get("href", ""))
+            href_stack.append(target if url_problem(target) is None else None)
+        elif kind == "link_close":
+            href = href_stack.pop() if href_stack else None
+            if href is not None:
+                out.append(f" [{refs.number(href)}]")
+    return "".join(out)
+
+
+def to_text(markdown: str, refs: LinkRefs, *, indent: str = "") -> str:
+    """Plain text for a Markdown body: wrapped paragraphs, lists, links as [n] references."""
+    paragraphs: list[tuple[str, bool]] = []  # (text, is an item of a tight list)
+    tight = False
+    in_heading = False
+    prefixes: list[str] = []  # one per open list item / blockquote
+    list_kinds: list[tuple[bool, int]] = []  # (ordered, next number)
+    first_line_prefix: str | None = None
+    for token in _tokens(markdown):
+        kind = token.type
+        if kind == "bullet_list_open":
+            list_kinds.append((False, 0))
+        elif kind == "ordered_list_open":
+            list_kinds.append((True, int(str(token.attrs.get("start", 1)))))
+        elif kind in ("bullet_list_close", "ordered_list_close"):
+            list_kinds.pop()
+        elif kind == "list_item_open":
+            ordered, number = list_kinds[-1]
+            marker = f"{number}. " if ordered else "* "
+            if ordered:
+                list_kinds[-1] = (True, number + 1)
+            first_line_prefix = "".join(prefixes) + marker
+            prefixes.append(" " * len(marker))
+        elif kind == "list_item_close":
+            prefixes.pop()
+        elif kind == "blockquote_open":
+            prefixes.append("> ")
+        elif kind == "blockquote_close":
+            prefixes.pop()
+        elif kind == "heading_open":
+            in_heading = True
+        elif kind == "paragraph_open":
+            tight = token.hidden
+        elif kind == "inline":
+            text = _inline_text(token, refs)
+            rest = indent + "".join(prefixes)
+            first = indent + (first_line_prefix if first_line_prefix is not None else
+                              "".join(prefixes))
+            first_line_prefix = None
+            lines = [wrap(line, initial_indent=first if i == 0 else rest,
+                          subsequent_indent=rest)
+                     for i, line in enumerate(text.split("\n"))]
+            block = "\n".join(lines)
+            if in_heading:
+                block = indent + heading(text, "-").replace("\n", "\n" + indent)
+                in_heading = False
+            paragraphs.append((block, tight and bool(list_kinds)))
+            tight = False
+        elif kind in ("code_block", "fence"):
+            code = indent + "    " + token.content.rstrip("\n").replace(
+                "\n", "\n" + indent + "    ")
+            paragraphs.append((code, False))
+        elif kind == "hr":
+            paragraphs.append((indent + "* * *", False))
+    # Items of a tight list sit on consecutive lines; everything else is a paragraph.
+    out: list[str] = []
+    previous_tight = False
+    for text, is_tight in paragraphs:
+        if out:
+            out.append("\n" if is_tight and previous_tight else "\n\n")
+        out.append(text)
+        previous_tight = is_tight
+    return "".join(out)

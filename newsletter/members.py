@@ -1,0 +1,539 @@
+"""Members in the state database: lists, memberships, consent evidence, suppression.
+
+I/O stage between subscribers.py (validated CSV rows) and the delivery code (send.py,
+ledger.py), which asks for ``recipients()`` and the per-message ``recipient_for()`` values
+and reports permanent failures with ``mark_bounced()``. All the SQL for members is at the
+top of this file; the schema is ``migrations/0001_members.sql``.
+
+Rules kept here: a member who unsubscribed, bounced or was removed is in the suppression
+list (a salted sha256 of the address, the salt created at random with the database) and
+no import ever subscribes them again; subscriber rows are never deleted (the delivery
+ledger refers to them), removal erases the personal fields instead.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import re
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from .errors import InputError, Problem
+from .model import Location, MemberStatus, Network, Recipient, Subscriber
+from .subscribers import AddressError, ExportRow, MemberRow, normalise_address
+from .tokens import Secrets, make_token
+
+# --------------------------------------------------------------------------- SQL
+
+SALT = "SELECT value FROM meta WHERE key = 'suppression_salt'"
+
+ENSURE_LIST = "INSERT OR IGNORE INTO lists (name, created_at) VALUES (?, ?)"
+LIST_ID = "SELECT id FROM lists WHERE name = ?"
+
+# A member is suppressed for a list by a suppression row for that list or for every list.
+RECIPIENTS_PAGE = """
+    SELECT s.id, s.email, s.name, s.organisation, s.uid
+    FROM memberships m JOIN subscribers s ON s.id = m.subscriber_id
+    WHERE m.list_id = :list_id AND m.status = 'subscribed' AND s.id > :after
+      AND s.email IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM suppression x WHERE x.hash = s.email_hash
+                      AND (x.list_id IS NULL OR x.list_id = :list_id))
+    ORDER BY s.id
+    LIMIT :limit
+"""
+
+MEMBERSHIP_STATUS = """
+    SELECT m.status, s.email, s.email_hash
+    FROM subscribers s
+    LEFT JOIN memberships m ON m.subscriber_id = s.id
+         AND m.list_id = (SELECT id FROM lists WHERE name = :list_name)
+    WHERE s.id = :subscriber_id
+"""
+
+HASH_SUPPRESSED = """
+    SELECT EXISTS (SELECT 1 FROM suppression x WHERE x.hash = :hash
+                   AND (x.list_id IS NULL
+                        OR x.list_id = (SELECT id FROM lists WHERE name = :list_name)))
+"""
+
+SUBSCRIBER_BY_EMAIL = "SELECT id, email, name, organisation, uid FROM subscribers WHERE email = ?"
+SUBSCRIBER_BY_UID = """
+    SELECT id, email, name, organisation, uid FROM subscribers
+    WHERE uid = ? AND email IS NOT NULL
+"""
+MEMBER_OF_LIST = """
+    SELECT s.id FROM subscribers s JOIN memberships m ON m.subscriber_id = s.id
+    JOIN lists l ON l.id = m.list_id
+    WHERE s.uid = ? AND l.name = ?
+"""
+SUBSCRIBER_HASH = "SELECT email_hash FROM subscribers WHERE id = ?"
+
+MEMBERSHIP = """
+    SELECT m.status FROM memberships m JOIN lists l ON l.id = m.list_id
+    WHERE m.subscriber_id = ? AND l.name = ?
+"""
+STATUSES = """
+    SELECT l.name, m.status FROM memberships m JOIN lists l ON l.id = m.list_id
+    WHERE m.subscriber_id = ? ORDER BY m.changed_at DESC, l.name
+"""
+
+# Leaving: memberships that are still subscribed move on; the suppression row is the memory.
+LEAVE_LIST = """
+    UPDATE memberships SET status = :status, changed_at = :now, reason = :reason
+    WHERE subscriber_id = :subscriber_id AND status = 'subscribed'
+      AND list_id = (SELECT id FROM lists WHERE name = :list_name)
+"""
+LEAVE_ALL = """
+    UPDATE memberships SET status = :status, changed_at = :now, reason = :reason
+    WHERE subscriber_id = :subscriber_id AND status = 'subscribed'
+"""
+SUPPRESS = """
+    INSERT OR IGNORE INTO suppression (hash, list_id, reason, at)
+    VALUES (:hash, :list_id, :reason, :now)
+"""
+
+REMOVE_MEMBERSHIPS = """
+    UPDATE memberships SET status = 'removed', changed_at = :now, reason = :reason
+    WHERE subscriber_id = :subscriber_id
+"""
+ERASE = """
+    UPDATE subscribers SET email = NULL, email_hash = NULL, name = NULL, organisation = NULL,
+                           extra = '{}'
+    WHERE id = ?
+"""
+
+# Import: rows go to a temporary table in one executemany, then everything is set-based.
+IMPORT_TABLE = """
+    CREATE TEMP TABLE import_rows (
+        line INTEGER PRIMARY KEY, email TEXT NOT NULL, email_hash TEXT NOT NULL,
+        name TEXT, organisation TEXT, extra TEXT NOT NULL, consent_source TEXT NOT NULL,
+        consent_date TEXT, consent_basis TEXT NOT NULL, outcome TEXT
+    )
+"""
+IMPORT_ROW = """
+    INSERT INTO temp.import_rows (line, email, email_hash, name, organisation, extra,
+                                  consent_source, consent_date, consent_basis)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+IMPORT_CLASSIFY = """
+    UPDATE temp.import_rows AS r SET outcome = CASE
+        WHEN EXISTS (SELECT 1 FROM suppression x WHERE x.hash = r.email_hash
+                     AND (x.list_id IS NULL OR x.list_id = :list_id)) THEN 'suppressed'
+        ELSE coalesce((SELECT iif(m.status = 'subscribed', 'already', 'suppressed')
+                       FROM subscribers s JOIN memberships m ON m.subscriber_id = s.id
+                       WHERE s.email = r.email AND m.list_id = :list_id), 'new')
+    END
+"""
+IMPORT_NEW_SUBSCRIBERS = """
+    INSERT INTO subscribers (email, email_hash, name, organisation, extra, created_at)
+    SELECT r.email, r.email_hash, r.name, r.organisation, r.extra, :now
+    FROM temp.import_rows r
+    WHERE r.outcome = 'new' AND NOT EXISTS (SELECT 1 FROM subscribers s WHERE s.email = r.email)
+    ORDER BY r.line
+"""
+IMPORT_MEMBERSHIPS = """
+    INSERT INTO memberships (subscriber_id, list_id, status, changed_at, reason)
+    SELECT s.id, :list_id, 'subscribed', :now, 'import'
+    FROM temp.import_rows r JOIN subscribers s ON s.email = r.email
+    WHERE r.outcome = 'new'
+"""
+IMPORT_CONSENT = """
+    INSERT INTO consent (subscriber_id, list_id, source, date, basis, recorded_at)
+    SELECT s.id, :list_id, r.consent_source, r.consent_date, r.consent_basis, :now
+    FROM temp.import_rows r JOIN subscribers s ON s.email = r.email
+    WHERE r.outcome IN ('new', 'already')
+      AND NOT EXISTS (SELECT 1 FROM consent c
+                      WHERE c.subscriber_id = s.id AND c.list_id = :list_id
+                        AND c.source = r.consent_source AND c.basis = r.consent_basis
+                        AND c.date IS r.consent_date)
+    ORDER BY r.line
+"""
+IMPORT_OUTCOMES = "SELECT outcome, count(*) FROM temp.import_rows GROUP BY outcome"
+IMPORT_SKIPPED = """
+    SELECT line, email FROM temp.import_rows WHERE outcome = 'suppressed' ORDER BY line
+"""
+IMPORT_DROP = "DROP TABLE temp.import_rows"
+
+EXPORT_LIST = """
+    SELECT s.email, s.name, s.organisation, s.extra, c.source, c.date, c.basis
+    FROM memberships m JOIN subscribers s ON s.id = m.subscriber_id
+    LEFT JOIN consent c ON c.id = (SELECT max(id) FROM consent
+                                   WHERE subscriber_id = s.id AND list_id = m.list_id)
+    WHERE m.list_id = (SELECT id FROM lists WHERE name = :list_name)
+      AND m.status = 'subscribed' AND s.email IS NOT NULL
+    ORDER BY s.id
+"""
+EXPORT_ALL = """
+    SELECT s.email, s.name, s.organisation, s.extra, c.source, c.date, c.basis
+    FROM subscribers s
+    LEFT JOIN consent c ON c.id = (
+        SELECT max(c2.id) FROM consent c2 JOIN memberships m2
+            ON m2.subscriber_id = c2.subscriber_id AND m2.list_id = c2.list_id
+        WHERE c2.subscriber_id = s.id AND m2.status = 'subscribed')
+    WHERE s.email IS NOT NULL
+      AND EXISTS (SELECT 1 FROM memberships m
+                  WHERE m.subscriber_id = s.id AND m.status = 'subscribed')
+    ORDER BY s.id
+"""
+
+LISTING = """
+    SELECT s.id, s.email, s.name, s.organisation, l.name AS list_name, m.status,
+           m.changed_at, m.reason
+    FROM memberships m JOIN subscribers s ON s.id = m.subscriber_id
+    JOIN lists l ON l.id = m.list_id
+    WHERE :list_name IS NULL OR l.name = :list_name
+    ORDER BY l.name, s.id
+"""
+COUNTS = """
+    SELECT l.name, m.status, count(*) FROM memberships m JOIN lists l ON l.id = m.list_id
+    WHERE :list_name IS NULL OR l.name = :list_name
+    GROUP BY l.name, m.status ORDER BY l.name, m.status
+"""
+LIST_NAMES = "SELECT name FROM lists ORDER BY name"
+
+PAGE = 1000
+_LIST_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def now_text() -> str:
+    """Timestamps in the database: UTC, ISO 8601, seconds."""
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@contextmanager
+def transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """BEGIN IMMEDIATE ... COMMIT, or join the caller's transaction if one is open."""
+    if conn.in_transaction:
+        yield
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+def address_hash(conn: sqlite3.Connection, email: str) -> str:
+    """Salted sha256 of a normalised address: what the suppression list remembers."""
+    salt: str = conn.execute(SALT).fetchone()[0]
+    return hashlib.sha256(f"{salt}:{email}".encode()).hexdigest()
+
+
+def _hasher(conn: sqlite3.Connection) -> hashlib._Hash:
+    salt: str = conn.execute(SALT).fetchone()[0]
+    return hashlib.sha256(f"{salt}:".encode())
+
+
+def _subscriber(row: sqlite3.Row, status: MemberStatus) -> Subscriber:
+    return Subscriber(id=row["id"], email=row["email"], name=row["name"],
+                      organisation=row["organisation"], status=status, uid=row["uid"])
+
+
+def _list_id(conn: sqlite3.Connection, list_name: str) -> int | None:
+    row = conn.execute(LIST_ID, (list_name,)).fetchone()
+    return None if row is None else int(row[0])
+
+
+def list_names(conn: sqlite3.Connection) -> list[str]:
+    return [row[0] for row in conn.execute(LIST_NAMES)]
+
+
+def check_list_name(name: str) -> None:
+    """List names travel in unsubscribe tokens and reports: keep them plain."""
+    if not _LIST_NAME.fullmatch(name):
+        raise InputError([Problem(Location("--list"), "", f"{name!r} is not a usable list name",
+                                  hint="lower-case letters, digits, '.', '_' and '-', "
+                                       "e.g. 'news'")])
+
+
+def require_list(conn: sqlite3.Connection, name: str | None) -> None:
+    """InputError unless ``name`` is None or an existing list."""
+    if name is None:
+        return
+    known = list_names(conn)
+    if name not in known:
+        found = ", ".join(known) or "none yet; import a CSV with --list NAME"
+        raise InputError([Problem(Location("--list"), "", f"no list named {name!r}",
+                                  hint=f"lists: {found}")])
+
+
+# --------------------------------------------------------------------------- for delivery
+
+
+def recipients(conn: sqlite3.Connection, list_name: str) -> Iterator[Subscriber]:
+    """Subscribed, unsuppressed members of a list, by id (fetched in pages, no long reads)."""
+    list_id = _list_id(conn, list_name)
+    if list_id is None:
+        return
+    after = 0
+    while True:
+        rows = conn.execute(RECIPIENTS_PAGE,
+                            {"list_id": list_id, "after": after, "limit": PAGE}).fetchall()
+        for row in rows:
+            yield _subscriber(row, MemberStatus.SUBSCRIBED)
+        if len(rows) < PAGE:
+            return
+        after = rows[-1]["id"]
+
+
+def is_suppressed(conn: sqlite3.Connection, subscriber_id: int, list_name: str) -> bool:
+    """True unless the member is, right now, subscribed to the list and not suppressed."""
+    row = conn.execute(MEMBERSHIP_STATUS,
+                       {"list_name": list_name, "subscriber_id": subscriber_id}).fetchone()
+    if row is None or row["status"] != MemberStatus.SUBSCRIBED or row["email"] is None:
+        return True
+    suppressed = conn.execute(HASH_SUPPRESSED,
+                              {"hash": row["email_hash"], "list_name": list_name}).fetchone()
+    return bool(suppressed[0])
+
+
+def mark_bounced(conn: sqlite3.Connection, subscriber_id: int, list_name: str,
+                 reason: str) -> None:
+    """A permanent failure (5.x.x): the address is suppressed on every list, for good.
+
+    An address that does not exist does not exist for any list, so the bounce is not
+    limited to ``list_name`` (kept in the reason for the record).
+    """
+    _leave(conn, subscriber_id, None, MemberStatus.BOUNCED, f"{list_name}: {reason}")
+
+
+def unsubscribe(conn: sqlite3.Connection, subscriber_id: int, list_name: str | None,
+                reason: str) -> bool:
+    """Leave one list (or every list when None); idempotent. True if anything changed."""
+    return _leave(conn, subscriber_id, list_name, MemberStatus.UNSUBSCRIBED, reason)
+
+
+def _leave(conn: sqlite3.Connection, subscriber_id: int, list_name: str | None,
+           status: MemberStatus, reason: str) -> bool:
+    now = now_text()
+    with transaction(conn):
+        row = conn.execute(SUBSCRIBER_HASH, (subscriber_id,)).fetchone()
+        list_id = None if list_name is None else _list_id(conn, list_name)
+        params = {"status": str(status), "now": now, "reason": reason,
+                  "subscriber_id": subscriber_id, "list_name": list_name}
+        changed = conn.execute(LEAVE_ALL if list_name is None else LEAVE_LIST, params).rowcount
+        if row is not None and row[0] is not None and (list_name is None or list_id):
+            changed += conn.execute(SUPPRESS, {"hash": row[0], "list_id": list_id,
+                                               "reason": str(status), "now": now}).rowcount
+    return changed > 0
+
+
+def recipient_for(subscriber: Subscriber, list_name: str, issue_slug: str, network: Network,
+                  secret: Secrets) -> Recipient:
+    """The per-message values for one member: greeting, unsubscribe links, Message-ID."""
+    greeting = f"Hello {subscriber.name}" if subscriber.name else "Hello"
+    links: list[str] = []
+    url = ""
+    post = ""
+    if network.unsubscribe.url:
+        token = make_token(secret, subscriber.uid, list_name)
+        url = f"{network.unsubscribe.url.rstrip('/')}/{token}"
+        links.append(f"<{url}>")
+        post = "List-Unsubscribe=One-Click"
+    if network.unsubscribe.mailto:
+        mailto = f"mailto:{network.unsubscribe.mailto}?subject=unsubscribe"
+        links.append(f"<{mailto}>")
+        url = url or mailto
+    return Recipient(
+        address=subscriber.email,
+        greeting=greeting,
+        unsubscribe_url=url,
+        list_unsubscribe=", ".join(links),
+        list_unsubscribe_post=post,
+        message_id=f"<{issue_slug}.{subscriber.uid}@{network.sender_domain}>",
+    )
+
+
+# --------------------------------------------------------------------------- look-ups
+
+
+def _status(conn: sqlite3.Connection, subscriber_id: int, email: str | None,
+            list_name: str | None) -> MemberStatus:
+    if email is None:
+        return MemberStatus.REMOVED
+    statuses = [(row[0], MemberStatus(row[1])) for row in conn.execute(STATUSES,
+                                                                       (subscriber_id,))]
+    if list_name is not None:
+        statuses = [s for s in statuses if s[0] == list_name]
+    if any(status is MemberStatus.SUBSCRIBED for _, status in statuses):
+        return MemberStatus.SUBSCRIBED
+    return statuses[0][1] if statuses else MemberStatus.UNSUBSCRIBED
+
+
+def find_by_email(conn: sqlite3.Connection, email: str, *,
+                  list_name: str | None = None) -> Subscriber | None:
+    """The member with this address (any case, any IDN form), or None.
+
+    Status: on ``list_name`` when given, else subscribed if on any list, else the latest.
+    """
+    try:
+        normal = normalise_address(email)
+    except AddressError:
+        return None
+    row = conn.execute(SUBSCRIBER_BY_EMAIL, (normal,)).fetchone()
+    if row is None:
+        return None
+    return _subscriber(row, _status(conn, row["id"], row["email"], list_name))
+
+
+def member_id_for(conn: sqlite3.Connection, uid: str, list_name: str) -> int | None:
+    """The id of the member with this uid who is (or was) on the list, else None."""
+    row = conn.execute(MEMBER_OF_LIST, (uid, list_name)).fetchone()
+    return None if row is None else int(row[0])
+
+
+def find_by_uid(conn: sqlite3.Connection, uid: str, list_name: str | None = None
+                ) -> Subscriber | None:
+    """The member with this uid (None if unknown or removed)."""
+    row = conn.execute(SUBSCRIBER_BY_UID, (uid,)).fetchone()
+    if row is None:
+        return None
+    return _subscriber(row, _status(conn, row["id"], row["email"], list_name))
+
+
+def membership_status(conn: sqlite3.Connection, subscriber_id: int, list_name: str
+                      ) -> MemberStatus | None:
+    """The member's status on one list; None when they were never on it."""
+    row = conn.execute(MEMBERSHIP, (subscriber_id, list_name)).fetchone()
+    return None if row is None else MemberStatus(row[0])
+
+
+def is_address_suppressed(conn: sqlite3.Connection, email: str, list_name: str | None) -> bool:
+    """Is this address (normalised) in the suppression list for the list (or for all)?"""
+    row = conn.execute(HASH_SUPPRESSED, {"hash": address_hash(conn, email),
+                                         "list_name": list_name}).fetchone()
+    return bool(row[0])
+
+
+# --------------------------------------------------------------------------- removal
+
+
+def remove(conn: sqlite3.Connection, email: str, reason: str = "removed") -> Subscriber:
+    """Erase a member's personal data; keep only the salted hash, suppressed on every list."""
+    where = Location("command line")
+    try:
+        normal = normalise_address(email)
+    except AddressError as e:
+        raise InputError([Problem(where, "EMAIL", str(e))]) from e
+    # Overwrite freed space, then empty the WAL: the erased values must not linger on disk.
+    conn.execute("PRAGMA secure_delete = ON")
+    with transaction(conn):
+        row = conn.execute(SUBSCRIBER_BY_EMAIL, (normal,)).fetchone()
+        if row is None:
+            if is_address_suppressed(conn, normal, None):
+                raise InputError([Problem(where, "EMAIL", f"{email!r} was already removed "
+                                          "(only its suppression hash is kept)")])
+            raise InputError([Problem(where, "EMAIL", f"{email!r} is not a member",
+                                      hint="check the spelling with 'newsletter subscribers "
+                                           "list'")])
+        now = now_text()
+        conn.execute(SUPPRESS, {"hash": address_hash(conn, normal), "list_id": None,
+                                "reason": "removed", "now": now})
+        conn.execute(REMOVE_MEMBERSHIPS, {"now": now, "reason": reason,
+                                          "subscriber_id": row["id"]})
+        conn.execute(ERASE, (row["id"],))
+    if not conn.in_transaction:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    return _subscriber(row, MemberStatus.REMOVED)
+
+
+# --------------------------------------------------------------------------- import / export
+
+
+@dataclass(frozen=True, slots=True)
+class ImportResult:
+    list_name: str
+    new: int
+    already: int
+    skipped: tuple[tuple[int, str], ...]  # (line, address) suppressed: never resubscribed
+    dry_run: bool
+
+
+def import_report(result: ImportResult, path: str) -> list[str]:
+    """What an import did (or would do), for people."""
+    verb = "would add" if result.dry_run else "added"
+    lines = [f"{result.list_name}: {verb} {result.new} new, {result.already} already "
+             f"subscribed, {len(result.skipped)} skipped (unsubscribed, bounced or removed)"]
+    for line, email in result.skipped:
+        lines.append(f"{path}:{line}: skipped: {email} left or was removed earlier "
+                     "(an import never resubscribes anyone)")
+    if result.dry_run:
+        lines.append("dry run: nothing was changed")
+    return lines
+
+
+def import_rows(conn: sqlite3.Connection, list_name: str, rows: tuple[MemberRow, ...], *,
+                dry_run: bool = False) -> ImportResult:
+    """Add validated rows to a list in one transaction (rolled back when ``dry_run``)."""
+    now = now_text()
+    base = _hasher(conn)
+
+    def hashed(email: str) -> str:
+        h = base.copy()
+        h.update(email.encode())
+        return h.hexdigest()
+
+    if conn.in_transaction:
+        raise RuntimeError("import_rows runs its own transaction")
+    conn.execute("PRAGMA temp_store = MEMORY")  # the staging table never needs the disk
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute(ENSURE_LIST, (list_name, now))
+        list_id = _list_id(conn, list_name)
+        conn.execute(IMPORT_TABLE)
+        conn.executemany(IMPORT_ROW, (
+            (r.line, r.email, hashed(r.email), r.name, r.organisation, r.extra,
+             r.consent_source, r.consent_date, r.consent_basis) for r in rows))
+        params = {"list_id": list_id, "now": now}
+        conn.execute(IMPORT_CLASSIFY, params)
+        conn.execute(IMPORT_NEW_SUBSCRIBERS, params)
+        conn.execute(IMPORT_MEMBERSHIPS, params)
+        conn.execute(IMPORT_CONSENT, params)
+        outcomes = dict(conn.execute(IMPORT_OUTCOMES).fetchall())
+        skipped = tuple((int(r[0]), str(r[1])) for r in conn.execute(IMPORT_SKIPPED))
+        conn.execute(IMPORT_DROP)
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("ROLLBACK" if dry_run else "COMMIT")
+    return ImportResult(list_name, outcomes.get("new", 0), outcomes.get("already", 0), skipped,
+                        dry_run)
+
+
+def export_rows(conn: sqlite3.Connection, list_name: str | None) -> Iterator[ExportRow]:
+    """Subscribed members (of one list, or of any), oldest first, with their latest consent."""
+    query = EXPORT_ALL if list_name is None else EXPORT_LIST
+    for row in conn.execute(query, {"list_name": list_name}):
+        yield ExportRow(email=row[0], name=row[1], organisation=row[2], extra=row[3],
+                        consent_source=row[4], consent_date=row[5], consent_basis=row[6])
+
+
+@dataclass(frozen=True, slots=True)
+class Listing:
+    id: int
+    email: str | None
+    name: str | None
+    organisation: str | None
+    list_name: str
+    status: MemberStatus
+    changed_at: str
+    reason: str | None
+
+
+def listing(conn: sqlite3.Connection, list_name: str | None) -> Iterator[Listing]:
+    for row in conn.execute(LISTING, {"list_name": list_name}):
+        yield Listing(row["id"], row["email"], row["name"], row["organisation"],
+                      row["list_name"], MemberStatus(row["status"]), row["changed_at"],
+                      row["reason"])
+
+
+def counts(conn: sqlite3.Connection, list_name: str | None) -> list[tuple[str, str, int]]:
+    return [(row[0], row[1], row[2]) for row in conn.execute(COUNTS, {"list_name": list_name})]

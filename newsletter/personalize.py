@@ -1,0 +1,273 @@
+"""The personalize stage: RenderedIssue -> PreparedMessage (once) -> bytes per recipient.
+
+``prepare`` does all the expensive work once per issue: header lines, the
+multipart/alternative structure (text/plain first, text/html last, both quoted-printable,
+charset utf-8) and the quoted-printable encoding itself. The result is a list of byte
+segments split where a per-recipient value goes; every body segment ends with a soft line
+break, so a value encoded on its own starts at column 0 and lines stay <= 76.
+
+``assemble`` only validates and encodes the few per-recipient values (To, Date,
+Message-ID, List-Unsubscribe, List-Unsubscribe-Post, greeting, unsubscribe URL) and joins
+bytes. No EmailMessage is built per recipient, and nothing re-folds List-Unsubscribe:
+it is written literally on one line, however long (never an RFC 2047 encoded-word).
+
+All line endings are CRLF; every header value is checked by headers.py first.
+"""
+
+from __future__ import annotations
+
+import binascii
+import datetime as dt
+import enum
+import html
+import os
+import re
+from dataclasses import dataclass
+from email.header import Header
+from email.utils import format_datetime, formataddr
+
+from .headers import HeaderValueError, ascii_address, check_value
+from .model import Issue, Network, Recipient, RenderedIssue, RenderMode, Slot
+from .urls import url_problem
+
+MAX_LINE = 998
+ONE_CLICK = "List-Unsubscribe=One-Click"
+PLACEHOLDER_ADDRESS = "member@example.invalid"
+
+
+class _Field(enum.Enum):
+    TO = "to"
+    DATE = "date"
+    MESSAGE_ID = "message_id"
+    LIST_UNSUBSCRIBE = "list_unsubscribe"
+    LIST_UNSUBSCRIBE_POST = "list_unsubscribe_post"
+    TEXT_GREETING = "text_greeting"
+    TEXT_UNSUBSCRIBE = "text_unsubscribe"
+    HTML_GREETING = "html_greeting"
+    HTML_UNSUBSCRIBE = "html_unsubscribe"
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedMessage:
+    """One issue's message, pre-encoded: literal byte segments around per-recipient fields.
+
+    ``literals`` has one more element than ``fields``: literal, field, literal, ... literal.
+    """
+
+    slug: str
+    content_hash: str
+    literals: tuple[bytes, ...]
+    fields: tuple[_Field, ...]
+
+    @property
+    def size(self) -> int:
+        return sum(len(b) for b in self.literals)
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+def _qp(data: bytes) -> bytes:
+    """Quoted-printable with CRLF line ends (input has LF line ends)."""
+    return binascii.b2a_qp(data, istext=True).replace(b"\n", b"\r\n")
+
+
+def _qp_piece(text: str) -> bytes:
+    """QP-encode a piece that may end mid-line; end it at column 0 (a soft break if needed)."""
+    encoded = _qp(text.encode("utf-8"))
+    if not encoded or encoded.endswith(b"\r\n"):
+        return encoded
+    head, _, last = encoded.rpartition(b"\r\n")
+    pieces = [head + b"\r\n"] if head else []
+    while len(last) > 75:  # leave room for the "=" of the soft break
+        cut = 75
+        if last[cut - 1:cut] == b"=":
+            cut -= 1
+        elif last[cut - 2:cut - 1] == b"=":
+            cut -= 2
+        pieces.append(last[:cut] + b"=\r\n")
+        last = last[cut:]
+    pieces.append(last + b"=\r\n")
+    return b"".join(pieces)
+
+
+_SLOT = re.compile("(" + "|".join(re.escape(s.value) for s in Slot) + ")")
+
+
+def _body(text: str, fields: dict[Slot, _Field]) -> list[bytes | _Field]:
+    """A body split at its Slot markers, each literal piece QP-encoded on its own."""
+    out: list[bytes | _Field] = []
+    for i, piece in enumerate(_SLOT.split(text.replace("\r\n", "\n").replace("\r", "\n"))):
+        if i % 2:
+            out.append(fields[Slot(piece)])
+        elif piece:
+            out.append(_qp_piece(piece))
+    return out
+
+
+def _header(name: str, value: str) -> bytes:
+    """A header line for a value we composed ourselves (already checked)."""
+    line = f"{name}: {value}\r\n".encode("ascii")
+    if len(line) > MAX_LINE + 2:
+        raise HeaderValueError(f"{name}: longer than {MAX_LINE} characters")
+    return line
+
+
+def _mailbox(name: str, address: str, what: str) -> str:
+    check_value(f"{what} name", name)
+    return formataddr((name, ascii_address(address, f"{what} address")), charset="utf-8")
+
+
+def _subject(subject: str) -> bytes:
+    check_value("Subject", subject)
+    # ASCII folds at spaces; anything else becomes RFC 2047 encoded-words split on whole
+    # characters, each line <= 76. (email.header, not email.policy: a third of the import.)
+    charset = "us-ascii" if subject.isascii() else "utf-8"
+    folded = Header(subject, charset, header_name="Subject").encode(linesep="\r\n",
+                                                                   maxlinelen=76)
+    return f"Subject: {folded}\r\n".encode("ascii")
+
+
+# --------------------------------------------------------------------------- once per issue
+
+
+def prepare(rendered: RenderedIssue, network: Network, *,
+            subject_prefix: str = "") -> PreparedMessage:
+    """Build and pre-encode the message once; ``assemble`` fills in each recipient."""
+    if rendered.mode is not RenderMode.EMAIL:
+        raise ValueError("prepare() needs an EMAIL render (the archive render has no slots)")
+    boundary = "==nl_" + rendered.content_hash[:32]
+    parts: list[bytes | _Field] = [b"Date: ", _Field.DATE, b"\r\n"]
+    head = [_header("From", _mailbox(network.sender.name, network.sender.address, "sender"))]
+    if network.reply_to is not None:
+        head.append(_header("Reply-To", _mailbox(network.reply_to.name,
+                                                 network.reply_to.address, "reply_to")))
+    parts += [*head, b"To: ", _Field.TO, b"\r\n", _subject(subject_prefix + rendered.subject),
+              b"Message-ID: ", _Field.MESSAGE_ID, b"\r\n"]
+    check_value("List-Id label", network.list_id.label)
+    list_id = formataddr((check_value("List-Id name", network.list_id.name),
+                          network.list_id.label), charset="utf-8")
+    parts.append(_header("List-Id", list_id))
+    if url_problem(network.archive_url) is None:
+        archive = check_value("archive_url", network.archive_url)
+        parts.append(_header("List-Archive", f"<{archive}>"))
+    parts += [b"List-Unsubscribe: ", _Field.LIST_UNSUBSCRIBE, b"\r\n",
+              _Field.LIST_UNSUBSCRIBE_POST,  # the whole line, or nothing (mailto only)
+              b"Precedence: bulk\r\n", b"MIME-Version: 1.0\r\n",
+              f'Content-Type: multipart/alternative;\r\n boundary="{boundary}"\r\n'.encode(),
+              b"\r\n"]
+    part_head = ('--{b}\r\nContent-Type: {t}; charset="utf-8"\r\n'
+                 "Content-Transfer-Encoding: quoted-printable\r\n\r\n")
+    parts.append(part_head.format(b=boundary, t="text/plain").encode())
+    parts += _body(rendered.text, {Slot.GREETING: _Field.TEXT_GREETING,
+                                   Slot.UNSUBSCRIBE_URL: _Field.TEXT_UNSUBSCRIBE})
+    parts.append(b"\r\n" + part_head.format(b=boundary, t="text/html").encode())
+    parts += _body(rendered.html, {Slot.GREETING: _Field.HTML_GREETING,
+                                   Slot.UNSUBSCRIBE_URL: _Field.HTML_UNSUBSCRIBE})
+    parts.append(f"\r\n--{boundary}--\r\n".encode())
+
+    literals: list[bytes] = [b""]
+    fields: list[_Field] = []
+    for part in parts:
+        if isinstance(part, bytes):
+            literals[-1] += part
+        else:
+            fields.append(part)
+            literals.append(b"")
+    return PreparedMessage(slug=rendered.slug, content_hash=rendered.content_hash,
+                           literals=tuple(literals), fields=tuple(fields))
+
+
+# --------------------------------------------------------------------------- per recipient
+
+_ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+                      r"@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+                      r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+")
+_MESSAGE_ID = re.compile(r"<[!-;=?-~]+@[A-Za-z0-9.-]+>")  # no spaces, no < > inside
+
+
+def _field_values(recipient: Recipient, date: dt.datetime) -> dict[_Field, bytes]:
+    if date.tzinfo is None:
+        raise HeaderValueError("Date: needs a timezone-aware datetime")
+    address = recipient.address
+    if address.isascii():
+        if not _ADDRESS.fullmatch(address):
+            check_value("To", address)
+            raise HeaderValueError(f"To: not one plain address: {address[:60]!r}")
+    else:
+        address = ascii_address(address, "To")
+    message_id = check_value("Message-ID", recipient.message_id)
+    if not _MESSAGE_ID.fullmatch(message_id):
+        raise HeaderValueError(f"Message-ID: expected <id@domain>, found {message_id[:60]!r}")
+    unsubscribe = check_value("List-Unsubscribe", recipient.list_unsubscribe)
+    if len(unsubscribe) + len("List-Unsubscribe: ") > MAX_LINE:
+        raise HeaderValueError(f"List-Unsubscribe: longer than {MAX_LINE} characters")
+    if not unsubscribe.startswith("<") or not unsubscribe.endswith(">"):
+        raise HeaderValueError("List-Unsubscribe: expected <URI>, <URI>, ...: "
+                               f"{unsubscribe[:60]!r}")
+    post = recipient.list_unsubscribe_post
+    if post and (post != ONE_CLICK or "<https://" not in unsubscribe):
+        raise HeaderValueError(f"List-Unsubscribe-Post: must be exactly {ONE_CLICK!r}, "
+                               "with an https URI in List-Unsubscribe (RFC 8058)")
+    url = check_value("unsubscribe URL", recipient.unsubscribe_url)
+    problem = url_problem(url, frozenset({"https", "mailto"}))
+    if problem is not None:
+        raise HeaderValueError(f"unsubscribe URL: {problem}: {url[:60]!r}")
+    greeting = check_value("greeting", recipient.greeting)
+    return {
+        _Field.TO: address.encode("ascii"),
+        _Field.DATE: format_datetime(date).encode("ascii"),
+        _Field.MESSAGE_ID: message_id.encode("ascii"),
+        _Field.LIST_UNSUBSCRIBE: unsubscribe.encode("ascii"),
+        _Field.LIST_UNSUBSCRIBE_POST: (f"List-Unsubscribe-Post: {post}\r\n".encode("ascii")
+                                       if post else b""),
+        _Field.TEXT_GREETING: _qp_piece(greeting),
+        _Field.TEXT_UNSUBSCRIBE: _qp_piece(url),
+        _Field.HTML_GREETING: _qp_piece(html.escape(greeting)),
+        _Field.HTML_UNSUBSCRIBE: _qp_piece(html.escape(url)),
+    }
+
+
+def assemble(prepared: PreparedMessage, recipient: Recipient, date: dt.datetime) -> bytes:
+    """The message bytes for one recipient (CRLF, ready to DKIM-sign and send as they are)."""
+    try:
+        values = _field_values(recipient, date)
+    except UnicodeEncodeError as e:
+        raise HeaderValueError(f"a header value for {recipient.message_id[:60]!r} "
+                               "is not ASCII") from e
+    literals = prepared.literals
+    out = [literals[0]]
+    for field, literal in zip(prepared.fields, literals[1:], strict=True):
+        out.append(values[field])
+        out.append(literal)
+    return b"".join(out)
+
+
+def anonymous_recipient(network: Network, slug: str) -> Recipient:
+    """A clearly fake recipient for sample messages (``newsletter build``'s email.eml)."""
+    base = network.unsubscribe.url or network.archive_url.rstrip("/") + "/unsubscribe"
+    url = base.rstrip("/") + "/PREVIEW"
+    header = f"<{url}>"
+    if network.unsubscribe.mailto:
+        header += f", <mailto:{network.unsubscribe.mailto}?subject=unsubscribe>"
+    return Recipient(address=PLACEHOLDER_ADDRESS, greeting="Hello", unsubscribe_url=url,
+                     list_unsubscribe=header, list_unsubscribe_post=ONE_CLICK,
+                     message_id=f"<{slug}.preview@{network.sender_domain}>")
+
+
+def sample_date(issue: Issue) -> dt.datetime:
+    """A deterministic Date for sample messages: SOURCE_DATE_EPOCH, else the issue day 09:00 UTC."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    if epoch and epoch.strip().isdigit():
+        return dt.datetime.fromtimestamp(int(epoch), dt.UTC)
+    return dt.datetime.combine(issue.date, dt.time(9, 0), dt.UTC)
+
+
+def fill(rendered: RenderedIssue, recipient: Recipient) -> tuple[str, str]:
+    """(html, text) with the recipient's values in place of the Slot markers (for previews)."""
+    html_values = {Slot.GREETING: html.escape(recipient.greeting),
+                   Slot.UNSUBSCRIBE_URL: html.escape(recipient.unsubscribe_url)}
+    text_values = {Slot.GREETING: recipient.greeting,
+                   Slot.UNSUBSCRIBE_URL: recipient.unsubscribe_url}
+    return (_SLOT.sub(lambda m: html_values[Slot(m.group())], rendered.html),
+            _SLOT.sub(lambda m: text_values[Slot(m.group())], rendered.text))

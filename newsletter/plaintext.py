@@ -1,0 +1,63 @@
+"""Helpers for the plain-text part: wrapping, underlined headings, numbered link references.
+
+The text part is rendered from the model (templates/text/), never scraped from the HTML.
+Lines wrap at 76 columns on spaces only: a URL is never broken, even when it is longer
+than a line. Links are written as ``text [1]`` and listed in full at the end.
+"""
+
+from __future__ import annotations
+
+import re
+import textwrap
+
+WIDTH = 76
+
+_SPACES = re.compile(r"\s+")
+
+
+class LinkRefs:
+    """The numbered links of one text part, in order of first use (same URL, same number)."""
+
+    def __init__(self) -> None:
+        self._numbers: dict[str, int] = {}
+
+    def number(self, url: str) -> int:
+        return self._numbers.setdefault(url, len(self._numbers) + 1)
+
+    @property
+    def items(self) -> list[tuple[int, str]]:
+        return [(n, url) for url, n in self._numbers.items()]
+
+    def __len__(self) -> int:
+        return len(self._numbers)
+
+
+def oneline(value: str) -> str:
+    """Collapse every run of whitespace (line breaks included) into one space."""
+    return _SPACES.sub(" ", value).strip()
+
+
+def wrap(text: str, *, initial_indent: str = "", subsequent_indent: str = "") -> str:
+    """Wrap one paragraph at WIDTH columns without breaking words or URLs."""
+    if not text.strip():
+        return ""
+    return "\n".join(textwrap.wrap(
+        oneline(text), width=WIDTH, initial_indent=initial_indent,
+        subsequent_indent=subsequent_indent, break_long_words=False, break_on_hyphens=False))
+
+
+def wrap_paragraphs(text: str) -> str:
+    """Wrap each blank-line separated paragraph of ``text``."""
+    return "\n\n".join(wrap(p) for p in re.split(r"\n\s*\n", text.strip()) if p.strip())
+
+
+def heading(text: str, char: str = "=") -> str:
+    """A heading underlined with ``char`` (wrapped first when long)."""
+    lines = wrap(text).split("\n")
+    return "\n".join(lines) + "\n" + char * max(len(line) for line in lines)
+
+
+def tidy(text: str) -> str:
+    """Strip trailing spaces, fold runs of blank lines into one, end with one newline."""
+    lines = [line.rstrip() for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n")]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip("\n") + "\n"

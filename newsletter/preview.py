@@ -1,0 +1,230 @@
+"""``newsletter preview``: a local page showing one issue as readers will see it.
+
+A small stdlib HTTP server on 127.0.0.1 (a thread per request) serves:
+
+    /             the preview: the email in iframes at phone (320, 375 px) and desktop
+                  (640 px) width side by side, the text part in a <pre>, problems on top
+    /email.html   the rendered email (sample recipient filled in, local images from /images/)
+    /email.txt    the text part
+    /images/NAME  the issue's local images, by published name
+    /version      a number that changes whenever the rendered output changes
+    /preview.js   polls /version and reloads the page when it changes
+
+Before answering /version the server looks at the modification times of the issue file,
+its image folder, the templates and newsletter.yaml, and renders again if any changed.
+Bad YAML shows its messages in the page; the server keeps running.
+"""
+
+from __future__ import annotations
+
+import html
+import importlib
+import threading
+import webbrowser
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import unquote, urlsplit
+
+from .errors import NewsletterError
+from .model import Issue, Network
+
+IMAGE_BASE = "images/"
+WIDTHS = ((320, "Phone, 320 px"), (375, "Phone, 375 px"), (640, "Desktop, 640 px"))
+_CSP = ("default-src 'self'; img-src 'self' https:; style-src 'self' 'unsafe-inline'; "
+        "script-src 'self'; frame-ancestors 'self'; base-uri 'none'; form-action 'none'")
+_SCRIPT = """\
+(function () {
+  var current = document.documentElement.getAttribute("data-version");
+  function poll() {
+    fetch("/version", {cache: "no-store"}).then(function (r) { return r.text(); })
+      .then(function (v) { if (v.trim() !== current) { location.reload(); } })
+      .catch(function () {}).then(function () { setTimeout(poll, 1000); });
+  }
+  setTimeout(poll, 1000);
+})();
+"""
+
+
+@dataclass
+class _State:
+    """The latest render and what it was made from; guarded by ``lock``."""
+
+    config: Path
+    issue_path: Path
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    version: int = 0
+    stamp: tuple[tuple[str, float, int], ...] = ()
+    html: str = ""
+    text: str = ""
+    title: str = ""
+    problems: list[str] = field(default_factory=list)
+    images: dict[str, Path] = field(default_factory=dict)
+
+    def watched(self) -> list[Path]:
+        root = self.config.parent
+        files = [self.config, self.issue_path]
+        for folder in (self.issue_path.with_suffix(""), root / "templates"):
+            if folder.is_dir():
+                files += sorted(p for p in folder.rglob("*") if p.is_file())
+        files += list(self.images.values())
+        return files
+
+    def snapshot(self) -> tuple[tuple[str, float, int], ...]:
+        out = []
+        for path in self.watched():
+            try:
+                st = path.stat()
+                out.append((str(path), st.st_mtime, st.st_size))
+            except OSError:
+                out.append((str(path), -1.0, -1))
+        return tuple(out)
+
+    def refresh(self) -> None:
+        """Render again if anything the output depends on changed."""
+        with self.lock:
+            stamp = self.snapshot()
+            if stamp == self.stamp and self.version:
+                return
+            self._render()
+            self.stamp = self.snapshot()
+            self.version += 1
+
+    def _render(self) -> None:
+        from .config import load_network
+        from .load import load_issue
+        from .personalize import anonymous_recipient, fill
+        from .render import local_images, render_issue
+
+        try:
+            network = load_network(self.config)
+            issue = load_issue(self.issue_path, network)
+            rendered = render_issue(issue, network, image_base=IMAGE_BASE)
+        except NewsletterError as e:
+            self.problems = (str(e) or type(e).__name__).splitlines()
+            return
+        self.html, self.text = fill(rendered, anonymous_recipient(network, issue.slug))
+        self.title = issue.title
+        self.images = {i.published_name: i.path for i in local_images(issue)
+                       if i.published_name and i.path}
+        self.problems = _warnings(issue, network)
+
+
+def _warnings(issue: Issue, network: Network) -> list[str]:
+    try:
+        checks = importlib.import_module(f"{__package__}.checks")
+    except ModuleNotFoundError:
+        return []
+    return [str(p) for p in checks.editorial(issue, network)]
+
+
+def page(state: _State) -> str:
+    """The preview page (every value escaped)."""
+    e = html.escape
+    problems = ""
+    if state.problems:
+        items = "".join(f"<li>{e(p)}</li>" for p in state.problems)
+        problems = f'<section class="problems" role="alert"><h2>Problems</h2><ul>{items}</ul>' \
+                   "</section>"
+    frames = "".join(
+        f'<figure><figcaption>{e(label)}</figcaption><iframe src="/email.html" '
+        f'width="{width}" height="900" title="{e(label)}"></iframe></figure>'
+        for width, label in WIDTHS) if state.html else "<p>Nothing rendered yet.</p>"
+    return f"""<!doctype html>
+<html lang="en-GB" data-version="{state.version}">
+<head><meta charset="utf-8"><title>Preview: {e(state.title or state.issue_path.name)}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 16px; background: #eef0f3; color: #1f2933; }}
+.frames {{ display: flex; gap: 16px; align-items: flex-start; overflow-x: auto; }}
+figure {{ margin: 0; }} figcaption {{ font-weight: bold; margin-bottom: 4px; }}
+iframe {{ border: 1px solid #9aa5b1; background: #fff; }}
+.problems {{ background: #fdecea; border-left: 6px solid #b42318; padding: 8px 16px; }}
+pre {{ background: #fff; border: 1px solid #9aa5b1; padding: 12px; max-width: 80ch;
+       white-space: pre; overflow-x: auto; }}
+</style></head>
+<body>
+<h1>Preview: {e(state.issue_path.name)}</h1>
+<p>Reloads when the issue, its images, the templates or newsletter.yaml change.</p>
+{problems}
+<div class="frames">{frames}</div>
+<h2>Plain-text part</h2>
+<pre id="text">{e(state.text)}</pre>
+<script src="/preview.js"></script>
+</body></html>
+"""
+
+
+def _handler(state: _State) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        server_version = "newsletter-preview"
+
+        def do_GET(self) -> None:
+            path = unquote(urlsplit(self.path).path)
+            if path == "/version":
+                state.refresh()
+                self._send(str(state.version), "text/plain")
+            elif path == "/":
+                state.refresh()
+                self._send(page(state), "text/html")
+            elif path == "/email.html":
+                self._send(state.html, "text/html")
+            elif path == "/email.txt":
+                self._send(state.text, "text/plain")
+            elif path == "/preview.js":
+                self._send(_SCRIPT, "text/javascript")
+            elif path.startswith("/" + IMAGE_BASE) and path[len(IMAGE_BASE) + 1:] in state.images:
+                image = state.images[path[len(IMAGE_BASE) + 1:]]
+                self._send(image.read_bytes(), _media_type(image))
+            else:
+                self.send_error(HTTPStatus.NOT_FOUND)
+
+        def _send(self, body: str | bytes, media_type: str) -> None:
+            data = body.encode("utf-8") if isinstance(body, str) else body
+            charset = "; charset=utf-8" if media_type.startswith("text/") else ""
+            self.send_response(HTTPStatus.OK)
+            self.send_header("Content-Type", media_type + charset)
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Cache-Control", "no-store")
+            self.send_header("Content-Security-Policy", _CSP)
+            self.send_header("X-Content-Type-Options", "nosniff")
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass  # quiet: the terminal shows the address and problems only
+
+    return Handler
+
+
+def _media_type(path: Path) -> str:
+    return {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
+            ".gif": "image/gif", ".webp": "image/webp"}.get(path.suffix.lower(),
+                                                            "application/octet-stream")
+
+
+def make_server(config: Path, issue: Path, port: int) -> ThreadingHTTPServer:
+    """A preview server bound to 127.0.0.1 (port 0: any free port), first render done."""
+    state = _State(config=config.resolve(), issue_path=issue.resolve())
+    state.refresh()
+    server = ThreadingHTTPServer(("127.0.0.1", port), _handler(state))
+    server.daemon_threads = True
+    return server
+
+
+def serve_preview(config: Path, issue: Path, *, port: int, open_browser: bool) -> None:
+    """Run the preview until interrupted."""
+    import click
+
+    server = make_server(config, issue, port)
+    url = f"http://127.0.0.1:{server.server_address[1]}/"
+    click.echo(f"previewing {issue} at {url} (Ctrl+C to stop)", err=True)
+    if open_browser:
+        webbrowser.open(url)
+    try:
+        server.serve_forever(poll_interval=0.2)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+

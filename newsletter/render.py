@@ -1,0 +1,222 @@
+"""The render stage: Issue + Network -> RenderedIssue (HTML and plain text).
+
+    Jinja   templates/email/base.mjml.j2 (+ blocks/<type>.mjml.j2)  -> MJML
+    MRML    mjml.mjml2html(fonts={}, disable_comments=True)           -> HTML
+    inline  css-inline: the rules MRML leaves in <style>; @media rules stay behind
+    text    templates/text/base.txt.j2 from the same model (never scraped from the HTML)
+
+Pure and deterministic: the same issue and network give the same bytes (``write_build``
+at the end is the one function that touches files, for ``newsletter build``). In EMAIL
+mode the output holds Slot markers (greeting, unsubscribe URL) that personalize.py fills
+per recipient; ARCHIVE mode has no recipient at all (no greeting, no unsubscribe link) and
+points at images by their published names, which the archive copies beside each page.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import tempfile
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import css_inline
+import jinja2
+import mjml
+
+from .errors import RenderError
+from .model import Image, Issue, Network, RenderedIssue, RenderMode
+from .plaintext import LinkRefs, tidy
+from .templating import html_environment, text_environment
+
+EMAIL_TEMPLATE = "email/base.mjml.j2"
+TEXT_TEMPLATE = "text/base.txt.j2"
+
+
+@dataclass(frozen=True, slots=True)
+class Colours:
+    """The template palette (besides the network's brand colour); all pairs >= 4.5:1."""
+
+    text: str = "#1f2933"
+    muted: str = "#4b5563"
+    page: str = "#f3f4f6"
+    card: str = "#ffffff"
+    rule: str = "#9aa5b1"
+    callout: str = "#eef3fa"
+    helpline: str = "#fdf3d7"
+    dark_page: str = "#111418"
+    dark_card: str = "#1c2128"
+    dark_text: str = "#e5e7eb"
+    dark_muted: str = "#c2c8d0"
+    dark_link: str = "#9ec5ff"
+    dark_callout: str = "#1f2d3d"
+    dark_helpline: str = "#3a3220"
+
+
+COLOURS = Colours()
+
+
+def view_url(issue: Issue, network: Network) -> str:
+    """The anonymous archive page of an issue: the "view in browser" link."""
+    return network.archive_url.rstrip("/") + "/" + issue.slug + "/"
+
+
+def image_url(image: Image, issue: Issue, network: Network, mode: RenderMode,
+              image_base: str | None = None) -> str:
+    """Where a reader's client fetches an image from (``image_base`` overrides, for previews)."""
+    name = image.published_name
+    if name is None:  # an https image, used as written
+        return image.src
+    if image_base is not None:
+        return image_base + name
+    if mode is RenderMode.ARCHIVE:
+        return name  # the archive copies images beside each page
+    return view_url(issue, network) + name
+
+
+def _context(issue: Issue, network: Network, mode: RenderMode,
+             image_base: str | None = None) -> dict[str, object]:
+    def locate(image: Image) -> str:
+        return image_url(image, issue, network, mode, image_base)
+
+    return {"issue": issue, "network": network, "mode": mode,
+            "view_url": view_url(issue, network), "image_url": locate, "colours": COLOURS}
+
+
+def render_mjml(issue: Issue, network: Network, mode: RenderMode = RenderMode.EMAIL, *,
+                image_base: str | None = None) -> str:
+    """Stage 1: the MJML document for an issue."""
+    env = html_environment(network.root.resolve())
+    context = _context(issue, network, mode, image_base)
+    try:
+        return env.get_template(EMAIL_TEMPLATE).render(context)
+    except jinja2.TemplateError as e:
+        raise RenderError(f"{issue.where}: the email template failed: {_describe(e)}") from e
+
+
+def mjml_to_html(source: str, issue: Issue) -> str:
+    """Stage 2: MJML -> HTML with MRML (no web fonts, no comments)."""
+    try:
+        html: str = mjml.mjml2html(source, fonts={}, disable_comments=True)
+    except ValueError as e:
+        raise RenderError(f"{issue.where}: MJML could not render issue {issue.slug!r}: {e}") \
+            from e
+    return html
+
+
+@lru_cache(maxsize=1)
+def _inliner() -> css_inline.CSSInliner:
+    return css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=False)
+
+
+def inline_css(html: str) -> str:
+    """Stage 3: move the <style> rules MRML leaves behind onto the elements.
+
+    @media rules (phone widths, dark mode) cannot be inlined and stay in the head.
+    """
+    inlined: str = _inliner().inline(html)
+    return inlined
+
+
+def render_html(issue: Issue, network: Network, mode: RenderMode = RenderMode.EMAIL, *,
+                image_base: str | None = None) -> str:
+    """Jinja -> MJML -> HTML -> inlined CSS."""
+    return inline_css(mjml_to_html(render_mjml(issue, network, mode, image_base=image_base),
+                                   issue))
+
+
+def render_text(issue: Issue, network: Network, mode: RenderMode = RenderMode.EMAIL) -> str:
+    """The plain-text part from the model: wrapped, links as numbered references."""
+    env = text_environment(network.root.resolve())
+    context = _context(issue, network, mode)
+    context["refs"] = LinkRefs()
+    try:
+        text = env.get_template(TEXT_TEMPLATE).render(context)
+    except jinja2.TemplateError as e:
+        raise RenderError(f"{issue.where}: the text template failed: {_describe(e)}") from e
+    return tidy(text)
+
+
+def render_issue(issue: Issue, network: Network, mode: RenderMode = RenderMode.EMAIL, *,
+                 image_base: str | None = None) -> RenderedIssue:
+    """Render an issue once: what every recipient's message (or the archive page) is made of.
+
+    ``image_base`` replaces where local images are fetched from (the preview serves them).
+    """
+    html = render_html(issue, network, mode, image_base=image_base)
+    text = render_text(issue, network, mode)
+    digest = hashlib.sha256(html.encode("utf-8") + b"\0" + text.encode("utf-8")).hexdigest()
+    return RenderedIssue(slug=issue.slug, subject=issue.subject_line,
+                         preheader=issue.preheader, html=html, text=text,
+                         view_url=view_url(issue, network), mode=mode, content_hash=digest)
+
+
+_STYLE = re.compile(r"<style\b[^>]*>(.*?)</style>", re.DOTALL | re.IGNORECASE)
+_BODY = re.compile(r"<body\b[^>]*>(.*)</body>", re.DOTALL | re.IGNORECASE)
+
+
+def split_document(html: str) -> tuple[str, str]:
+    """(css, body) of a rendered document: the head's remaining CSS and the inner <body>."""
+    head = html.split("</head>", 1)[0]
+    css = "\n".join(m.group(1).strip() for m in _STYLE.finditer(head))
+    body = _BODY.search(html)
+    return css, (body.group(1) if body else "")
+
+
+def render_archive_body(issue: Issue, network: Network) -> tuple[str, str]:
+    """What an archive page embeds: (css, body html) of the ARCHIVE render.
+
+    The same templates as the email, with no recipient: no greeting, no unsubscribe
+    link, images by their published names (relative to the page).
+    """
+    return split_document(render_html(issue, network, RenderMode.ARCHIVE))
+
+
+def _describe(error: jinja2.TemplateError) -> str:
+    if isinstance(error, jinja2.TemplateSyntaxError):
+        return f"{error.filename or error.name}:{error.lineno}: {error.message}"
+    return str(error)
+
+
+# --------------------------------------------------------------------------- the build's edge
+
+
+def local_images(issue: Issue) -> list[Image]:
+    """The issue's local images (https images are not copied), each once."""
+    seen: dict[str, Image] = {}
+    for block in issue.blocks:
+        image = getattr(block, "image", None)
+        if isinstance(image, Image) and image.published_name and image.path is not None:
+            seen.setdefault(image.published_name, image)
+    return list(seen.values())
+
+
+def write_build(folder: Path, files: dict[str, bytes], images: list[Image]) -> None:
+    """Write a build folder all at once: a failure leaves the old folder (or nothing).
+
+    Everything goes into a temporary folder beside the target, which is then renamed
+    into place; the previous build is removed only after that.
+    """
+    folder = folder.resolve()
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        for name, data in files.items():
+            (staging / name).write_bytes(data)
+        for image in images:
+            assert image.path is not None and image.published_name is not None
+            shutil.copyfile(image.path, staging / image.published_name)
+        staging.chmod(0o755)
+        if folder.exists():
+            old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
+            folder.rename(old)
+            staging.rename(folder)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            staging.rename(folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

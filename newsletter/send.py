@@ -1,0 +1,642 @@
+"""The send stage: deliver the ledger's due rows over SMTP, and record every outcome.
+
+In: an issue whose recipients are already in the ledger (ledger.snapshot), a function that
+turns a Recipient into the exact message bytes (personalize.assemble, then DKIM), the SMTP
+transport and the limits. Out: ledger rows moved forward, one commit per step, and a
+RunResult saying why the run ended.
+
+How a message goes, on one of ``limits.concurrency`` connections (aiosmtplib serialises a
+connection, so concurrency means several of them):
+
+    limiter.acquire()            every budget, shared by all connections
+    begin: suppressed? -> suppressed; else attempting (committed before any byte is sent)
+    MAIL, RCPT, DATA             the raw bytes, one recipient, never re-serialised
+    record the outcome           sent / deferred (next_attempt_at) / failed / unknown
+
+A kill at any point leaves each row either untouched, ``attempting`` (resent on the next
+run, same Message-ID: the only possible duplicate) or settled. Outcomes are classified
+by outcomes.py. The database is touched by one thread (LedgerThread), which commits
+whatever steps the connections have queued together: every step is durable before the
+connection that asked for it goes on, but ten connections cost one fsync, not ten.
+
+We call ``mail``/``rcpt``/``data`` rather than ``sendmail``: the same raw-bytes path (no
+``send_message``, nothing re-flattened), but we know which step failed and the final dot
+gets its own, longer timeout (smtp.final_dot_timeout, RFC 5321 §4.5.3.2.6).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import functools
+import ipaddress
+import os
+import queue
+import signal
+import sqlite3
+import ssl
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiosmtplib
+
+from . import db, ledger, members
+from .errors import DeliveryError, NewsletterError
+from .limits import Clock, Limiter, RealClock
+from .model import DeliveryState, Limits, Recipient, Smtp, TlsMode
+from .outcomes import Action, Stage, Verdict, classify, lost, parse_reply
+
+T = TypeVar("T")
+
+LINGER = 60.0  # wait inside the run for deferred rows due within this many seconds
+POLICY_STREAK = 3  # consecutive 5.7.x refusals that stop the run (circuit breaker)
+CONNECT_FAILURES = 5  # consecutive failed connections that stop the run
+RETRIES_IN_RUN = 5  # "nothing delivered" retries of one row before it waits its turn
+FETCH = 500  # rows read from the ledger at a time
+HEARTBEAT_EVERY = 5.0
+SESSION_STAGES = frozenset({str(Stage.CONNECT), str(Stage.EHLO), str(Stage.STARTTLS),
+                            str(Stage.AUTH)})
+
+Build = Callable[[Recipient, dt.datetime], bytes]
+
+
+# --------------------------------------------------------------------------- the transport
+
+
+@dataclass(frozen=True, slots=True)
+class Transport:
+    """Where and how to connect, with the password from the environment."""
+
+    host: str
+    port: int
+    tls: TlsMode
+    user: str | None
+    password: str | None = field(repr=False)
+    timeout: float
+    final_dot_timeout: float
+    local_hostname: str
+
+    @property
+    def where(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def transport_for(smtp: Smtp, sender_domain: str,
+                  environ: Mapping[str, str] | None = None) -> Transport:
+    """The settings with NEWSLETTER_SMTP_* applied; refuses plaintext to anything not loopback.
+
+    config.py applies HOST/PORT/USER/TLS already; doing it again here is harmless and keeps
+    the rule true whoever builds the Network.
+    """
+    env = os.environ if environ is None else environ
+    host = env.get("NEWSLETTER_SMTP_HOST", "").strip() or smtp.host
+    port_text = env.get("NEWSLETTER_SMTP_PORT", "").strip()
+    try:
+        port = int(port_text) if port_text else smtp.port
+        tls = TlsMode(env.get("NEWSLETTER_SMTP_TLS", "").strip() or smtp.tls)
+    except ValueError as e:
+        raise DeliveryError(f"NEWSLETTER_SMTP_PORT/_TLS: {e}") from e
+    user = env.get("NEWSLETTER_SMTP_USER", "").strip() or smtp.user
+    password = env.get("NEWSLETTER_SMTP_PASSWORD") or env.get(smtp.password_env) or None
+    if tls is TlsMode.NONE and not is_loopback(host):
+        raise DeliveryError(
+            f"smtp.tls is none but {host} is not this machine: refusing to send the password "
+            "and the members' messages in the clear (use tls: starttls or implicit; none is "
+            "only for a server on 127.0.0.1)")
+    if user and not password:
+        raise DeliveryError(
+            f"smtp.user is {user} but the password is not set: put it in the environment "
+            f"variable {smtp.password_env} (never in newsletter.yaml)")
+    return Transport(host, port, tls, user, password, smtp.timeout, smtp.final_dot_timeout,
+                     sender_domain)
+
+
+# --------------------------------------------------------------------------- one session
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """What one transmission came to."""
+
+    verdict: Verdict
+    reply: ledger.Reply
+
+
+class Session:
+    """One SMTP connection, reused for many messages; reconnects when it must."""
+
+    def __init__(self, transport: Transport) -> None:
+        self.transport = transport
+        self.smtp: aiosmtplib.SMTP | None = None
+
+    async def _open(self) -> aiosmtplib.SMTP:
+        t = self.transport
+        smtp = aiosmtplib.SMTP(
+            hostname=t.host, port=t.port, use_tls=t.tls is TlsMode.IMPLICIT,
+            start_tls=t.tls is TlsMode.STARTTLS, validate_certs=True, timeout=t.timeout,
+            local_hostname=t.local_hostname)
+        stage = Stage.CONNECT
+        try:
+            await smtp.connect()
+            stage = Stage.EHLO
+            if smtp.is_ehlo_or_helo_needed:
+                await smtp.ehlo()
+            if t.user:
+                stage = Stage.AUTH
+                await smtp.login(t.user, t.password or "")
+        except BaseException as e:
+            smtp.close()
+            raise _SessionFailed(stage, e) from e
+        return smtp
+
+    async def send(self, sender: str, address: str, data: bytes) -> Attempt:
+        """Transmit one message to one recipient; never raises for SMTP trouble."""
+        stage = Stage.CONNECT
+        try:
+            if self.smtp is None or not self.smtp.is_connected:
+                self.smtp = None
+                self.smtp = await self._open()
+            smtp = self.smtp
+            stage = Stage.MAIL
+            options = [f"SIZE={len(data)}"] if smtp.supports_extension("size") else []
+            await smtp.mail(sender, options=options)
+            stage = Stage.RCPT
+            await smtp.rcpt(address)
+            stage = Stage.DOT
+            response = await smtp.data(data, timeout=self.transport.final_dot_timeout)
+            enhanced, text = parse_reply(response.message)
+            attempt = Attempt(classify(response.code, enhanced, stage),
+                              ledger.Reply(response.code, enhanced, text, str(stage)))
+        except _SessionFailed as e:
+            attempt = _describe(e.stage, e.error, self.transport)
+        except (aiosmtplib.SMTPException, OSError, ValueError) as e:
+            attempt = _describe(stage, e, self.transport)
+        if attempt.verdict.reconnect or attempt.verdict.action is Action.STOP:
+            self.close()
+        elif attempt.verdict.action is not Action.SENT and self.smtp is not None:
+            await self._reset()
+        return attempt
+
+    async def _reset(self) -> None:
+        if self.smtp is None:
+            return
+        try:
+            await self.smtp.rset()
+        except (aiosmtplib.SMTPException, OSError):
+            self.close()
+
+    def close(self) -> None:
+        if self.smtp is not None:
+            self.smtp.close()
+            self.smtp = None
+
+    async def quit(self) -> None:
+        if self.smtp is not None and self.smtp.is_connected:
+            with contextlib.suppress(aiosmtplib.SMTPException, OSError):
+                await self.smtp.quit(timeout=5)
+        self.close()
+
+
+class _SessionFailed(Exception):
+    def __init__(self, stage: Stage, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.stage = stage
+        self.error = error
+
+
+def _describe(stage: Stage, error: BaseException, t: Transport) -> Attempt:
+    """An exception from aiosmtplib (or the socket) as a verdict, by reply code first."""
+    if isinstance(error, aiosmtplib.SMTPResponseException):
+        if isinstance(error, aiosmtplib.SMTPHeloError) and stage is Stage.CONNECT:
+            stage = Stage.EHLO
+        if isinstance(error, aiosmtplib.SMTPDataError):
+            stage = Stage.DOT  # DATA command and final dot share one call; 5.1.x is per address
+        enhanced, text = parse_reply(error.message)
+        return Attempt(classify(error.code, enhanced, stage),
+                       ledger.Reply(error.code, enhanced, text, str(stage)))
+    if isinstance(error, asyncio.CancelledError):
+        raise error
+    text = str(error) or type(error).__name__
+    cause: BaseException | None = error
+    while cause is not None:
+        if isinstance(cause, ssl.SSLCertVerificationError):
+            return _stop(stage, f"the certificate of {t.host} could not be verified ({cause})")
+        cause = cause.__cause__
+    if isinstance(error, aiosmtplib.SMTPException) and "STARTTLS" in text:
+        return _stop(Stage.STARTTLS,
+                     f"{t.where} does not offer STARTTLS and smtp.tls is starttls: refusing to "
+                     "log in or send in the clear (check the host and port, or use tls: "
+                     "implicit on port 465)")
+    if isinstance(error, aiosmtplib.SMTPException) and stage is Stage.AUTH:
+        return _stop(stage, f"{t.where} offers no login method we can use ({text})")
+    if isinstance(error, ValueError):
+        return Attempt(Verdict(Action.FAIL, why="refused before sending"),
+                       ledger.Reply(None, None, f"invalid address: {text}", str(stage)))
+    return Attempt(lost(stage), ledger.Reply(None, None, text, str(stage)))
+
+
+def _stop(stage: Stage, why: str) -> Attempt:
+    return Attempt(Verdict(Action.STOP, why=why), ledger.Reply(None, None, why, str(stage)))
+
+
+# --------------------------------------------------------------------------- the ledger thread
+
+
+class LedgerThread:
+    """The one thread that touches the database while sending, with group commit.
+
+    ``await ledger_thread(op)`` runs ``op(conn)`` inside a transaction shared with whatever
+    other operations are waiting, commits, then returns op's result: the step is durable
+    when the await returns. Each op runs in a savepoint, so one failing op does not undo
+    the others. The thread also beats the send lock's heartbeat.
+    """
+
+    def __init__(self, path: Path, lock: ledger.Lock | None, *, synchronous: str = "FULL"
+                 ) -> None:
+        self.path = path
+        self.lock = lock
+        self.synchronous = synchronous
+        self.commits = 0
+        self._requests: queue.SimpleQueue[
+            tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any],
+                  asyncio.AbstractEventLoop] | None] = queue.SimpleQueue()
+        self._ready = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="ledger", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+        self._ready.wait()
+        if self._error is not None:
+            raise self._error
+
+    def close(self) -> None:
+        self._requests.put(None)
+        self._thread.join()
+
+    async def __call__(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[T] = loop.create_future()
+        self._requests.put((op, future, loop))
+        return await future
+
+    def _run(self) -> None:
+        try:
+            conn = db.connect(self.path)
+            conn.execute(f"PRAGMA synchronous={self.synchronous}")
+        except BaseException as e:  # reported by start()
+            self._error = e
+            self._ready.set()
+            return
+        self._ready.set()
+        last_beat = 0.0
+        try:
+            while True:
+                try:
+                    first = self._requests.get(timeout=HEARTBEAT_EVERY)
+                except queue.Empty:
+                    first = ()  # type: ignore[assignment]
+                batch = [first]
+                while True:
+                    try:
+                        batch.append(self._requests.get_nowait())
+                    except queue.Empty:
+                        break
+                closing = None in batch
+                ops = [item for item in batch if item]
+                now = time.time()
+                beat = self.lock is not None and now - last_beat >= HEARTBEAT_EVERY
+                if ops or beat:
+                    self._commit(conn, ops, beat, now)
+                    if beat:
+                        last_beat = now
+                if closing:
+                    return
+        finally:
+            conn.close()
+
+    def _commit(self, conn: sqlite3.Connection, ops: list[Any], beat: bool, now: float) -> None:
+        results: list[tuple[asyncio.Future[Any], asyncio.AbstractEventLoop, Any, Any]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for op, future, loop in ops:
+                conn.execute("SAVEPOINT op")
+                try:
+                    value = op(conn)
+                except Exception as e:
+                    conn.execute("ROLLBACK TO op")
+                    results.append((future, loop, None, e))
+                else:
+                    results.append((future, loop, value, None))
+                conn.execute("RELEASE op")
+            if beat and self.lock is not None:
+                ledger.heartbeat(conn, self.lock, now)
+            conn.execute("COMMIT")
+            self.commits += 1
+        except sqlite3.Error as e:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+            error = NewsletterError(f"{self.path}: the ledger could not be written ({e}); "
+                                    "sending stopped")
+            results = [(future, loop, None, error) for _, future, loop in ops]
+        for future, loop, value, error in results:
+            loop.call_soon_threadsafe(_settle_future, future, value, error)
+
+
+def _settle_future(future: asyncio.Future[Any], value: Any, error: Any) -> None:
+    if future.cancelled():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(value)
+
+
+# --------------------------------------------------------------------------- the run
+
+
+@dataclass
+class RunResult:
+    """Why a run ended and what it did (the ledger has the totals)."""
+
+    outcomes: Counter[str] = field(default_factory=Counter)
+    stopped: str | None = None  # why the run stopped early (None: nothing more to do now)
+    fatal: bool = False  # stopped by an error the user must fix (exit 1)
+    resent_after_crash: int = 0
+    daily_cap: bool = False
+    interrupted: bool = False
+    commits: int = 0
+
+
+class Sender:
+    """One run over one issue's due rows."""
+
+    def __init__(self, *, issue: str, sender: str, transport: Transport, limits: Limits,
+                 database: Path, build: Build, lock: ledger.Lock | None = None,
+                 clock: Clock | None = None, retry_unknown: bool = False,
+                 on_outcome: Callable[[str], None] | None = None,
+                 synchronous: str = "FULL") -> None:
+        self.issue = issue
+        self.sender = sender
+        self.transport = transport
+        self.limits = limits
+        self.build = build
+        self.clock = clock or RealClock()
+        self.retry_unknown = retry_unknown
+        self.on_outcome = on_outcome or (lambda action: None)
+        self.db = LedgerThread(database, lock, synchronous=synchronous)
+        self.result = RunResult()
+        self._queue: asyncio.Queue[ledger.Delivery | None] = asyncio.Queue(
+            maxsize=max(2 * limits.concurrency, 8))
+        self._stop = asyncio.Event()
+        self._policy_streak = 0
+        self._connect_failures = 0
+        self._retries: Counter[int] = Counter()
+        self.limiter: Limiter | None = None
+
+    # ---------------------------------------------------------------- control
+
+    def stop(self, why: str, *, fatal: bool = False) -> None:
+        if not self._stop.is_set():
+            self.result.stopped = why
+            self.result.fatal = fatal
+            self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def _interrupt(self) -> None:
+        self.result.interrupted = True
+        self.stop("interrupted (Ctrl-C): the messages in flight were finished")
+        with contextlib.suppress(ValueError, RuntimeError):
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGINT)
+
+    # ---------------------------------------------------------------- the loop
+
+    async def run(self) -> RunResult:
+        self.db.start()
+        loop = asyncio.get_running_loop()
+        handled = []
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
+                loop.add_signal_handler(sig, self._interrupt)
+                handled.append(sig)
+        try:
+            now = self.clock.now()
+            self.result.resent_after_crash = await self.db(
+                lambda c: ledger.mark_crashed(c, self.issue))
+            await self.db(lambda c: ledger.expire(c, self.issue, now,
+                                                  self.limits.retry_deadline))
+            recent = await self.db(lambda c: _recent_sends(c, now))
+            self.limiter = Limiter(self.limits, self.clock, recent=recent[1],
+                                   sent_today=recent[0])
+            workers = [asyncio.create_task(self._worker())
+                       for _ in range(max(1, self.limits.concurrency))]
+            first = True
+            while not self.stopping:
+                await self._dispatch(include_unknown=first and self.retry_unknown)
+                first = False
+                if self.stopping:
+                    break
+                upcoming = await self.db(lambda c: ledger.next_deferred(c, self.issue))
+                if upcoming is None:
+                    break
+                wait = upcoming - self.clock.now()
+                if wait > LINGER:
+                    break
+                if wait > 0:
+                    await self._sleep(wait)
+            for _ in workers:
+                await self._queue.put(None)
+            await asyncio.gather(*workers)
+        finally:
+            for sig in handled:
+                with contextlib.suppress(ValueError, RuntimeError):
+                    loop.remove_signal_handler(sig)
+            self.db.close()
+            self.result.commits = self.db.commits
+        return self.result
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), timeout=seconds)
+
+    async def _dispatch(self, *, include_unknown: bool) -> None:
+        """Queue every due row once, in id order; return when they are all settled."""
+        after = 0
+        while not self.stopping:
+            batch = await self.db(functools.partial(
+                ledger.due, issue=self.issue, now=self.clock.now(), after=after, limit=FETCH,
+                include_unknown=include_unknown))
+            if not batch:
+                break
+            for job in batch:
+                if self.stopping:
+                    break
+                await self._queue.put(job)
+            after = batch[-1].id
+        joined = asyncio.ensure_future(self._queue.join())
+        stopped = asyncio.ensure_future(self._stop.wait())
+        await asyncio.wait({joined, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        joined.cancel()
+        stopped.cancel()
+
+    async def _worker(self) -> None:
+        session = Session(self.transport)
+        try:
+            while True:
+                job = await self._queue.get()
+                try:
+                    if job is None:
+                        return
+                    if not self.stopping:
+                        await self._deliver(job, session)
+                finally:
+                    self._queue.task_done()
+        finally:
+            await session.quit()
+
+    # ---------------------------------------------------------------- one message
+
+    async def _deliver(self, job: ledger.Delivery, session: Session) -> None:
+        assert self.limiter is not None
+        if not await self.limiter.acquire():
+            self.result.daily_cap = True
+            self.stop("the daily cap (limits.per_day) is reached")
+            return
+        now = self.clock.now()
+        started = await self.db(lambda c: _begin(c, job, now))
+        if not started:
+            self.limiter.give_back()
+            self._count("suppressed" if started is False else "skipped")
+            return
+        try:
+            data = self.build(job.recipient, dt.datetime.fromtimestamp(now, dt.UTC))
+        except (NewsletterError, ValueError) as e:
+            attempt = Attempt(Verdict(Action.FAIL, why="the message could not be built"),
+                              ledger.Reply(None, None, f"not sent: {e}", "build"))
+        else:
+            attempt = await session.send(self.sender, job.recipient.address, data)
+        await self._settle(job, attempt, now)
+
+    async def _settle(self, job: ledger.Delivery, attempt: Attempt, started: float) -> None:
+        verdict, reply = attempt.verdict, attempt.reply
+        action = verdict.action
+        limiter = self.limiter
+        assert limiter is not None
+        now = self.clock.now()
+        attempts = job.attempts + 1
+        first = job.first_attempt_at or started
+        state = DeliveryState.DEFERRED
+        next_at: float | None = now
+        bounce = False
+        if verdict.slow_down:
+            limiter.slow_down()
+        in_session = reply.stage in SESSION_STAGES
+        if action is Action.SENT:
+            state, next_at = DeliveryState.SENT, None
+            limiter.calm()
+            self._policy_streak = 0
+            self._connect_failures = 0
+        elif action in (Action.DEFER, Action.POLICY):
+            next_at = now + self._backoff(attempts)
+            if action is Action.POLICY:
+                self._policy_streak += 1
+        elif action is Action.RETRY:
+            self._retries[job.id] += 1
+            if self._retries[job.id] > RETRIES_IN_RUN:
+                next_at = now + self._backoff(attempts)
+            if in_session:
+                self._connect_failures += 1
+                limiter.slow_down()
+        elif action is Action.BOUNCE:
+            state, next_at, bounce = DeliveryState.FAILED, None, True
+        elif action is Action.FAIL:
+            state, next_at = DeliveryState.FAILED, None
+        elif action is Action.UNKNOWN:
+            state, next_at = DeliveryState.UNKNOWN, None
+        # Action.STOP: nothing was delivered; the row waits for the next run (deferred, now).
+        if state is DeliveryState.DEFERRED and next_at is not None \
+                and next_at > first + self.limits.retry_deadline:
+            state, next_at = DeliveryState.EXPIRED, None
+        await self.db(lambda c: _record(c, job, state, reply, now, next_at, bounce))
+        self._count(str(state))
+        if action is Action.STOP:
+            self.stop(f"{verdict.why}\n  server said: {_said(reply)}", fatal=True)
+        elif self._policy_streak >= POLICY_STREAK:
+            self.stop(f"{POLICY_STREAK} messages in a row were refused by the server's policy "
+                      f"(circuit breaker): {_said(reply)}\n  this is about the sender, not the "
+                      "recipients: check SPF, DKIM and DMARC for the sender's domain and the "
+                      "account's sending limits, then run the same command again", fatal=True)
+        elif self._connect_failures >= CONNECT_FAILURES:
+            self.stop(f"could not get a working connection to {self.transport.where} "
+                      f"{CONNECT_FAILURES} times in a row: {_said(reply)}", fatal=True)
+
+    def _backoff(self, attempts: int) -> float:
+        delay: float = self.limits.retry_base * 2 ** max(0, attempts - 1)
+        return min(self.limits.retry_max, delay)
+
+    def _count(self, state: str) -> None:
+        self.result.outcomes[state] += 1
+        self.on_outcome(state)
+
+
+def _said(reply: ledger.Reply) -> str:
+    code = f"{reply.code} " if reply.code else ""
+    return f"{code}{reply.text} (at {reply.stage})"
+
+
+# --------------------------------------------------------------------------- ledger steps
+# These run on the ledger thread, each inside the shared transaction.
+
+
+def _recent_sends(conn: sqlite3.Connection, now: float) -> tuple[int, list[float]]:
+    """(messages sent in the last 24 h, send times in the last hour), across all runs."""
+    day = ledger.sent_since(conn, now - 86400)
+    hour = [row[0] for row in conn.execute(
+        "SELECT sent_at FROM deliveries WHERE sent_at >= ?", (now - 3600,))]
+    return day, hour
+
+
+def _begin(conn: sqlite3.Connection, job: ledger.Delivery, now: float) -> bool | None:
+    """Re-check suppression, then mark the row attempting. False: suppressed; None: not due."""
+    if members.is_suppressed(conn, job.subscriber_id, job.list_name):
+        ledger.mark_suppressed(conn, job.id, now)
+        return False
+    return True if ledger.begin_attempt(conn, job.id, now) else None
+
+
+def _record(conn: sqlite3.Connection, job: ledger.Delivery, state: DeliveryState,
+            reply: ledger.Reply, now: float, next_at: float | None, bounce: bool) -> None:
+    ledger.record(conn, job.id, state, reply, now, next_at)
+    if bounce:
+        members.mark_bounced(conn, job.subscriber_id, job.list_name,
+                             f"{reply.code or ''} {reply.text}".strip())
+
+
+# --------------------------------------------------------------------------- one proof
+
+
+async def send_one(transport: Transport, sender: str, address: str, data: bytes) -> Attempt:
+    """Send one message on a fresh connection (a proof); nothing is recorded."""
+    session = Session(transport)
+    try:
+        return await session.send(sender, address, data)
+    finally:
+        await session.quit()

@@ -1,0 +1,389 @@
+"""Member CSV files in and out: decoding, parsing, address validation and normalisation.
+
+Import stage: ``subscribers/*.csv`` bytes -> ``CsvImport`` (validated ``MemberRow`` values,
+every bad row as a ``Problem`` with its line, duplicates merged). Nothing here touches the
+database; members.py stores the rows. Export stage: rows -> CSV text that is safe to open in
+a spreadsheet (formula-looking cells get a leading ``'``, which the import removes again,
+so export -> import -> export gives the same bytes).
+
+Addresses: validated by email-validator (no DNS), domain IDNA-encoded and lower-cased,
+local part lower-cased (addresses differing only in case are one member), non-ASCII local
+parts refused (SMTPUTF8 is not supported). Names and organisations may reach mail headers,
+so control characters and ``=?`` are refused.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as dt
+import functools
+import io
+import json
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from email_validator import EmailNotValidError, validate_email
+
+from .errors import InputError, Problem, Severity
+from .model import Location
+
+EMAIL = "email"
+NAME = "name"
+ORGANISATION = "organisation"
+CONSENT_SOURCE = "consent_source"
+CONSENT_DATE = "consent_date"
+CONSENT_BASIS = "consent_basis"
+STANDARD_COLUMNS = (EMAIL, NAME, ORGANISATION)
+CONSENT_COLUMNS = (CONSENT_SOURCE, CONSENT_DATE, CONSENT_BASIS)
+EXPORT_COLUMNS = (*STANDARD_COLUMNS, *CONSENT_COLUMNS)
+
+# UK GDPR Art. 6(1) lawful bases, as people write them.
+BASES = ("consent", "contract", "legal obligation", "vital interests", "public task",
+         "legitimate interests")
+DEFAULT_BASIS = "consent"
+MAX_TEXT = 200  # name, organisation, consent fields
+MAX_EXTRA = 1000  # any other column
+
+# A spreadsheet treats a cell starting with one of these as a formula.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+_HEADER_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]|=\?")
+_EXTRA_UNSAFE = re.compile(r"\x00")
+# The common case, checked without email-validator: plain ASCII dot-atoms on an LDH domain
+# with an alphabetic top-level label. Anything else takes the full validator; a property
+# test keeps this a strict subset of what email-validator accepts, normalised the same way.
+_PLAIN_ADDRESS = re.compile(
+    r"[A-Za-z0-9_+-]+(?:\.[A-Za-z0-9_+-]+)*"
+    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}"
+)
+_SPECIAL_USE = ("arpa", "invalid", "local", "localhost", "onion", "test")
+
+
+# --------------------------------------------------------------------------- values
+
+
+@dataclass(frozen=True, slots=True)
+class CsvLine(Location):
+    """A line of a CSV file (no column: a row is the unit people fix)."""
+
+    def __str__(self) -> str:
+        return f"{self.path}:{self.line}" if self.line else self.path
+
+
+@dataclass(frozen=True, slots=True)
+class MemberRow:
+    line: int
+    email: str  # normalised
+    name: str | None
+    organisation: str | None
+    extra: str  # JSON object of the other columns, in file order
+    consent_source: str
+    consent_date: str | None  # YYYY-MM-DD
+    consent_basis: str
+
+
+@dataclass(frozen=True, slots=True)
+class CsvImport:
+    path: str
+    rows: tuple[MemberRow, ...]
+    problems: tuple[Problem, ...]  # rows that cannot be imported
+    duplicates: tuple[Problem, ...]  # rows merged into an earlier row (warnings)
+
+
+@dataclass(frozen=True, slots=True)
+class ExportRow:
+    email: str
+    name: str | None
+    organisation: str | None
+    extra: str  # JSON object
+    consent_source: str | None
+    consent_date: str | None
+    consent_basis: str | None
+
+
+class AddressError(ValueError):
+    """Why a string is not an address we can send to."""
+
+
+# --------------------------------------------------------------------------- addresses
+
+
+def normalise_address(text: str) -> str:
+    """``Jane.Smith@Exämple.ORG`` -> ``jane.smith@xn--exmple-cua.org``, or AddressError."""
+    text = text.strip()
+    if _PLAIN_ADDRESS.fullmatch(text) and len(text) <= 254:
+        local, _, domain = text.rpartition("@")
+        domain = domain.lower()
+        tld = domain.rpartition(".")[2]
+        if (len(local) <= 64 and tld not in _SPECIAL_USE
+                and not any(label[2:4] == "--" for label in domain.split("."))):
+            return f"{local.lower()}@{domain}"
+    if not text:
+        raise AddressError("empty (every member needs an address)")
+    if any(ord(c) > 127 for c in text.rpartition("@")[0]):
+        raise AddressError(f"{text!r} is not a valid address (non-ASCII characters before "
+                           "the @-sign need SMTPUTF8, which is not supported)")
+    try:
+        valid = validate_email(text, check_deliverability=False, allow_smtputf8=False)
+    except EmailNotValidError as e:
+        raise AddressError(f"{text!r} is not a valid address ({e})") from e
+    local, _, domain = (valid.ascii_email or valid.normalized).rpartition("@")
+    return f"{local.lower()}@{domain.lower()}"
+
+
+def text_problem(value: str, limit: int = MAX_TEXT) -> str | None:
+    """Why a name or organisation cannot be used (it may end up in a mail header)."""
+    found = _HEADER_UNSAFE.search(value)
+    if found:
+        what = "'=?'" if found.group() == "=?" else f"control character {found.group()!r}"
+        return f"{value!r} contains {what} (not allowed: it could reach a mail header)"
+    if len(value) > limit:
+        return f"too long ({len(value)} characters; at most {limit})"
+    return None
+
+
+# --------------------------------------------------------------------------- spreadsheet safety
+
+
+def neutralise(cell: str) -> str:
+    """Make a cell inert in a spreadsheet: a leading ``'`` before formula characters.
+
+    A cell that already starts with ``'`` gets one more, so ``unneutralise`` can always
+    tell an added quote from a typed one and the round trip is exact.
+    """
+    if cell.startswith(_FORMULA_START) or cell.startswith("'"):
+        return "'" + cell
+    return cell
+
+
+def unneutralise(cell: str) -> str:
+    """Undo exactly what ``neutralise`` added (and nothing else)."""
+    if len(cell) >= 2 and cell[0] == "'" and (cell[1] == "'" or cell[1] in _FORMULA_START):
+        return cell[1:]
+    return cell
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def decode(data: bytes, path: str) -> str:
+    """UTF-8 with or without a BOM; anything else is refused, naming the line."""
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise InputError([Problem(CsvLine(path, 1), "", "the file is UTF-16, not UTF-8",
+                                  hint="save it as 'CSV UTF-8' from your spreadsheet")])
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        bad = data[e.start:e.start + 1].hex()
+        raise InputError([Problem(
+            CsvLine(path, line), "", f"not UTF-8: byte 0x{bad} cannot be decoded",
+            hint="save the file as 'CSV UTF-8' from your spreadsheet")]) from e
+
+
+def _delimiter(text: str) -> str:
+    header = text.split("\n", 1)[0]
+    return ";" if header.count(";") > header.count(",") else ","
+
+
+def _records(text: str, path: str) -> Iterator[tuple[int, list[str]]]:
+    """(first line, cells) for each record, blank lines skipped."""
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=_delimiter(text), strict=True)
+    end = 0
+    while True:
+        start = end + 1
+        try:
+            cells = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            raise InputError([Problem(
+                CsvLine(path, start), "", f"broken quoting ({e})",
+                hint='a value that contains the delimiter or a quote must be wrapped in '
+                     'quotes, and quotes inside it doubled: "Smith ""Jo"" Ltd"')]) from e
+        end = reader.line_num
+        if any(cell.strip() for cell in cells):
+            yield start, [unneutralise(cell) if cell[:1] == "'" else cell for cell in cells]
+
+
+def _header(cells: list[str], path: str) -> list[str]:
+    names = [cell.strip().lower() for cell in cells]
+    problems = []
+    where = CsvLine(path, 1)
+    for number, name in enumerate(names, start=1):
+        if not name:
+            problems.append(Problem(where, "", f"column {number} has no name in the header"))
+        elif names.index(name) != number - 1:
+            problems.append(Problem(where, "", f"column {name!r} appears twice in the header"))
+    if EMAIL not in names:
+        found = ", ".join(repr(n) for n in names if n) or "nothing"
+        problems.append(Problem(where, "", f"no 'email' column (found {found})",
+                                hint="the first line must name the columns, one of them "
+                                     "'email'"))
+    if problems:
+        raise InputError(problems)
+    return names
+
+
+_ISO_DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
+_UK_DATE = re.compile(r"(\d{1,2})/(\d{1,2})/(\d{4})")
+
+
+@functools.lru_cache(maxsize=4096)
+def _consent_date(value: str) -> str:
+    """YYYY-MM-DD, or DD/MM/YYYY as UK spreadsheets write it, as YYYY-MM-DD."""
+    iso, uk = _ISO_DATE.fullmatch(value), _UK_DATE.fullmatch(value)
+    try:
+        if iso:
+            return dt.date(int(iso[1]), int(iso[2]), int(iso[3])).isoformat()
+        if uk:
+            return dt.date(int(uk[3]), int(uk[2]), int(uk[1])).isoformat()
+    except ValueError as e:
+        raise ValueError(f"{value!r} is not a date ({e})") from e
+    raise ValueError(f"{value!r} is not a date (expected YYYY-MM-DD or DD/MM/YYYY)")
+
+
+def _basis(value: str) -> str:
+    basis = " ".join(value.lower().split())
+    if basis == "legitimate interest":
+        basis = "legitimate interests"
+    if basis not in BASES:
+        raise ValueError(f"{value!r} is not a lawful basis (expected one of: "
+                         f"{', '.join(BASES)})")
+    return basis
+
+
+def read_csv(path: Path, *, consent: str | None, shown_as: str | None = None) -> CsvImport:
+    """Parse and validate a member CSV; whole-file problems raise InputError at once."""
+    shown = shown_as or str(path)
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise InputError([Problem(Location(shown), "", f"cannot read the file ({e.strerror})")]
+                         ) from e
+    return parse_csv(data, shown, consent=consent)
+
+
+def parse_csv(data: bytes, path: str, *, consent: str | None) -> CsvImport:
+    """The work of ``read_csv`` on bytes already read."""
+    if consent is not None and (problem := text_problem(consent.strip())):
+        raise InputError([Problem(Location("--consent"), "", problem)])
+    consent = consent.strip() if consent else None
+    text = decode(data, path)
+    records = _records(text, path)
+    first = next(records, None)
+    if first is None:
+        raise InputError([Problem(Location(path), "", "empty file (expected a header line "
+                                  "with an 'email' column, then one member per line)")])
+    names = _header(first[1], path)
+    if CONSENT_SOURCE not in names and not consent:
+        raise InputError([Problem(
+            Location(path), "", "no consent evidence: the file has no 'consent_source' column "
+            "and no --consent was given",
+            hint="say where these people agreed to receive the newsletter, e.g. --consent "
+                 "'signed up at the 2016 conference', or add consent_source, consent_date "
+                 "and consent_basis columns")])
+    index = {name: number for number, name in enumerate(names)}
+    extra_columns = [(n, name) for n, name in enumerate(names)
+                     if name not in STANDARD_COLUMNS and name not in CONSENT_COLUMNS]
+    rows: list[MemberRow] = []
+    problems: list[Problem] = []
+    duplicates: list[Problem] = []
+    first_line: dict[str, int] = {}
+    width = len(names)
+    for line, cells in records:
+        where = CsvLine(path, line)
+        if len(cells) > width:
+            problems.append(Problem(where, "", f"{len(cells)} values but the header names "
+                                    f"{width} columns",
+                                    hint="quote values that contain the delimiter"))
+            continue
+        if len(cells) < width:
+            cells = cells + [""] * (width - len(cells))
+        row_problems: list[Problem] = []
+        raw_email = cells[index[EMAIL]]
+        email = ""
+        try:
+            email = normalise_address(raw_email)
+        except AddressError as e:
+            row_problems.append(Problem(where, EMAIL, str(e)))
+        fields = {column: cells[index[column]].strip() if column in index else ""
+                  for column in (NAME, ORGANISATION, CONSENT_SOURCE)}
+        # One search for the common clean row; the separator cannot complete "=?".
+        joined = " ".join(fields.values())
+        if _HEADER_UNSAFE.search(joined) or len(joined) > MAX_TEXT:
+            for column, value in fields.items():
+                if value and (problem := text_problem(value)):
+                    row_problems.append(Problem(where, column, problem))
+        date: str | None = None
+        if CONSENT_DATE in index and (raw := cells[index[CONSENT_DATE]].strip()):
+            try:
+                date = _consent_date(raw)
+            except ValueError as e:
+                row_problems.append(Problem(where, CONSENT_DATE, str(e)))
+        basis = DEFAULT_BASIS
+        if CONSENT_BASIS in index and (raw := cells[index[CONSENT_BASIS]].strip()):
+            try:
+                basis = _basis(raw)
+            except ValueError as e:
+                row_problems.append(Problem(where, CONSENT_BASIS, str(e)))
+        source = fields[CONSENT_SOURCE] or consent
+        if not source:
+            row_problems.append(Problem(where, CONSENT_SOURCE, "empty (no consent evidence "
+                                        "for this member)",
+                                        hint="fill it in, or give --consent TEXT for rows "
+                                             "without one"))
+        extra: dict[str, str] = {}
+        for number, column in extra_columns:
+            value = cells[number]
+            if _EXTRA_UNSAFE.search(value) or len(value) > MAX_EXTRA:
+                row_problems.append(Problem(where, column, "contains a NUL character or is "
+                                            f"longer than {MAX_EXTRA} characters"))
+            extra[column] = value
+        if row_problems:
+            problems.extend(row_problems)
+            continue
+        if email in first_line:
+            duplicates.append(Problem(
+                where, EMAIL, f"{raw_email.strip()!r} is a duplicate of line "
+                f"{first_line[email]} (merged: the first row is kept)",
+                severity=Severity.WARNING))
+            continue
+        first_line[email] = line
+        rows.append(MemberRow(
+            line=line, email=email, name=fields[NAME] or None,
+            organisation=fields[ORGANISATION] or None,
+            extra=json.dumps(extra, ensure_ascii=False, separators=(",", ":")) if extra
+            else "{}",
+            consent_source=source or "", consent_date=date, consent_basis=basis,
+        ))
+    if not rows and not problems and not duplicates:
+        raise InputError([Problem(Location(path), "", "no members: the file has a header line "
+                                  "but no rows")])
+    return CsvImport(path, tuple(rows), tuple(problems), tuple(duplicates))
+
+
+# --------------------------------------------------------------------------- writing
+
+
+def export_csv(rows: Iterable[ExportRow]) -> str:
+    """CSV text (CRLF, minimal quoting, formula cells neutralised), columns in a fixed order.
+
+    The standard and consent columns come first, then every other column found in the
+    members' stored extra data, sorted by name.
+    """
+    materialised: Sequence[ExportRow] = list(rows)
+    extras = [json.loads(row.extra) for row in materialised]
+    extra_columns = sorted({key for extra in extras for key in extra})
+    out = io.StringIO(newline="")
+    writer = csv.writer(out, lineterminator="\r\n")
+    writer.writerow([neutralise(c) for c in (*EXPORT_COLUMNS, *extra_columns)])
+    for row, extra in zip(materialised, extras, strict=True):
+        cells = [row.email, row.name or "", row.organisation or "", row.consent_source or "",
+                 row.consent_date or "", row.consent_basis or ""]
+        cells.extend(str(extra.get(column, "")) for column in extra_columns)
+        writer.writerow([neutralise(cell) for cell in cells])
+    return out.getvalue()

@@ -1,0 +1,115 @@
+"""The Jinja environments the render stage (and the archive) use.
+
+Two environments, both loading from ``<network.root>/templates``:
+
+    html_environment(root)  autoescape ON for every template, .mjml.j2 included
+                            (select_autoescape() would leave .mjml unescaped), StrictUndefined
+    text_environment(root)  autoescape OFF (the text part would show "&amp;"), StrictUndefined
+
+Author content is only ever passed as data: nothing here compiles a string from an issue,
+so ``{{ config }}`` in a body reaches the reader literally.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from functools import lru_cache
+from pathlib import Path
+
+from jinja2 import (
+    BytecodeCache,
+    Environment,
+    FileSystemBytecodeCache,
+    FileSystemLoader,
+    StrictUndefined,
+)
+from markupsafe import Markup
+
+from . import markdown
+from .model import Event, RenderMode, Slot
+from .plaintext import heading, oneline, wrap, wrap_paragraphs
+
+_DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+_MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
+           "September", "October", "November", "December")
+
+
+def long_date(day: dt.date) -> str:
+    """en-GB long date, independent of the process locale: ``Tuesday 15 November 2016``."""
+    return f"{_DAYS[day.weekday()]} {day.day} {_MONTHS[day.month - 1]} {day.year}"
+
+
+def _clock(moment: dt.datetime) -> str:
+    return f"{moment:%H:%M}"
+
+
+def event_when(event: Event) -> str:
+    """When an event happens, in words: a day, or a start and optional end time."""
+    if event.start is not None:
+        text = f"{long_date(event.start.date())}, {_clock(event.start)}"
+        if event.end is not None:
+            if event.end.date() == event.start.date():
+                text += f" to {_clock(event.end)}"
+            else:
+                text += f" to {long_date(event.end.date())}, {_clock(event.end)}"
+        return text
+    if event.date is not None:
+        return long_date(event.date)
+    return ""
+
+
+def _markdown_html(value: str) -> Markup:
+    # Safe: markdown.to_html escapes raw HTML and nh3 keeps only an allowlist.
+    return Markup(markdown.to_html(value))  # noqa: S704
+
+
+@lru_cache(maxsize=1)
+def _bytecode_cache() -> BytecodeCache | None:
+    """Compiled templates, kept between runs (a fresh process otherwise spends most of a
+    build compiling them). Jinja's default folder is per user, mode 0700, ownership
+    checked; entries are keyed by the template source's checksum, so edits are seen."""
+    try:
+        return FileSystemBytecodeCache()
+    except RuntimeError:  # no safe folder: compile every time
+        return None
+
+
+def _globals() -> dict[str, object]:
+    return {"Slot": Slot, "RenderMode": RenderMode}
+
+
+@lru_cache(maxsize=8)
+def html_environment(root: Path) -> Environment:
+    """The one environment for HTML and MJML templates (autoescape on, strict)."""
+    env = Environment(
+        loader=FileSystemLoader(str(root / "templates")),
+        autoescape=True,
+        undefined=StrictUndefined,
+        keep_trailing_newline=True,
+        auto_reload=True,
+        bytecode_cache=_bytecode_cache(),
+    )
+    env.filters.update(markdown=_markdown_html, long_date=long_date, when=event_when,
+                       oneline=oneline)
+    env.globals.update(_globals())
+    return env
+
+
+@lru_cache(maxsize=8)
+def text_environment(root: Path) -> Environment:
+    """The environment for the plain-text part: no escaping, strict, blocks trimmed."""
+    # Plain text, never HTML: escaping would show "&amp;" to readers.
+    env = Environment(
+        loader=FileSystemLoader(str(root / "templates")),
+        autoescape=False,  # noqa: S701
+        undefined=StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+        auto_reload=True,
+        bytecode_cache=_bytecode_cache(),
+    )
+    env.filters.update(md_text=markdown.to_text, wrap=wrap, wrap_paragraphs=wrap_paragraphs,
+                       heading=heading, long_date=long_date, when=event_when, oneline=oneline)
+    env.globals.update(_globals())
+    return env

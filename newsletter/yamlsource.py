@@ -1,0 +1,581 @@
+"""Strict YAML: bytes in, a small tree of nodes that know their line and column out.
+
+Used by config.py (newsletter.yaml) and load.py (issues). PyYAML's ``safe_load`` is not
+used: it keeps the last of two duplicate keys, expands aliases, reads ``NO`` as False,
+``0123`` as 83, ``12:30`` as 750, and recurses until ``RecursionError`` on deep nesting.
+Instead the event stream of the safe parser is folded into :class:`Scalar`,
+:class:`Mapping` and :class:`Sequence` nodes without recursion, and every scalar keeps
+its raw text. What a scalar means is decided by the field that reads it (see
+:class:`Reader`): a text field takes the text as written, a number or date field demands
+the exact form.
+
+Refused, each with a ``file:line:col`` problem:
+
+- files over 1 MB (before parsing), non-UTF-8 bytes, a byte order mark (editors can save
+  without one, and a BOM in the middle of a concatenated file is invisible trouble),
+  control characters, tabs where YAML does not allow them;
+- anchors and aliases (so an alias bomb stops at its first ``&``), explicit tags such as
+  ``!!python/object``, more than one document, nesting deeper than 20 levels;
+- duplicate keys (both lines are named) and keys that are not plain text.
+
+Key paths count list items from 1, as an editor counts: ``blocks[1]`` is the first block.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import difflib
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+import yaml
+
+from .errors import InputError, Problem, Severity
+from .model import Location
+
+MAX_BYTES = 1_048_576
+MAX_DEPTH = 20
+
+# What the YAML reader accepts as printable (PyYAML's own rule): anything else is refused
+# before parsing, with its position.
+_NON_PRINTABLE = re.compile(
+    "[^\x09\x0a\x0d\x20-\x7e\x85\xa0-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]"
+)
+_N = TypeVar("_N", int, float)
+_SURROGATE = re.compile("[\ud800-\udfff]")
+_NULLS = frozenset({"", "~", "null", "Null", "NULL"})
+_STR_TAGS = frozenset({"!", "tag:yaml.org,2002:str"})
+
+
+# --------------------------------------------------------------------------- nodes
+
+
+@dataclass(frozen=True, slots=True)
+class Scalar:
+    text: str
+    plain: bool  # written without quotes, block indicator or tag
+    style: str | None  # None (plain), "'", '"', "|", ">"
+    line: int  # 1-based
+    col: int  # 1-based
+
+    @property
+    def is_null(self) -> bool:
+        return self.plain and self.text in _NULLS
+
+
+@dataclass(frozen=True, slots=True)
+class Mapping:
+    items: tuple[tuple[Scalar, Node], ...]
+    line: int
+    col: int
+
+
+@dataclass(frozen=True, slots=True)
+class Sequence:
+    items: tuple[Node, ...]
+    line: int
+    col: int
+
+
+Node = Scalar | Mapping | Sequence
+
+
+def describe(node: Node) -> str:
+    """How a found value is named in "expected X, found Y"."""
+    if isinstance(node, Mapping):
+        return "a mapping (key: value pairs)"
+    if isinstance(node, Sequence):
+        return "a list"
+    if node.is_null:
+        return "nothing"
+    text = node.text if len(node.text) <= 40 else node.text[:37] + "..."
+    return repr(text)
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def parse(data: bytes, source: str, problems: list[Problem] | None = None) -> Node | None:
+    """The single document in ``data`` as nodes (None when it is empty).
+
+    Raises InputError for anything this module refuses; never another exception. Problems
+    that leave a usable tree (a duplicate key, a bad escape) are appended to ``problems``
+    when it is given, so the caller can go on and report the rest of the file too.
+    """
+    text = decode(data, source)
+    builder = _Builder(source)
+    try:
+        root = builder.build(text)
+    except InputError:
+        raise
+    except yaml.MarkedYAMLError as e:
+        raise InputError([*builder.problems, _syntax_problem(e, source)]) from e
+    except (yaml.YAMLError, ValueError, RecursionError, MemoryError) as e:
+        raise InputError([Problem(Location(source), "", f"cannot read YAML: {e}")]) from e
+    if builder.problems:
+        if problems is None:
+            raise InputError(builder.problems)
+        problems.extend(builder.problems)
+    return root
+
+
+def decode(data: bytes, source: str) -> str:
+    """UTF-8 text, refusing oversize files, a BOM, bad bytes and control characters."""
+    too_big = size_problem(len(data), source)
+    if too_big:
+        raise InputError([too_big])
+    if data.startswith(b"\xef\xbb\xbf"):
+        raise InputError([Problem(Location(source, 1, 1), "", "file starts with a byte order mark",
+                                  "save it as UTF-8 without BOM")])
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data.count(b"\n", 0, e.start) + 1
+        col = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
+        raise InputError([Problem(
+            Location(source, line, col), "",
+            f"not UTF-8: byte 0x{data[e.start]:02x} cannot be decoded",
+            "save the file as UTF-8",
+        )]) from None
+    bad = _NON_PRINTABLE.search(text)
+    if bad:
+        pos = bad.start()
+        line = text.count("\n", 0, pos) + 1
+        col = pos - (text.rfind("\n", 0, pos) + 1) + 1
+        raise InputError([Problem(
+            Location(source, line, col), "",
+            f"control character U+{ord(bad.group()):04X} is not allowed",
+            "delete it; it is often pasted in invisibly",
+        )])
+    return text
+
+
+def size_problem(size: int, source: str) -> Problem | None:
+    """The problem with a file of ``size`` bytes, if it is too big (check before reading)."""
+    if size <= MAX_BYTES:
+        return None
+    return Problem(Location(source), "", f"file is {_size(size)}; the limit is {_size(MAX_BYTES)}",
+                   "split it, or move large content out of the file")
+
+
+def _size(n: int) -> str:
+    if n >= 1_048_576:
+        return f"{n / 1_048_576:.1f} MB"
+    if n >= 1024:
+        return f"{n / 1024:.1f} KB"
+    return f"{n} bytes"
+
+
+def _syntax_problem(e: yaml.MarkedYAMLError, source: str) -> Problem:
+    mark = e.problem_mark or e.context_mark
+    where = Location(source, mark.line + 1, mark.column + 1) if mark else Location(source)
+    problem = e.problem or e.context or "invalid YAML"
+    hint: str | None = None
+    if "'\\t'" in problem:
+        problem, hint = "tab character", "indent with spaces, not tabs"
+    elif "mapping values are not allowed" in problem:
+        hint = "put quotes around text that contains ': '"
+    elif "found character" in problem and "cannot start any token" in problem:
+        hint = "put quotes around text that starts with this character"
+    return Problem(where, "", f"YAML syntax: {problem}", hint)
+
+
+def _tag_name(tag: str) -> str:
+    return tag.replace("tag:yaml.org,2002:", "!!")
+
+
+@dataclass
+class _Frame:
+    kind: str  # "map" or "seq"
+    path: str
+    line: int
+    col: int
+    nodes: list[Node] = field(default_factory=list)  # a sequence's items
+    pairs: list[tuple[Scalar, Node]] = field(default_factory=list)  # a mapping's items
+    key: Scalar | None = None  # a mapping's key waiting for its value
+    duplicate: bool = False  # the waiting key was seen before: its value is dropped
+    seen: dict[str, int] = field(default_factory=dict)  # key text -> line
+
+
+class _Builder:
+    """Folds parser events into nodes with an explicit stack: no recursion at any depth."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.problems: list[Problem] = []
+
+    def fail(self, at: tuple[int, int], key: str, message: str,
+             hint: str | None = None) -> InputError:
+        where = Location(self.source, *at)
+        return InputError([*self.problems, Problem(where, key, message, hint)])
+
+    def build(self, text: str) -> Node | None:
+        stack: list[_Frame] = []
+        root: Node | None = None
+        documents = 0
+        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+            mark = event.start_mark
+            at = (mark.line + 1, mark.column + 1) if mark is not None else (0, 0)
+            if isinstance(event, yaml.DocumentStartEvent):
+                documents += 1
+                if documents > 1:
+                    raise self.fail(at, "", "more than one YAML document",
+                                    "an issue is one document: remove the '---' line")
+                continue
+            if isinstance(event, yaml.AliasEvent):
+                raise self.fail(at, self._path(stack), f"alias *{event.anchor} is not allowed",
+                                "write the value out in full")
+            if isinstance(event, yaml.NodeEvent) and event.anchor is not None:
+                raise self.fail(at, self._path(stack), f"anchor &{event.anchor} is not allowed",
+                                "write the value out in full")
+            if isinstance(event, yaml.ScalarEvent):
+                if event.tag is not None and event.tag not in _STR_TAGS:
+                    raise self.fail(at, self._path(stack),
+                                    f"tag {_tag_name(event.tag)} is not allowed",
+                                    "write plain values without tags")
+                scalar = Scalar(event.value, event.style is None and event.tag is None,
+                                event.style, *at)
+                if _SURROGATE.search(scalar.text):
+                    # "\ud83d\ude00" escapes decode to two lone halves that no file can hold.
+                    self.problems.append(Problem(
+                        Location(self.source, *at), self._path(stack),
+                        "a \\u escape here makes an invalid character",
+                        "write the character itself, or one \\U00XXXXXX escape"))
+                    scalar = Scalar(_SURROGATE.sub("\ufffd", scalar.text), scalar.plain,
+                                    scalar.style, *at)
+                root = self._add(stack, scalar) or root
+            elif isinstance(event, yaml.CollectionStartEvent):
+                if event.tag is not None and event.tag != "!":
+                    raise self.fail(at, self._path(stack),
+                                    f"tag {_tag_name(event.tag)} is not allowed",
+                                    "write plain values without tags")
+                if len(stack) >= MAX_DEPTH:
+                    raise self.fail(at, "", f"nested more than {MAX_DEPTH} levels deep",
+                                    "flatten the structure")
+                kind = "map" if isinstance(event, yaml.MappingStartEvent) else "seq"
+                path = self._path(stack)
+                if stack and stack[-1].kind == "map" and stack[-1].key is None:
+                    raise self.fail(at, path, "a key must be plain text, not a list or mapping")
+                stack.append(_Frame(kind, path, *at))
+            elif isinstance(event, yaml.CollectionEndEvent):
+                frame = stack.pop()
+                node: Node
+                if frame.kind == "map":
+                    node = Mapping(tuple(frame.pairs), frame.line, frame.col)
+                else:
+                    node = Sequence(tuple(frame.nodes), frame.line, frame.col)
+                root = self._add(stack, node) or root
+        return root
+
+    @staticmethod
+    def _path(stack: list[_Frame]) -> str:
+        if not stack:
+            return ""
+        top = stack[-1]
+        if top.kind == "seq":
+            return f"{top.path}[{len(top.nodes) + 1}]"
+        if top.key is not None:
+            return join(top.path, top.key.text)
+        return top.path
+
+    def _add(self, stack: list[_Frame], node: Node) -> Node | None:
+        """Attach ``node`` to the open collection; return it when it is the document root."""
+        if not stack:
+            return node
+        top = stack[-1]
+        if top.kind == "seq":
+            top.nodes.append(node)
+        elif top.key is None:
+            assert isinstance(node, Scalar)  # collections as keys are refused on start
+            if _KEY_BAD.search(node.text):
+                self.problems.append(Problem(
+                    Location(self.source, node.line, node.col), top.path,
+                    f"key {node.text!r} contains a control character", "delete it"))
+                node = Scalar(_KEY_BAD.sub("?", node.text), node.plain, node.style,
+                              node.line, node.col)
+            first = top.seen.get(node.text)
+            if first is not None:
+                self.problems.append(Problem(
+                    Location(self.source, node.line, node.col), join(top.path, node.text),
+                    f"duplicate key (the first is on line {first})", "keep one of them"))
+            else:
+                top.seen[node.text] = node.line
+            top.key, top.duplicate = node, first is not None
+        else:
+            if not top.duplicate:
+                top.pairs.append((top.key, node))
+            top.key = None
+        return None
+
+
+def join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+# --------------------------------------------------------------------------- reading values
+
+
+@dataclass
+class Fields:
+    """A mapping's values by key, after unknown keys were reported."""
+
+    node: Mapping
+    path: str
+    values: dict[str, Node]
+    keys: dict[str, Scalar]
+
+    def key(self, name: str) -> str:
+        return join(self.path, name)
+
+    def has(self, name: str) -> bool:
+        value = self.values.get(name)
+        return value is not None and not (isinstance(value, Scalar) and value.is_null)
+
+
+_KEY_BAD = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_HEADER_BAD = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]|=\\?")
+_LINE_BAD = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+_TEXT_BAD = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x84\x86-\x9f]")
+_INT = re.compile(r"0|[1-9][0-9]*")
+_NUMBER = re.compile(r"[0-9]+(\.[0-9]+)?")
+_DATE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})")
+_DATETIME = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})[T ]([0-9]{2}):([0-9]{2})(?::([0-9]{2}))?")
+
+
+class Reader:
+    """Reads typed values out of nodes, collecting every problem instead of stopping.
+
+    Each method returns None (and records a problem) when the value is missing or wrong,
+    so a loader reads the whole file and reports everything at once.
+    """
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.problems: list[Problem] = []
+        self.locations: dict[str, Location] = {}
+
+    # --- problems and places
+
+    def where(self, node: Node | Scalar) -> Location:
+        return Location(self.source, node.line, node.col)
+
+    def error(self, node: Node, key: str, message: str, hint: str | None = None) -> None:
+        self.problems.append(Problem(self.where(node), key, message, hint))
+
+    def raise_if_errors(self) -> None:
+        if any(p.severity is Severity.ERROR for p in self.problems):
+            raise InputError(sorted(self.problems, key=lambda p: (p.where.line, p.where.col)))
+
+    # --- containers
+
+    def fields(self, node: Node, path: str, allowed: Iterable[str],
+               required: Iterable[str] = (), what: str = "") -> Fields | None:
+        """The mapping's values; unknown keys and missing required ones are reported."""
+        if not isinstance(node, Mapping):
+            self.error(node, path, f"expected a mapping (key: value pairs), found {describe(node)}")
+            return None
+        allowed = list(allowed)
+        values: dict[str, Node] = {}
+        keys: dict[str, Scalar] = {}
+        for key, value in node.items:
+            if key.text not in allowed:
+                close = difflib.get_close_matches(key.text, allowed, n=1, cutoff=0.6)
+                hint = f"did you mean '{close[0]}'?" if close else \
+                    "allowed keys: " + ", ".join(allowed)
+                label = f"unknown key in {what}" if what else "unknown key"
+                self.error(key, join(path, key.text), label, hint)
+                continue
+            values[key.text] = value
+            keys[key.text] = key
+        fields = Fields(node, path, values, keys)
+        for name in required:
+            if not fields.has(name):
+                where: Node = keys.get(name) or node
+                self.error(where, fields.key(name), "required")
+        return fields
+
+    def items(self, node: Node, path: str) -> tuple[Node, ...] | None:
+        if not isinstance(node, Sequence):
+            self.error(node, path, f"expected a list, found {describe(node)}",
+                       "start each item on its own line with '- '")
+            return None
+        return node.items
+
+    # --- scalars by field name
+
+    def _value(self, f: Fields, name: str) -> Node | None:
+        value = f.values.get(name)
+        if value is None or (isinstance(value, Scalar) and value.is_null):
+            return None
+        self.locations[f.key(name)] = self.where(value)
+        return value
+
+    def _scalar(self, node: Node, key: str, expected: str) -> Scalar | None:
+        if isinstance(node, Scalar):
+            return node
+        self.error(node, key, f"expected {expected}, found {describe(node)}")
+        return None
+
+    def text(self, f: Fields, name: str, *, max_len: int = 200, multiline: bool = False,
+             header: bool = False) -> str | None:
+        """Text exactly as written: ``NO``, ``1.10`` and ``12:30`` stay text."""
+        node = self._value(f, name)
+        return None if node is None else self.text_node(node, f.key(name), max_len=max_len,
+                                                        multiline=multiline, header=header)
+
+    def text_node(self, node: Node, key: str, *, max_len: int = 200, multiline: bool = False,
+                  header: bool = False) -> str | None:
+        scalar = self._scalar(node, key, "text")
+        if scalar is None:
+            return None
+        value = scalar.text.rstrip() if multiline else scalar.text.strip()
+        if header:
+            bad = _HEADER_BAD.search(value)
+            if bad:
+                found = "'=?'" if bad.group() == "=?" else "a line break" \
+                    if bad.group() in "\r\n\u2028\u2029" else \
+                    f"control character U+{ord(bad.group()):04X}"
+                self.error(scalar, key, f"{found} is not allowed in text that goes into an "
+                           "email header", "keep it on one line, without control characters")
+                return None
+        bad = (_TEXT_BAD if multiline else _LINE_BAD).search(value)
+        if bad:
+            what = "a line break" if bad.group() in "\n\u2028\u2029" else \
+                f"control character U+{ord(bad.group()):04X}"
+            self.error(scalar, key, f"{what} is not allowed here",
+                       "keep it on one line" if what == "a line break" else "delete it")
+            return None
+        if len(value) > max_len:
+            self.error(scalar, key, f"too long: {len(value):,} characters; the limit is "
+                       f"{max_len:,}")
+            return None
+        if not value.strip():
+            self.error(scalar, key, "empty", "write some text or remove the key")
+            return None
+        return value
+
+    def integer(self, f: Fields, name: str, *, minimum: int = 0,
+                maximum: int | None = None) -> int | None:
+        node = self._value(f, name)
+        return None if node is None else self.integer_node(node, f.key(name), minimum=minimum,
+                                                           maximum=maximum)
+
+    def integer_node(self, node: Node, key: str, *, minimum: int = 0,
+                     maximum: int | None = None) -> int | None:
+        scalar = self._scalar(node, key, "a whole number")
+        if scalar is None:
+            return None
+        text = scalar.text.strip()
+        if len(text) > 18:  # also keeps int() below its 4,300-digit limit
+            self.error(scalar, key, f"expected a whole number, found {describe(scalar)}")
+            return None
+        if re.fullmatch(r"0[0-9]+", text):
+            self.error(scalar, key, f"a leading zero is not allowed in {text}",
+                       f"write {int(text)}")
+            return None
+        if re.fullmatch(r"-[0-9]+", text):
+            value = int(text)
+            return self._in_range(scalar, key, value, minimum, maximum)
+        if not _INT.fullmatch(text):
+            self.error(scalar, key, f"expected a whole number, found {describe(scalar)}")
+            return None
+        value = int(text)
+        return self._in_range(scalar, key, value, minimum, maximum)
+
+    def number(self, f: Fields, name: str, *, minimum: float = 0.0) -> float | None:
+        node = self._value(f, name)
+        if node is None:
+            return None
+        key = f.key(name)
+        scalar = self._scalar(node, key, "a number")
+        if scalar is None:
+            return None
+        text = scalar.text.strip()
+        if not _NUMBER.fullmatch(text) or re.fullmatch(r"0[0-9]+(\.[0-9]+)?", text):
+            self.error(scalar, key, f"expected a number like 0.5 or 30, found {describe(scalar)}")
+            return None
+        value = float(text)
+        return self._in_range(scalar, key, value, minimum, None)
+
+    def _in_range(self, scalar: Scalar, key: str, value: _N, minimum: _N,
+                  maximum: _N | None) -> _N | None:
+        if value < minimum or (maximum is not None and value > maximum):
+            span = f"at least {minimum}" if maximum is None else f"{minimum} to {maximum}"
+            self.error(scalar, key, f"expected {span}, found {scalar.text.strip()}")
+            return None
+        return value
+
+    def boolean(self, f: Fields, name: str) -> bool | None:
+        node = self._value(f, name)
+        if node is None:
+            return None
+        key = f.key(name)
+        scalar = self._scalar(node, key, "true or false")
+        if scalar is None:
+            return None
+        text = scalar.text.strip()
+        if text in ("true", "false"):
+            return text == "true"
+        self.error(scalar, key, f"expected true or false, found {describe(scalar)}",
+                   "write true or false")
+        return None
+
+    def date(self, f: Fields, name: str) -> dt.date | None:
+        node = self._value(f, name)
+        if node is None:
+            return None
+        key = f.key(name)
+        scalar = self._scalar(node, key, "a date")
+        if scalar is None:
+            return None
+        text = scalar.text.strip()
+        m = _DATE.fullmatch(text)
+        if not m:
+            self.error(scalar, key, f"expected a date like 2016-12-05, found {describe(scalar)}")
+            return None
+        try:
+            return dt.date(int(m[1]), int(m[2]), int(m[3]))
+        except ValueError as e:
+            self.error(scalar, key, f"{text} is not a real date ({e})")
+            return None
+
+    def datetime(self, f: Fields, name: str) -> dt.datetime | None:
+        node = self._value(f, name)
+        if node is None:
+            return None
+        key = f.key(name)
+        scalar = self._scalar(node, key, "a date and time")
+        if scalar is None:
+            return None
+        text = scalar.text.strip()
+        m = _DATETIME.fullmatch(text)
+        if not m:
+            self.error(scalar, key, "expected a date and time like 2016-11-15 10:00, found "
+                       f"{describe(scalar)}", "UK local time, 24-hour clock")
+            return None
+        try:
+            return dt.datetime(int(m[1]), int(m[2]), int(m[3]), int(m[4]), int(m[5]),
+                               int(m[6] or 0))
+        except ValueError as e:
+            self.error(scalar, key, f"{text} is not a real date and time ({e})")
+            return None
+
+    def choice(self, f: Fields, name: str, options: Iterable[str],
+               what: str = "value") -> str | None:
+        node = self._value(f, name)
+        if node is None:
+            return None
+        key = f.key(name)
+        scalar = self._scalar(node, key, "text")
+        if scalar is None:
+            return None
+        options = list(options)
+        text = scalar.text.strip()
+        if text in options:
+            return text
+        close = difflib.get_close_matches(text, options, n=1, cutoff=0.6)
+        hint = f"did you mean '{close[0]}'?" if close else "use one of " + ", ".join(options)
+        self.error(scalar, key, f"unknown {what} {describe(scalar)}", hint)
+        return None

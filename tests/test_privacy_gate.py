@@ -1,0 +1,220 @@
+"""The privacy gate: a build that would publish member data or a third party fails whole."""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from pathlib import Path
+
+import pytest
+from conftest import Project
+from test_archive import THREE, build, issue_yaml, tree, with_issues
+
+from newsletter.privacy import Policy, scan_text
+
+SUBSCRIBER = "jane.member@example.org"
+
+
+def plant_in_template(project: Project, text: str) -> None:
+    """Put ``text`` into the archive's index template (as a careless edit would)."""
+    path = project.root / "templates/archive/index.html.j2"
+    source = path.read_text()
+    marker = '<p class="lede">'
+    assert marker in source
+    path.write_text(source.replace(marker, f"<p>{text}</p>\n  {marker}", 1))
+
+
+def fails_whole(project: Project, site: Path, before: dict[str, tuple[bytes, int]],
+                expected: str) -> str:
+    """Run the build; it must exit 1 naming the leak, and leave the old site as it was."""
+    result = project.run("archive")
+    assert result.code == 1, result.out + result.err
+    assert "Traceback" not in result.err
+    assert re.search(expected, result.err), result.err
+    assert "nothing was published" in result.err
+    assert tree(site) == before
+    assert [p.name for p in project.root.iterdir() if ".staging-" in p.name] == []
+    return result.err
+
+
+@pytest.fixture
+def published(project: Project) -> tuple[Project, Path, dict[str, tuple[bytes, int]]]:
+    site = build(with_issues(project, THREE))
+    return project, site, tree(site)
+
+
+def test_a_subscriber_address_in_an_issue_fails_the_build(published: tuple) -> None:
+    from newsletter.db import connect
+
+    project, site, before = published
+    conn = connect(project.root / "newsletter.db")
+    conn.execute("INSERT INTO subscribers (email, created_at) VALUES (?, ?)",
+                 (SUBSCRIBER, "2016-12-01T00:00:00Z"))
+    conn.close()
+    text = issue_yaml("Network newsletter, March 2017", "2017-03-01", 4,
+                      body=f"Thanks to {SUBSCRIBER} for the photographs.")
+    project.write("issues/2017-03.yaml", text)
+    err = fails_whole(project, site, before,
+                      r"site/2017-03/index\.html:\d+:\d+: subscriber address "
+                      + re.escape(SUBSCRIBER) + " from the state database")
+    assert "site/search-index.js:1:" in err and "site/feed.xml:" in err
+
+
+def test_a_subscribers_opaque_id_in_the_output_fails_the_build(published: tuple) -> None:
+    from newsletter.db import connect
+
+    project, site, before = published
+    conn = connect(project.root / "newsletter.db")
+    conn.execute("INSERT INTO subscribers (email, created_at) VALUES (?, ?)",
+                 (SUBSCRIBER, "2016-12-01T00:00:00Z"))
+    uid = conn.execute("SELECT uid FROM subscribers").fetchone()[0]
+    conn.close()
+    plant_in_template(project, f'<a href="#{uid}">me</a>')
+    fails_whole(project, site, before, rf"site/index\.html:\d+:\d+: subscriber id {uid}")
+
+
+def test_the_archive_never_creates_the_state_database(project: Project) -> None:
+    build(with_issues(project, THREE))
+    assert not (project.root / "newsletter.db").exists()
+
+
+def test_an_unsubscribe_url_with_a_token_fails_the_build(published: tuple) -> None:
+    project, site, before = published
+    plant_in_template(project, '<a href="https://news.wmasn.example.org/unsubscribe/'
+                               'eyJ1IjoiYWIifQ.Zk3x9Q.AbCdEfGhIjKlMnOpQrStUvWxYz01">Leave</a>')
+    fails_whole(project, site, before,
+                r"site/index\.html:\d+:\d+: unsubscribe URL with a token: "
+                r"https://news\.wmasn\.example\.org/unsubscribe/eyJ1")
+
+
+def test_a_signed_token_on_its_own_fails_the_build(published: tuple) -> None:
+    project, site, before = published
+    plant_in_template(project, "ref eyJ1IjoiYWIifQ.Zk3x9Q.AbCdEfGhIjKlMnOpQrStUvWxYz01")
+    fails_whole(project, site, before, r"site/index\.html:\d+:\d+: signed-token-shaped value")
+
+
+def test_a_message_id_fails_the_build(published: tuple) -> None:
+    project, site, before = published
+    plant_in_template(project, "Message-ID: {{ '<2016-12.4f2a9c@wmasn.example.org>' }}")
+    fails_whole(project, site, before,
+                r"site/index\.html:\d+:\d+: Message-ID-shaped value "
+                r"<2016-12\.4f2a9c@wmasn\.example\.org>")
+
+
+def test_a_slot_marker_fails_the_build(published: tuple) -> None:
+    project, site, before = published
+    plant_in_template(project, "__NL_GREETING__,")
+    fails_whole(project, site, before,
+                r"site/index\.html:\d+:\d+: slot marker __NL_GREETING__")
+
+
+def test_unrendered_template_syntax_fails_the_build(published: tuple) -> None:
+    project, site, before = published
+    plant_in_template(project, "{{ '{{ x }}' }}")
+    fails_whole(project, site, before,
+                r"site/index\.html:\d+:\d+: unrendered template syntax '\{\{ x \}\}'")
+
+
+def test_a_link_to_a_host_no_issue_or_config_names_fails_the_build(published: tuple) -> None:
+    project, site, before = published
+    plant_in_template(project, '<link rel="stylesheet" '
+                               'href="https://fonts.googleapis.com/css?family=Ubuntu">')
+    fails_whole(project, site, before,
+                r"site/index\.html:\d+:\d+: link to fonts\.googleapis\.com, a host not "
+                r"written in the issues or the config")
+
+
+def test_a_protocol_relative_source_fails_the_build(published: tuple) -> None:
+    project, site, before = published
+    plant_in_template(project, '<img alt="" src="//tracker.example.net/p.gif">')
+    fails_whole(project, site, before,
+                r"site/index\.html:\d+:\d+: protocol-relative link to tracker\.example\.net")
+
+
+def test_an_email_address_no_issue_or_config_writes_fails_the_build(published: tuple) -> None:
+    project, site, before = published
+    plant_in_template(project, "Write to j.bloggs@personal-mail.example.com")
+    fails_whole(project, site, before,
+                r"site/index\.html:\d+:\d+: email address j\.bloggs@personal-mail\.example\.com"
+                " is not written in the issues or the config")
+
+
+def test_what_the_issues_write_themselves_is_published(project: Project) -> None:
+    contact = ("  - type: contact\n    title: Ask us\n    people:\n"
+               "      - {name: Helpdesk, email: help@partner.example.org, phone: 0121 496 0000}\n"
+               "  - type: links\n    title: Reading\n    items:\n"
+               "      - {url: 'https://www.gov.uk/modern-slavery', text: Guidance}\n")
+    text = issue_yaml("Network newsletter, March 2017", "2017-03-01", 4,
+                      body="Templates show `{{ config }}` and `{% raw %}` literally. "
+                           "TODO lists and TK marks are prose, as is the @media query.",
+                      extra_blocks=contact)
+    site = build(with_issues(project, {**THREE, "2017-03": text}))
+    page = (site / "2017-03" / "index.html").read_text()
+    assert "help@partner.example.org" in page and "https://www.gov.uk/modern-slavery" in page
+    assert "{{ config }}" in page and "{% raw %}" in page
+
+
+# --------------------------------------------------------------------------- scan_text
+
+
+POLICY = Policy(hosts=frozenset({"news.wmasn.example.org"}),
+                emails=frozenset({"news@wmasn.example.org"}), placeholders=frozenset(),
+                subscribers=frozenset({SUBSCRIBER}),
+                unsubscribe_base="https://news.wmasn.example.org/unsubscribe")
+
+
+@pytest.mark.parametrize("clean", [
+    '<img src="logo@2x.png" alt="">',
+    "@media (prefers-color-scheme: dark) { a { color: #fff } }",
+    '<feed xmlns="http://www.w3.org/2005/Atom">',
+    "Version 1.2.3 of the guidance. TODO: nothing. See www.example.org.",
+    '<a href="https://news.wmasn.example.org/unsubscribe">how to leave the list</a>',
+    '<a href="mailto:news@wmasn.example.org">news@wmasn.example.org</a>',
+    "window.NEWSLETTER_SEARCH = {\"issues\":[{\"a\":{\"b\":1}}]};",
+    "report-3f2a9c0b1d2e.png and 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+])
+def test_ordinary_page_text_passes_the_scan(clean: str) -> None:
+    assert scan_text(clean, POLICY, "site/x.html") == []
+
+
+@pytest.mark.parametrize(("leak", "message"), [
+    (f"Hello {SUBSCRIBER.upper()}", "subscriber address"),
+    ("jane.member&#64;example.org", "subscriber address"),
+    ("mailto:jane.member%40example.org", "subscriber address"),
+    ("&lt;abc.123@wmasn.example.org&gt;", "Message-ID-shaped value"),
+    ('<a href="https://news.wmasn.example.org/unsubscribe/tok3n">', "unsubscribe URL"),
+    ('<a href="https://www.example.org/p?token=abc123">', "per-recipient query parameter"),
+    ("{% if x %}", "unrendered template syntax"),
+    ('<script src="http://cdn.example.com/x.js">', "link to cdn.example.com"),
+])
+def test_each_kind_of_leak_is_found_with_its_line_and_column(leak: str, message: str) -> None:
+    problems = scan_text(f"<p>first line</p>\n  {leak}\n", POLICY, "site/x.html")
+    assert problems, leak
+    assert all(str(p).startswith("site/x.html:2:") for p in problems), problems
+    assert any(message in str(p) for p in problems), problems
+
+
+def test_a_new_subscriber_is_found_in_pages_that_did_not_change(project: Project) -> None:
+    from newsletter.db import connect
+
+    text = issue_yaml("Network newsletter, March 2017", "2017-03-01", 4,
+                      body=f"Photographs by {SUBSCRIBER}.")
+    site = build(with_issues(project, {**THREE, "2017-03": text}))
+    before = tree(site)
+    conn = connect(project.root / "newsletter.db")
+    conn.execute("INSERT INTO subscribers (email, created_at) VALUES (?, ?)",
+                 (SUBSCRIBER, dt.date(2017, 3, 2).isoformat()))
+    conn.close()
+    # no input changed, but earlier "clean" verdicts were given under another policy
+    fails_whole(project, site, before, r"site/2017-03/index\.html:\d+:\d+: subscriber address")
+
+
+def test_a_hand_edited_published_page_is_rebuilt_not_trusted(published: tuple) -> None:
+    project, site, _ = published
+    page = site / "2016-12" / "index.html"
+    text = page.read_text()
+    page.unlink()  # break the hard link to the previous build's copy before editing
+    page.write_text(text.replace("</main>", "__NL_GREETING__</main>"))
+    result = project.run("archive")
+    assert result.code == 0, result.err
+    assert "__NL_" not in page.read_text()

@@ -1,0 +1,456 @@
+"""`newsletter send` and `newsletter status` as a user runs them: the real CLI, a real server.
+
+The server runs in this process (tests/smtp_servers.py) on 127.0.0.1 and keeps what it
+receives across CLI runs, so a test can compare the ledger with the mail that arrived.
+"""
+
+from __future__ import annotations
+
+import csv
+import email
+import email.policy
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import dkim
+import pytest
+
+from conftest import Project, Result
+from smtp_servers import Delay, Drop, Faults, Received, Scripted, Session, SmtpServer
+
+ISSUE = "issues/2017-02-news.yaml"
+USER, PASSWORD = "news@wmasn.example.org", "test-password"
+REQUIRED = ("Date", "From", "To", "Subject", "Message-ID", "MIME-Version", "List-Id",
+            "List-Unsubscribe", "List-Unsubscribe-Post")
+FAST_LIMITS = """limits:
+  per_minute: 0
+  per_day: 0
+  concurrency: 2
+  retry_base: 0.2
+  retry_max: 0.5
+"""
+
+
+def configure(project: Project, limits: str = FAST_LIMITS, smtp_extra: str = "") -> None:
+    text = project.config.read_text(encoding="utf-8")
+    text = re.sub(r"limits:.*?\n(?=\S)", limits, text, flags=re.S)
+    if smtp_extra:
+        text = text.replace("  password_env: NEWSLETTER_SMTP_PASSWORD\n",
+                            "  password_env: NEWSLETTER_SMTP_PASSWORD\n" + smtp_extra)
+    project.write("newsletter.yaml", text)
+
+
+def members_csv(project: Project, n: int) -> str:
+    rows = ["email,name,organisation,consent_source"]
+    rows += [f"member{i:04d}@example.org,Member {i},Org {i % 7},test" for i in range(n)]
+    project.write("subscribers/many.csv", "\n".join(rows) + "\n")
+    return "subscribers/many.csv"
+
+
+def smtp_env(server: SmtpServer, **extra: str) -> dict[str, str]:
+    return {"NEWSLETTER_SMTP_HOST": "127.0.0.1", "NEWSLETTER_SMTP_PORT": str(server.port),
+            "NEWSLETTER_SMTP_TLS": "none", "NEWSLETTER_SMTP_PASSWORD": PASSWORD, **extra}
+
+
+def setup(project: Project, n: int | None = None, **kwargs: str) -> int:
+    """Configure, import members (the sample list, or n generated ones); return how many."""
+    configure(project, **kwargs)
+    csv_file = members_csv(project, n) if n else "subscribers/members.csv"
+    result = project.run("subscribers", "import", csv_file, "--list", "members")
+    assert result.code == 0, result.err
+    found = re.search(r"added (\d+)", result.out)
+    assert found, result.out
+    return int(found.group(1))
+
+
+def send(project: Project, server: SmtpServer, *args: str, **env: str) -> Result:
+    return project.run("send", ISSUE, "--list", "members", "--yes", *args,
+                       env=smtp_env(server, **env))
+
+
+def status_rows(project: Project) -> list[dict[str, str]]:
+    result = project.run("status", ISSUE, "--csv", "status.csv")
+    assert result.code == 0, result.err
+    with open(project.root / "status.csv", encoding="utf-8-sig", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def message_id(data: bytes) -> str:
+    found = re.search(rb"^Message-ID: (\S+)\r$", data, flags=re.M)
+    assert found
+    return found.group(1).decode()
+
+
+def recipients(server: SmtpServer) -> Counter[str]:
+    return Counter(r.rcpt_to[0] for r in server.delivered)
+
+
+def check_message(received: Received, *, dkim_record: bytes | None = None) -> None:
+    """One recipient, strict parse, the headers, text before HTML, line lengths, CRLF, DKIM."""
+    data = received.data
+    assert len(received.rcpt_to) == 1
+    message = email.message_from_bytes(data, policy=email.policy.strict)
+    assert not message.defects
+    for part in message.walk():
+        assert not part.defects
+    for name in REQUIRED:
+        assert len(message.get_all(name) or []) == 1, name
+    assert message["To"] == received.rcpt_to[0]
+    assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert "<https://" in message["List-Unsubscribe"]
+    types = [p.get_content_type() for p in message.walk()]
+    assert types.index("text/plain") < types.index("text/html")
+    assert b"\n" not in data.replace(b"\r\n", b"") and b"\r" not in data.replace(b"\r\n", b"")
+    assert max(len(line) for line in data.split(b"\r\n")) <= 998
+    if dkim_record is not None:
+        assert data.startswith(b"DKIM-Signature:")
+        assert dkim.verify(data, dnsfunc=lambda name, timeout=5: dkim_record)
+
+
+# --------------------------------------------------------------------------- the happy path
+
+
+@pytest.fixture(scope="module")
+def dkim_key(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, bytes]:
+    """A fresh RSA key and the DNS TXT record that publishes its public half."""
+    folder = tmp_path_factory.mktemp("dkim")
+    key = folder / "private.pem"
+    subprocess.run(["openssl", "genrsa", "-out", str(key), "2048"], check=True,
+                   capture_output=True)
+    public = subprocess.run(["openssl", "rsa", "-in", str(key), "-pubout", "-outform", "DER"],
+                            check=True, capture_output=True).stdout
+    import base64
+
+    return key, b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
+
+
+def test_send_delivers_one_well_formed_signed_message_to_every_member(
+        project: Project, dkim_key: tuple[Path, bytes]) -> None:
+    n = setup(project)
+    key, record = dkim_key
+    with SmtpServer(users={USER: PASSWORD}) as server:
+        result = send(project, server, NEWSLETTER_DKIM_KEY=str(key),
+                      NEWSLETTER_DKIM_SELECTOR="news2016")
+    assert result.code == 0, result.err
+    assert f"{n} recipients" in result.out and f"{n} sent" in result.out
+    assert len(server.received) == n
+    assert sorted(recipients(server)) == sorted(r["address"] for r in status_rows(project))
+    for received in server.received:
+        check_message(received, dkim_record=record)
+        assert received.mail_from == "news@wmasn.example.org"
+    ids = {message_id(r.data) for r in server.received}
+    assert len(ids) == n and all(i.endswith("@wmasn.example.org>") for i in ids)
+    again = send(project, server)  # a second send of a finished issue sends nothing
+    assert again.code == 0 and "nothing is due" in again.out
+    assert len(server.received) == n
+
+
+def test_send_refuses_to_run_without_confirmation_when_nobody_can_answer(
+        project: Project) -> None:
+    setup(project)
+    with SmtpServer() as server:
+        result = project.run("send", ISSUE, "--list", "members", env=smtp_env(server),
+                             input="")
+    assert result.code == 2
+    assert "--yes" in result.err
+    assert server.sessions == 0
+    assert "nothing has been sent" in project.run("status").out
+
+
+def test_a_proof_goes_to_one_address_with_a_test_subject_and_is_not_recorded(
+        project: Project) -> None:
+    setup(project)
+    with SmtpServer(users={USER: PASSWORD}) as server:
+        result = project.run("send", ISSUE, "--to", "editor@example.org",
+                             env=smtp_env(server))
+        bad = project.run("send", ISSUE, "--to", "editor@exa mple.org\nBcc: x@y.org",
+                          env=smtp_env(server))
+    assert result.code == 0, result.err
+    assert [r.rcpt_to for r in server.received] == [("editor@example.org",)]
+    message = email.message_from_bytes(server.received[0].data, policy=email.policy.strict)
+    assert message["Subject"].startswith("[TEST] ")
+    check_message(server.received[0])
+    assert bad.code == 1 and "--to" in bad.err
+    assert "nothing has been sent" in project.run("status").out
+
+
+def test_a_dry_run_writes_each_message_and_records_nothing(project: Project) -> None:
+    n = setup(project)
+    result = project.run("send", ISSUE, "--list", "members", "--dry-run", "outbox")
+    assert result.code == 0, result.err
+    files = sorted((project.root / "outbox").glob("*.eml"))
+    assert len(files) == n
+    for path in files:
+        data = path.read_bytes()
+        message = email.message_from_bytes(data, policy=email.policy.strict)
+        check_message(Received("", (message["To"],), data, 0, "accepted"))
+    assert "nothing has been sent" in project.run("status").out
+
+
+# --------------------------------------------------------------------------- faults
+
+
+def test_unknown_addresses_fail_for_good_and_their_members_are_bounced(project: Project) -> None:
+    n = setup(project, n=30)
+    bad = {"member0003@example.org", "member0017@example.org"}
+    faults = Scripted(rcpt=lambda s, rcpt: "550 5.1.1 <x>: Recipient address rejected: "
+                      "User unknown" if rcpt in bad else None)
+    with SmtpServer(faults, users={USER: PASSWORD}) as server:
+        result = send(project, server)
+    assert result.code == 1
+    assert "2 failed for good" in result.err
+    assert set(recipients(server)) == {f"member{i:04d}@example.org" for i in range(n)} - bad
+    rows = {r["address"]: r for r in status_rows(project)}
+    for address in bad:
+        assert (rows[address]["state"], rows[address]["reply_code"],
+                rows[address]["enhanced_code"]) == ("failed", "550", "5.1.1")
+    shown = project.run("status", ISSUE).out
+    assert "member0003@example.org" in shown and "5.1.1" in shown
+    listing = project.run("subscribers", "list", "--list", "members").out
+    assert re.search(r"member0003@example.org\s+members\s+bounced", listing)
+
+
+def test_a_temporary_failure_is_retried_later_in_the_same_run(project: Project) -> None:
+    setup(project, n=10)
+    refused: Counter[str] = Counter()
+
+    def once(session: Session, rcpt: str) -> str | None:
+        if rcpt == "member0004@example.org" and refused[rcpt] < 2:
+            refused[rcpt] += 1
+            return "451 4.3.0 Temporary local problem, try again"
+        return None
+
+    with SmtpServer(Scripted(rcpt=once), users={USER: PASSWORD}) as server:
+        result = send(project, server)
+    assert result.code == 0, result.err
+    assert recipients(server)["member0004@example.org"] == 1
+    row = next(r for r in status_rows(project) if r["address"] == "member0004@example.org")
+    assert (row["state"], row["attempts"]) == ("sent", "3")
+
+
+def test_421_and_a_dropped_connection_mid_batch_lose_nobody_and_repeat_nobody(
+        project: Project) -> None:
+    n = setup(project, n=40)
+    count = Counter[str]()
+
+    class Faulty(Faults):
+        def on_mail(self, session: Session, sender: str) -> str | None:
+            count["mail"] += 1
+            return "421 4.7.0 Try again later, closing connection" if count["mail"] == 7 \
+                else None
+
+        def on_rcpt(self, session: Session, rcpt: str) -> Drop | None:
+            count["rcpt"] += 1
+            return Drop() if count["rcpt"] == 20 else None
+
+    with SmtpServer(Faulty(), users={USER: PASSWORD}) as server:
+        result = send(project, server)
+    assert result.code == 0, result.err
+    assert recipients(server) == Counter(f"member{i:04d}@example.org" for i in range(n))
+    assert server.sessions >= 4
+
+
+def test_a_disconnect_after_the_final_dot_is_unknown_until_retry_unknown_resends_it(
+        project: Project) -> None:
+    setup(project, n=8)
+    victim = "member0005@example.org"
+    dropped: list[bool] = []
+
+    def dot(session: Session, data: bytes) -> Drop | None:
+        if f"To: {victim}".encode() in data and not dropped:
+            dropped.append(True)
+            return Drop()
+        return None
+
+    with SmtpServer(Scripted(dot=dot), users={USER: PASSWORD}) as server:
+        first = send(project, server)
+        assert first.code == 0, first.err
+        assert "1 unknown" in first.out and "--retry-unknown" in first.out
+        second = send(project, server)
+        assert recipients(server)[victim] == 1  # not resent without being asked
+        assert "nothing is due" in second.out
+        third = send(project, server, "--retry-unknown")
+        assert third.code == 0, third.err
+    copies = [r.data for r in server.delivered if r.rcpt_to == (victim,)]
+    assert len(copies) == 2
+    assert message_id(copies[0]) == message_id(copies[1])
+    assert {r["state"] for r in status_rows(project)} == {"sent"}
+
+
+def test_a_server_too_slow_to_answer_the_final_dot_leaves_the_message_unknown(
+        project: Project) -> None:
+    setup(project, n=4, smtp_extra="  final_dot_timeout: 1\n")
+    slow = Scripted(dot=lambda s, data: Delay(2.5, "250 2.0.0 Ok")
+                    if b"To: member0002@example.org" in data else None)
+    with SmtpServer(slow, users={USER: PASSWORD}) as server:
+        result = send(project, server)
+    assert result.code == 0, result.err
+    row = next(r for r in status_rows(project) if r["address"] == "member0002@example.org")
+    assert (row["state"], row["stage"]) == ("unknown", "dot")
+    assert "unknown" in project.run("status", ISSUE).out
+
+
+def test_repeated_policy_refusals_stop_the_run_and_leave_the_rest_pending(
+        project: Project) -> None:
+    setup(project, n=40)
+    faults = Scripted(dot=lambda s, d: "550 5.7.26 This mail has been blocked because the "
+                      "sender is unauthenticated")
+    with SmtpServer(faults, users={USER: PASSWORD}) as server:
+        result = send(project, server)
+    assert result.code == 1
+    assert "circuit breaker" in result.err and "5.7.26" in result.err
+    assert "still pending" in result.err
+    states = Counter(r["state"] for r in status_rows(project))
+    assert states["pending"] >= 30 and states["sent"] == 0
+    listing = project.run("subscribers", "list", "--list", "members").out
+    assert "bounced" not in listing
+
+
+def test_a_refused_login_stops_at_once(project: Project) -> None:
+    setup(project, n=5)
+    with SmtpServer(users={USER: "another"}) as server:
+        result = send(project, server)
+    assert result.code == 1 and "refused the login" in result.err
+    assert "MAIL" not in server.commands
+
+
+def test_plaintext_to_a_remote_host_is_refused_before_any_connection(project: Project) -> None:
+    setup(project, n=3)
+    with SmtpServer() as server:
+        env = smtp_env(server, NEWSLETTER_SMTP_HOST="smtp.wmasn.example.org")
+        result = project.run("send", ISSUE, "--list", "members", "--yes", env=env)
+    assert result.code == 1
+    assert "in the clear" in result.err or "tls" in result.err.lower()
+    assert server.sessions == 0
+    assert "Traceback" not in result.err
+
+
+def test_starttls_is_required_when_configured_and_no_login_is_tried_without_it(
+        project: Project) -> None:
+    setup(project, n=3)
+    with SmtpServer(users={USER: PASSWORD}) as server:
+        result = send(project, server, NEWSLETTER_SMTP_TLS="starttls")
+    assert result.code == 1 and "does not offer STARTTLS" in result.err
+    assert server.auth_attempts == 0 and "MAIL" not in server.commands
+
+
+def test_a_changed_issue_is_not_resumed(project: Project) -> None:
+    setup(project, n=5)
+    faults = Scripted(rcpt=lambda s, r: "450 4.2.1 busy" if r.endswith("3@example.org")
+                      else None)
+    with SmtpServer(faults, users={USER: PASSWORD}) as server:
+        first = send(project, server, NEWSLETTER_SMTP_USER=USER)
+        assert first.code == 0
+        configure(project, limits=FAST_LIMITS.replace("retry_base: 0.2", "retry_base: 3600"))
+        path = project.root / ISSUE
+        path.write_text(path.read_text(encoding="utf-8").replace(
+            "title:", "title: Changed", 1), encoding="utf-8")
+        second = send(project, server)
+    assert second.code == 1 and "changed since sending started" in second.err
+
+
+# --------------------------------------------------------------------------- concurrency
+
+
+def slow_server(delay: float) -> SmtpServer:
+    return SmtpServer(Scripted(dot=lambda s, d: Delay(delay, "250 2.0.0 Ok")),
+                      users={USER: PASSWORD})
+
+
+def start_send(project: Project, server: SmtpServer) -> subprocess.Popen[str]:
+    env = {**os.environ, "NEWSLETTER_SECRET": "test-secret-0123456789abcdef",
+           "SOURCE_DATE_EPOCH": "1480896000", **smtp_env(server)}
+    return subprocess.Popen([sys.executable, "-m", "newsletter", "send", ISSUE, "--list",
+                             "members", "--yes"], cwd=project.root, env=env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+
+def wait_for_mail(server: SmtpServer, count: int, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while server.count < count:
+        assert time.monotonic() < deadline, "the send did not start"
+        time.sleep(0.05)
+
+
+def test_a_second_send_while_one_runs_is_refused(project: Project) -> None:
+    setup(project, n=40)
+    with slow_server(0.05) as server:
+        first = start_send(project, server)
+        wait_for_mail(server, 2)
+        second = send(project, server)
+        out, err = first.communicate(timeout=120)
+    assert second.code == 1 and "is being sent right now" in second.err
+    assert first.returncode == 0, err
+    assert recipients(server) == Counter(f"member{i:04d}@example.org" for i in range(40))
+
+
+def test_a_member_who_unsubscribes_mid_send_is_not_sent_to(project: Project) -> None:
+    setup(project, n=40)
+    leaver = "member0035@example.org"
+    with slow_server(0.05) as server:
+        running = start_send(project, server)
+        wait_for_mail(server, 2)
+        left = project.run("subscribers", "unsubscribe", leaver)
+        assert left.code == 0, left.err
+        out, err = running.communicate(timeout=120)
+    assert running.returncode == 0, err
+    assert leaver not in recipients(server)
+    row = next(r for r in status_rows(project) if r["address"] == leaver)
+    assert row["state"] == "suppressed"
+
+
+def test_ctrl_c_stops_after_the_messages_in_flight_and_the_next_run_finishes(
+        project: Project) -> None:
+    setup(project, n=40)
+    with slow_server(0.05) as server:
+        running = start_send(project, server)
+        wait_for_mail(server, 3)
+        running.send_signal(signal.SIGINT)
+        out, err = running.communicate(timeout=60)
+        assert running.returncode == 0, err
+        assert "run the same command to continue" in out
+        assert server.count < 40
+        result = send(project, server)
+    assert result.code == 0, result.err
+    assert recipients(server) == Counter(f"member{i:04d}@example.org" for i in range(40))
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_moments_never_skips_anyone_and_repeats_only_in_flight_messages(
+        project: Project) -> None:
+    n = setup(project, n=200)
+    rng = random.Random(20161205)
+    kills = 0
+    with slow_server(0.004) as server:
+        for _ in range(12):
+            running = start_send(project, server)
+            time.sleep(rng.uniform(0.3, 3.0))
+            if running.poll() is None:
+                running.kill()
+                kills += 1
+            running.communicate(timeout=60)
+            if running.returncode == 0:
+                break
+        final = send(project, server)
+        assert final.code == 0, final.err
+    everyone = {f"member{i:04d}@example.org" for i in range(n)}
+    got = recipients(server)
+    assert set(got) == everyone  # nobody skipped
+    rows = {r["address"]: r for r in status_rows(project)}
+    assert {r["state"] for r in rows.values()} == {"sent"}
+    repeated = {address for address, copies in got.items() if copies > 1}
+    # Only messages in flight at a kill repeat: at most `concurrency` per kill ...
+    assert len(repeated) <= 2 * kills
+    for address in repeated:
+        # ... each recorded as resent after a crash, with the same Message-ID every time.
+        assert int(rows[address]["resent_after_crash"]) >= 1
+        ids = {message_id(r.data) for r in server.delivered if r.rcpt_to == (address,)}
+        assert ids == {rows[address]["message_id"]}
+    assert kills >= 3
