@@ -34,11 +34,13 @@ from .model import DeliveryState, Limits, Location, Network, Recipient, Rendered
 from .send import Build, RunResult, Sender, send_one, transport_for
 from .tokens import Secrets, secrets_from_env
 
-# Under WAL a kill -9 cannot lose a committed transaction at synchronous=NORMAL (the WAL is
-# in the OS page cache and the next open replays it); only a power failure or an OS crash
-# could lose the last commits. kill -9 of the sender is the threat model we defend against
-# (see benchmarks/send.py for what FULL costs); NEWSLETTER_LEDGER_SYNC=FULL restores fsync
-# on every commit for machines that lose power.
+# The ledger thread runs at synchronous=NORMAL under WAL. A kill -9 (the threat model)
+# cannot lose a committed transaction then: the WAL write is in the OS page cache before
+# COMMIT returns, and the next open replays it. Only a power cut or an OS crash can lose
+# the last commits, and losing a suffix of the WAL only moves rows back to an earlier state
+# (sent -> attempting -> pending): those few messages are sent again with the same
+# Message-ID; nobody is ever skipped. benchmarks/send.py measures what FULL costs;
+# NEWSLETTER_LEDGER_SYNC=FULL restores an fsync per commit.
 LEDGER_SYNC = os.environ.get("NEWSLETTER_LEDGER_SYNC", "NORMAL").upper()
 LOG_EVERY = 5.0
 

@@ -6,10 +6,14 @@ subscriber addresses in the state database, read-only). Out: nothing when clean,
 InputError naming every leak compiler-style, ``site/2016-12/index.html:42:17: ...``.
 
 A leak is anything a per-recipient email has and an archive page must not (see
-reference/standards.md 5.5): a subscriber address; any email address the issues and the
-config do not write; an unsubscribe URL with a token, or a signed-token shape; a
-Message-ID shape or a Slot marker; template syntax left unrendered; a link or source on a
-host the issues and the config do not name (a third party the page would talk to).
+reference/standards.md 5.5): a subscriber's address or opaque uid; any email address the
+issues and the config do not write; an unsubscribe URL with a token, a signed-token shape
+or a ``token=`` query parameter; a Message-ID shape or a Slot marker; template syntax left
+unrendered (unless an issue writes it literally); a link or source on a host the issues
+and the config do not name (a third party the page would talk to).
+
+Subscriber names are not searched for: contact names in issues are legitimately public
+and the archive renders with no recipient at all, so no path puts a member's name there.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import html
 import json
+import os
 import re
 import sqlite3
 from collections.abc import Iterable, Iterator
@@ -48,7 +53,7 @@ _SLOT = re.compile(r"__NL_[A-Za-z0-9_]*")
 _OPENERS = ("<", "&lt;", "&#60;", "&#x3c;", "&#x3C;")
 _CLOSERS = (">", "&gt;", "&#62;", "&#x3e;", "&#x3E;")
 _TEMPLATE = re.compile(r"\{\{.*?(?:\}\}|$)|\{%.*?(?:%\}|$)", re.MULTILINE)
-# itsdangerous: payload.signature or payload.timestamp.signature, base64url segments
+# itsdangerous: [.]payload.signature or [.]payload.timestamp.signature, base64url segments
 _SIGNATURE = re.compile(r"\.([A-Za-z0-9_-]{27,86})(?![\w.-])")
 _BASE64URL = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
 _TOKEN_PARAM = re.compile(r"token=[^\s\"'<>&]+")
@@ -84,16 +89,34 @@ class Policy:
         return hashlib.sha256(json.dumps(data).encode()).hexdigest()
 
 
-def policy_for(network: Network, sources: Iterable[str]) -> Policy:
-    """The policy for a build from the raw text of newsletter.yaml and every issue."""
+@dataclass(frozen=True, slots=True)
+class Written:
+    """What one source file (an issue, newsletter.yaml) writes that output may repeat."""
+
+    hosts: tuple[str, ...] = ()
+    emails: tuple[str, ...] = ()
+    placeholders: tuple[str, ...] = ()
+
+
+def written_in(text: str) -> Written:
+    """The hosts of its URLs, its email addresses and its literal template syntax."""
+    urls = {m.group(0) for m in _URL.finditer(text)}
+    return Written(
+        hosts=tuple(sorted({h for h in map(_host, urls) if h})),
+        emails=tuple(sorted({text[a:b].lower() for a, b in addresses(text)})),
+        placeholders=tuple(sorted({m.group(0).strip() for m in _TEMPLATE.finditer(text)})),
+    )
+
+
+def policy_for(network: Network, written: Iterable[Written]) -> Policy:
+    """The policy for a build: what the config and the issues write, and the members."""
     hosts: set[str] = set()
     emails: set[str] = set()
     placeholders: set[str] = set()
-    for text in sources:
-        urls = {m.group(0) for m in _URL.finditer(text)}
-        hosts.update(h for h in map(_host, urls) if h)
-        emails.update(text[a:b].lower() for a, b in addresses(text))
-        placeholders.update(m.group(0).strip() for m in _TEMPLATE.finditer(text))
+    for found in written:
+        hosts.update(found.hosts)
+        emails.update(found.emails)
+        placeholders.update(found.placeholders)
     for url in (network.website, network.archive_url, network.helpline.report_url,
                 network.unsubscribe.url or "", network.archive.quick_exit_url or ""):
         if host := _host(url):
@@ -145,6 +168,7 @@ def scan_text(text: str, policy: Policy, where: str) -> list[Problem]:
     """Every leak in one output file's text, located by line and column."""
     found: list[tuple[int, str]] = []
     masked: list[tuple[int, int]] = []  # spans already reported under a sharper name
+    seen: set[int] = set()  # where addresses were found (each is reported once)
 
     if policy.uids:
         for m in _HEX_ID.finditer(text):
@@ -160,9 +184,9 @@ def scan_text(text: str, policy: Policy, where: str) -> list[Problem]:
             if address.rpartition(".")[2] in _FILE_SUFFIXES:
                 continue
             at = a if not decoded else _locate(text, variant[a:b])
-            if any(x <= at < y for x, y in masked):
+            if at in seen:
                 continue
-            masked.append((at, at + 1))
+            seen.add(at)
             if variant.endswith(_OPENERS, 0, a) and variant.startswith(_CLOSERS, b):
                 found.append((at, f"Message-ID-shaped value <{variant[a:b]}> (message "
                                   "identifiers are per recipient)"))
@@ -181,7 +205,8 @@ def scan_text(text: str, policy: Policy, where: str) -> list[Problem]:
         start = m.start()
         while start > 0 and (text[start - 1] in _BASE64URL or text[start - 1] == "."):
             start -= 1
-        parts = text[start:m.end()].split(".")
+        # a leading "." marks a compressed payload (itsdangerous)
+        parts = text[start:m.end()].removeprefix(".").split(".")
         if len(parts) not in (2, 3) or len(parts[0]) < 2 or (
                 len(parts) == 3 and not 4 <= len(parts[1]) <= 8):
             continue
@@ -227,12 +252,15 @@ def scan_tree(folder: Path, policy: Policy, *, shown_as: str,
     already passed this gate under the same policy fingerprint.
     """
     problems: list[Problem] = []
-    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
-        relative = path.relative_to(folder).as_posix()
-        if relative in trusted or path.suffix.lower() not in SCANNED_SUFFIXES:
-            continue
-        text = path.read_bytes().decode("utf-8", errors="replace")
-        problems.extend(scan_text(text, policy, f"{shown_as.rstrip('/')}/{relative}"))
+    for top, folders, names in os.walk(folder):
+        folders.sort()
+        for name in sorted(names):
+            path = Path(top, name)
+            relative = path.relative_to(folder).as_posix()
+            if relative in trusted or path.suffix.lower() not in SCANNED_SUFFIXES:
+                continue
+            text = path.read_bytes().decode("utf-8", errors="replace")
+            problems.extend(scan_text(text, policy, f"{shown_as.rstrip('/')}/{relative}"))
     if problems:
         shown = problems[:MAX_REPORTED]
         if len(problems) > MAX_REPORTED:

@@ -19,6 +19,7 @@ import base64
 import itertools
 import mailbox
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,6 +122,8 @@ class SmtpServer:
         self.port = port
         self.received: list[Received] = []
         self.count = 0
+        self.first_at = 0.0  # time.monotonic() of the first and last message stored
+        self.last_at = 0.0
         self.sessions = 0
         self.auth_attempts = 0
         self.commands: list[str] = []  # every command verb, in order (all sessions)
@@ -154,6 +157,7 @@ class SmtpServer:
 
     def _run(self) -> None:
         loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(loop)
         self._loop = loop
         self._server = loop.run_until_complete(asyncio.start_server(
             self._session, "127.0.0.1", self.port, limit=64 * 1024 * 1024))
@@ -163,6 +167,10 @@ class SmtpServer:
             loop.run_forever()
         finally:
             self._server.close()
+            tasks = asyncio.all_tasks(loop)
+            for task in tasks:
+                task.cancel()
+            loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
             loop.close()
 
     # ---------------------------------------------------------------- results
@@ -179,8 +187,11 @@ class SmtpServer:
             return [r for r in self.received if r.outcome in ("accepted", "dropped")]
 
     def _store(self, received: Received) -> None:
+        now = time.monotonic()
         with self._lock:
             self.count += 1
+            self.first_at = self.first_at or now
+            self.last_at = now
             if self.keep:
                 self.received.append(received)
         if self.maildir is not None and received.outcome == "accepted":
@@ -206,7 +217,7 @@ class SmtpServer:
                 self.commands.append(verb)
                 if not await self._command(verb, arg, session, reader, writer):
                     return
-        except (ConnectionError, asyncio.IncompleteReadError):
+        except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
             return
         finally:
             writer.close()

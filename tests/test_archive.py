@@ -82,6 +82,16 @@ def tree(folder: Path) -> dict[str, tuple[bytes, int]]:
             for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
+def assert_staging_mirrors(site: Path) -> None:
+    """The staging folder kept beside the site holds nothing but the site's own files."""
+    staging = site.parent / f".{site.name}.staging"
+    names = {p.relative_to(staging).as_posix() for p in staging.rglob("*") if p.is_file()}
+    assert names == {p.relative_to(site).as_posix() for p in site.rglob("*") if p.is_file()}
+    for name in names:
+        assert os.path.samefile(staging / name, site / name), name
+    assert not (site.parent / f".{site.name}.old").exists()
+
+
 def titles_in_order(page: str) -> list[str]:
     return re.findall(r'class="issue-card__title"><a href="[^"]+">([^<]+)</a>', page)
 
@@ -216,8 +226,10 @@ def test_local_images_are_copied_beside_their_page_under_content_hashed_names(
     assert f'src="{published[0].name}"' in page
     feed = feedparser.parse((site / "feed.xml").read_bytes())
     january = next(e for e in feed.entries if "January" in e.title)
-    assert f"https://news.wmasn.example.org/2017-01/{published[0].name}" in \
-        january.content[0].value  # resolved against the entry's xml:base
+    assert f'src="https://news.wmasn.example.org/2017-01/{published[0].name}"' in \
+        january.content[0].value
+    raw = (site / "feed.xml").read_text()  # absolute in the XML itself, not only via xml:base
+    assert f"src=&#34;https://news.wmasn.example.org/2017-01/{published[0].name}&#34;" in raw
 
 
 def test_an_image_over_one_megabyte_is_refused_and_nothing_is_written(
@@ -272,9 +284,20 @@ def test_editing_one_issue_rewrites_only_its_page_neighbours_and_the_indexes(
                        ".manifest.json"}
     assert "Three new members" in after["2017-02/index.html"][0].decode()
     assert b"February 2017 (corrected)" in after["2017-03/index.html"][0]  # its prev link
+    assert_staging_mirrors(site)
     # and the result is exactly what a build from nothing gives
     fresh = build(project, "fresh")
     assert {k: v[0] for k, v in tree(fresh).items()} == {k: v[0] for k, v in after.items()}
+
+
+def test_a_hand_edited_search_index_is_rebuilt_from_the_issues(project: Project) -> None:
+    site = build(with_issues(project, THREE))
+    index = site / "search-index.js"
+    text = index.read_text()
+    index.unlink()  # (it is a hard link shared with the staging folder)
+    index.write_text(text.replace("zebrafish", "walrus"))
+    build(project)
+    assert "zebrafish" in index.read_text() and "walrus" not in index.read_text()
 
 
 def test_a_deleted_issue_disappears_from_the_site(project: Project) -> None:
@@ -284,6 +307,7 @@ def test_a_deleted_issue_disappears_from_the_site(project: Project) -> None:
     assert not (site / "2017-01").exists()
     assert "January" not in (site / "index.html").read_text()
     assert 'href="../2016-12/index.html"' in (site / "2017-02/index.html").read_text()
+    assert_staging_mirrors(site)
 
 
 def test_bad_input_fails_with_every_problem_and_leaves_the_previous_site_untouched(
@@ -297,7 +321,7 @@ def test_bad_input_fails_with_every_problem_and_leaves_the_previous_site_untouch
     assert "issues/2017-03.yaml:2" in result.err and "issues/2017-04.yaml" in result.err
     assert "Traceback" not in result.err
     assert tree(site) == before
-    assert sorted(p.name for p in project.root.iterdir() if p.name.startswith(".site")) == []
+    assert_staging_mirrors(site)
 
 
 def test_the_archive_refuses_to_replace_a_folder_it_did_not_build(project: Project) -> None:
@@ -331,6 +355,46 @@ def test_the_output_folder_is_swapped_in_whole(project: Project) -> None:
     inode = os.stat(site).st_ino
     build(project)
     assert os.stat(site).st_ino != inode  # a new folder renamed into place, not edited
-    leftovers = [p.name for p in project.root.iterdir() if ".staging-" in p.name
-                 or ".old-" in p.name]
-    assert leftovers == []
+    assert_staging_mirrors(site)
+
+
+def test_two_builds_beside_the_same_folder_do_not_run_at_once(project: Project) -> None:
+    import fcntl
+
+    site = build(with_issues(project, THREE))
+    before = tree(site)
+    fd = os.open(project.root, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # as a build in progress holds it
+        result = project.run("archive")
+    finally:
+        os.close(fd)
+    assert result.code == 1
+    assert "another `newsletter archive` is building beside it" in result.err
+    assert tree(site) == before
+    assert project.run("archive").code == 0
+
+
+def test_a_build_killed_between_the_two_renames_is_put_right(project: Project) -> None:
+    site = build(with_issues(project, THREE))
+    before = tree(site)
+    os.rename(site, project.root / ".site.old")  # as if killed just after the first rename
+    build(project)
+    assert tree(site) == before
+    assert_staging_mirrors(site)
+
+
+def test_a_remote_image_is_kept_as_written(project: Project) -> None:
+    block = ("  - type: article\n    title: From a partner\n"
+             "    image: {src: 'https://images.partner.example.org/team.jpg', alt: The team}\n"
+             "    body: A photograph from our partner's own site.\n")
+    site = build(with_issues(project, {"2017-01": THREE["2017-01"] + block}))
+    page = (site / "2017-01" / "index.html").read_text()
+    assert 'src="https://images.partner.example.org/team.jpg"' in page
+    assert [p.name for p in (site / "2017-01").iterdir()] == ["index.html"]
+
+
+def test_an_archive_of_no_issues_is_still_a_valid_site(project: Project) -> None:
+    site = build(with_issues(project, {}))
+    assert "No issues have been published yet." in (site / "index.html").read_text()
+    assert feedparser.parse((site / "feed.xml").read_bytes()).bozo == 0

@@ -244,10 +244,36 @@ def test_the_content_security_policy_refuses_scripts_from_elsewhere(
     assert violated == "script-src-elem https://cdn.example.com/x.js"
 
 
-def test_the_not_found_page_works_at_any_depth(reader: tuple[Any, list[str]],
-                                               server: str) -> None:
+def test_the_not_found_page_works_at_any_depth(reader: tuple[Any, list[str]], server: str,
+                                               site: Path) -> None:
     page, requests = reader
-    page.goto(server + "404.html")
+    missing = server + "2016-12/no/such/page"
+    page.route(missing, lambda route: route.fulfill(  # as a web server answers a 404
+        status=404, content_type="text/html", body=(site / "404.html").read_bytes()))
+    page.goto(missing)
+    assert page.locator("h1").inner_text() == "Page not found"
+    assert server + "static/site.css" in requests  # styled, from the site root
+    assert page.locator("aside.helpline").is_visible()
     page.get_by_role("link", name="See every issue").click()
     assert page.url == server + "index.html"
-    assert any(u.endswith("/static/site.css") for u in requests)
+
+
+def test_the_sample_issues_fit_a_phone_and_pass_axe(browser: Any, project: Project) -> None:
+    site = build(project)
+    pages = sorted(p for p in site.glob("*/index.html") if p.parent.name not in ("search",))
+    assert pages, "the sample issues are missing"
+    context = browser.new_context(viewport={"width": 320, "height": 640}, bypass_csp=True)
+    requests: list[str] = []
+    context.on("request", lambda request: requests.append(request.url))
+    page = context.new_page()
+    for path in pages:
+        page.goto(path.as_uri())
+        overflow = page.evaluate(
+            "document.documentElement.scrollWidth - document.documentElement.clientWidth")
+        assert overflow <= 0, (path.parent.name, overflow)
+        assert page.locator("aside.helpline").is_visible()
+        broken = page.evaluate("[...document.images].filter(i => !i.naturalWidth).length")
+        assert broken == 0, path.parent.name
+        assert serious_violations(page) == [], path.parent.name
+    only_local(requests, "file://")
+    context.close()

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from conftest import Project
-from test_archive import THREE, build, issue_yaml, tree, with_issues
+from test_archive import THREE, assert_staging_mirrors, build, issue_yaml, tree, with_issues
 
 from newsletter.privacy import Policy, scan_text
 
@@ -33,7 +33,7 @@ def fails_whole(project: Project, site: Path, before: dict[str, tuple[bytes, int
     assert re.search(expected, result.err), result.err
     assert "nothing was published" in result.err
     assert tree(site) == before
-    assert [p.name for p in project.root.iterdir() if ".staging-" in p.name] == []
+    assert_staging_mirrors(site)  # the refused pages are not left on disk either
     return result.err
 
 
@@ -91,6 +91,19 @@ def test_a_signed_token_on_its_own_fails_the_build(published: tuple) -> None:
     project, site, before = published
     plant_in_template(project, "ref eyJ1IjoiYWIifQ.Zk3x9Q.AbCdEfGhIjKlMnOpQrStUvWxYz01")
     fails_whole(project, site, before, r"site/index\.html:\d+:\d+: signed-token-shaped value")
+
+
+def test_a_real_unsubscribe_token_is_found_wherever_it_appears() -> None:
+    from newsletter.tokens import make_token, secrets_from_env
+
+    secrets = secrets_from_env({"NEWSLETTER_SECRET": "test-secret-0123456789abcdef"})
+    for uid, list_name in (("0123456789abcdef0123456789abcdef", "members"),
+                           ("00000000000000000000000000000000", "a")):
+        token = make_token(secrets, uid, list_name)
+        for text in (f"<p>{token}</p>", f'<a href="https://elsewhere.example/u/{token}">',
+                     f'{{"t":"{token}"}}'):
+            problems = scan_text(text, POLICY, "site/x.html")
+            assert any("signed-token-shaped value" in p.message for p in problems), text
 
 
 def test_a_message_id_fails_the_build(published: tuple) -> None:

@@ -429,3 +429,41 @@ def test_text_links_are_numbered_references_with_full_urls_at_the_end() -> None:
     rusi = next(n for n, u in refs.items() if u == "https://www.rusi.org/")
     assert f"RUSI's report on disrupting human trafficking [{rusi}]" in text
     assert "<a " not in text and "&amp;" not in text
+
+
+def test_templates_use_only_mjml_elements_mrml_supports() -> None:
+    allowed = {"mjml", "mj-head", "mj-title", "mj-attributes", "mj-all", "mj-style", "mj-raw",
+               "mj-body", "mj-section", "mj-column", "mj-text", "mj-image", "mj-divider",
+               "mj-spacer"}
+    used: set[str] = set()
+    for path in (REPO / "templates" / "email").rglob("*.mjml.j2"):
+        used |= set(re.findall(r"</?(mjml|mj-[a-z-]+)", path.read_text(encoding="utf-8")))
+    assert used and used <= allowed, used - allowed
+
+
+def test_editorial_warnings_are_printed_and_fail_the_build_only_under_strict(project) -> None:
+    source = (project.root / "issues" / "2016-12-newsletter.yaml").read_text(encoding="utf-8")
+    project.write("issues/2016-12-newsletter.yaml",
+                  re.sub(r"(?m)^preheader:.*\n", "", source))
+    relaxed = project.run("build", "issues/2016-12-newsletter.yaml", "-o", "relaxed")
+    assert relaxed.code == 0 and "preheader" in relaxed.err
+    strict = project.run("build", "--strict", "issues/2016-12-newsletter.yaml", "-o", "strict")
+    assert strict.code == 1 and "preheader" in strict.err
+    assert not (project.root / "strict").exists()
+
+
+def test_write_build_failing_midway_keeps_the_old_folder_and_leaves_no_staging(
+        tmp_path: Path) -> None:
+    from newsletter.render import write_build
+
+    folder = tmp_path / "out"
+    write_build(folder, {"email.html": b"old"}, [])
+    missing = Image(src="gone.png", alt="gone", where=HERE, path=tmp_path / "gone.png",
+                    digest="0" * 64)
+    with pytest.raises(OSError):
+        write_build(folder, {"email.html": b"new"}, [missing])
+    assert (folder / "email.html").read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    write_build(folder, {"email.html": b"new"}, [])
+    assert (folder / "email.html").read_bytes() == b"new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]

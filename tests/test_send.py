@@ -274,7 +274,8 @@ def test_starttls_refusal_against_aiosmtpd_without_tls(tmp_path: Path) -> None:
     from aiosmtpd.controller import Controller
 
     class Handler:
-        commands: list[str] = []
+        def __init__(self) -> None:
+            self.commands: list[str] = []
 
         async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
             self.commands.append("DATA")

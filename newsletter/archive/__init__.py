@@ -7,12 +7,13 @@
 In: the network and the issue files. Out: the output folder (default ``site/``), replaced
 as a whole only after every page is built and the privacy gate (privacy.py) found
 nothing. Unchanged issues are not even loaded again: their entries come from the
-manifest and their pages from the previous site.
+manifest, their pages from the previous site, and the render a re-made page embeds
+(when only a neighbour's title changed) from the page it replaces.
 
     site/index.html            newest first, by year
     site/<slug>/index.html     one page per issue (+ its images, content-hashed names)
     site/search/index.html     search that works without a server (search-index.js)
-    site/feed.xml              Atom, full content of the latest issues
+    site/feed.xml              Atom, full content of the latest 20 issues
     site/sitemap.xml, robots.txt, 404.html, static/
 """
 
@@ -36,7 +37,7 @@ from .pages import (
     read_search_index,
     search_index,
 )
-from .publish import Manifest, check_output, staged
+from .publish import Manifest, Staging, check_output, locked, recover, staged
 
 __all__ = ["BuildReport", "build_site"]
 
@@ -55,38 +56,24 @@ class BuildReport:
 def build_site(network: Network, issue_files: Sequence[Path], output: Path,
                load: Callable[[Path], Issue]) -> BuildReport:
     """Build the archive of ``issue_files`` into ``output``; raise InputError on bad input."""
+    with locked(output):
+        return _build(network, issue_files, output, load)
+
+
+def _build(network: Network, issue_files: Sequence[Path], output: Path,
+           load: Callable[[Path], Issue]) -> BuildReport:
+    recover(output)
     check_output(output)
     fingerprint = build_fingerprint(network)
-    texts = read_search_index((output / SEARCH_INDEX).read_bytes()) \
-        if (output / SEARCH_INDEX).is_file() else {}
-    previous = Manifest.read(output, texts)
-    reusable = previous.entries if previous.fingerprint == fingerprint else {}
-
-    entries, fresh, sources = _entries(network, issue_files, reusable, load)
-    policy = privacy.policy_for(network, [_config_text(network), *sources])
+    previous, reusable = _previous_build(output, fingerprint)
+    entries, fresh = _entries(network, issue_files, reusable, load)
+    config_written = privacy.written_in(_config_text(network))
+    policy = privacy.policy_for(network, [config_written, *(e.written for e in entries)])
     pages = Pages(network)
 
     with staged(output, previous) as site:
-        bodies: dict[str, str] = {}
-        page_keys: dict[str, str] = {}
-        for i, entry in enumerate(entries):
-            newer = entries[i - 1] if i > 0 else None
-            older = entries[i + 1] if i + 1 < len(entries) else None
-            key = _page_key(fingerprint, entry, older, newer)
-            page_keys[entry.slug] = key
-            relative = f"{entry.slug}/index.html"
-            kept = site.keep(relative) if previous.pages.get(entry.slug) == key else None
-            if kept is None:
-                css, body = _issue_pieces(entry, fresh, site.previous_bytes(relative),
-                                          network, load, issue_files)
-                site.put(relative, pages.issue(entry, css, body, previous=older, next=newer))
-                bodies[entry.slug] = body
-            elif i < FEED_ENTRIES:
-                bodies[entry.slug] = _embedded(kept)[1]
-            for image in entry.images:
-                site.copy(f"{entry.slug}/{image.name}", network.root / image.source,
-                          image.digest)
-
+        page_keys, bodies = _issue_pages(site, pages, entries, fresh, fingerprint, network,
+                                         issue_files, load)
         feed_items = [(e, bodies[e.slug]) for e in entries[:FEED_ENTRIES]]
         site.put("index.html", pages.index(entries))
         site.put("search/index.html", pages.search(entries))
@@ -98,11 +85,10 @@ def build_site(network: Network, issue_files: Sequence[Path], output: Path,
         static = network.root / "templates" / "archive" / "static"
         for path in sorted(p for p in static.rglob("*") if p.is_file()):
             site.put(f"static/{path.relative_to(static).as_posix()}", path.read_bytes())
-
-        manifest = Manifest(fingerprint, policy.fingerprint,
-                            {e.slug: e for e in entries}, page_keys, dict(sorted(
-                                site.files.items())))
-        site.put_manifest(manifest)
+        site.put_manifest(Manifest(fingerprint, policy.fingerprint, {e.slug: e for e in entries},
+                                   page_keys, dict(sorted(site.files.items()))))
+        site.finish()
+        # a file byte-identical to one that passed the gate under the same policy is clean
         trusted = frozenset(
             rel for rel, digest in site.files.items()
             if previous.policy == policy.fingerprint and previous.files.get(rel) == digest)
@@ -112,16 +98,50 @@ def build_site(network: Network, issue_files: Sequence[Path], output: Path,
                        tuple(sorted(fresh)))
 
 
+def _previous_build(output: Path, fingerprint: str) -> tuple[Manifest, dict[str, Entry]]:
+    """The live site's manifest, and the entries a build with this fingerprint may reuse."""
+    search_js = output / SEARCH_INDEX
+    search_bytes = search_js.read_bytes() if search_js.is_file() else b""
+    previous = Manifest.read(output, read_search_index(search_bytes))
+    # entries take their words from the live search index: only if it is the one we wrote
+    if previous.fingerprint != fingerprint or previous.files.get(SEARCH_INDEX) != \
+            hashlib.sha256(search_bytes).hexdigest():
+        return previous, {}
+    return previous, previous.entries
+
+
+def _issue_pages(site: Staging, pages: Pages, entries: list[Entry], fresh: dict[str, Issue],
+                 fingerprint: str, network: Network, issue_files: Sequence[Path],
+                 load: Callable[[Path], Issue]) -> tuple[dict[str, str], dict[str, str]]:
+    """Each issue's page and images; (page keys, rendered bodies the feed needs)."""
+    page_keys: dict[str, str] = {}
+    bodies: dict[str, str] = {}
+    for i, entry in enumerate(entries):
+        newer = entries[i - 1] if i > 0 else None
+        older = entries[i + 1] if i + 1 < len(entries) else None
+        key = page_keys[entry.slug] = _page_key(fingerprint, entry, older, newer)
+        relative = f"{entry.slug}/index.html"
+        kept = site.keep(relative) if site.previous.pages.get(entry.slug) == key else None
+        if kept is None:
+            css, body = _issue_pieces(entry, fresh, site.previous_bytes(relative), network,
+                                      load, issue_files)
+            site.put(relative, pages.issue(entry, css, body, previous=older, next=newer))
+            bodies[entry.slug] = body
+        elif i < FEED_ENTRIES:
+            bodies[entry.slug] = _embedded(kept)[1]
+        for image in entry.images:
+            site.copy(f"{entry.slug}/{image.name}", network.root / image.source, image.digest)
+    return page_keys, bodies
+
+
 def _entries(network: Network, issue_files: Sequence[Path], reusable: dict[str, Entry],
-             load: Callable[[Path], Issue]) -> tuple[list[Entry], dict[str, Issue], list[str]]:
-    """An Entry per issue (newest first), the issues loaded afresh, and every source text."""
+             load: Callable[[Path], Issue]) -> tuple[list[Entry], dict[str, Issue]]:
+    """An Entry per issue (newest first), and the issues that had to be loaded afresh."""
     entries: list[Entry] = []
     fresh: dict[str, Issue] = {}
-    sources: list[str] = []
     problems: list[Problem] = []
     for path in issue_files:
         data = path.read_bytes()
-        sources.append(data.decode("utf-8", errors="replace"))
         old = reusable.get(path.stem)
         if old is not None and old.input_hash == hashlib.sha256(data).hexdigest() \
                 and _images_unchanged(old, network.root):
@@ -139,7 +159,7 @@ def _entries(network: Network, issue_files: Sequence[Path], reusable: dict[str, 
     if problems:
         raise InputError(problems)
     entries.sort(key=lambda e: (e.date, e.number or 0, e.slug), reverse=True)
-    return entries, fresh, sources
+    return entries, fresh
 
 
 def _images_unchanged(entry: Entry, root: Path) -> bool:

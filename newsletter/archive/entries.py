@@ -12,12 +12,13 @@ import hashlib
 import html
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import Problem
 from ..model import Article, Block, Callout, Contact, Event, Image, Issue, Links
+from ..privacy import Written, written_in
 
 SUMMARY_WORDS = 30
 MAX_IMAGE_BYTES = 1_048_576  # 1 MB, as load.py: a page must stay quick to open on a phone
@@ -50,6 +51,8 @@ class Entry:
     source: str  # the YAML file, relative to the project folder
     input_hash: str  # sha256 of the YAML bytes
     images: tuple[PublishedImage, ...] = ()
+    # what the privacy gate lets pages repeat from this issue
+    written: Written = field(default_factory=Written)
 
     @property
     def href(self) -> str:
@@ -67,6 +70,8 @@ class Entry:
             "number": self.number, "summary": self.summary, "text": self.text,
             "source": self.source, "input_hash": self.input_hash,
             "images": [[i.name, i.source, i.digest] for i in self.images],
+            "written": {"hosts": list(self.written.hosts), "emails": list(self.written.emails),
+                        "placeholders": list(self.written.placeholders)},
         }
 
     @classmethod
@@ -78,6 +83,8 @@ class Entry:
             summary=str(data["summary"]), text=str(data["text"]), source=str(data["source"]),
             input_hash=str(data["input_hash"]),
             images=tuple(PublishedImage(str(n), str(s), str(d)) for n, s, d in data["images"]),
+            written=Written(**{k: tuple(str(v) for v in data["written"][k])
+                               for k in ("hosts", "emails", "placeholders")}),
         )
 
 
@@ -106,6 +113,7 @@ def entry_for(issue: Issue, root: Path, yaml_bytes: bytes) -> tuple[Entry, list[
         source=_relative(Path(issue.where.path), root),
         input_hash=hashlib.sha256(yaml_bytes).hexdigest(),
         images=tuple(images[name] for name in sorted(images)),
+        written=written_in(yaml_bytes.decode("utf-8", errors="replace")),
     )
     return entry, problems
 

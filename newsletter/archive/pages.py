@@ -21,7 +21,6 @@ from markupsafe import Markup
 
 from ..errors import RenderError
 from ..model import Helpline, Issue, Network
-from ..render import render_archive_body
 from ..templating import html_environment
 from .entries import Entry
 
@@ -43,7 +42,6 @@ class Site:
     base_path: str  # the path part of archive_url: "/" or "/news/"
     brand_colour: str
     helpline: Helpline
-    helpline_text: str
     noindex: bool
     quick_exit_url: str | None
 
@@ -55,7 +53,7 @@ class Site:
             name=network.name, language=network.language, website=network.website,
             archive_url=archive_url, base_path=urlsplit(archive_url).path or "/",
             brand_colour=network.brand.colour, helpline=network.helpline,
-            helpline_text=network.helpline.text, noindex=network.archive.noindex,
+            noindex=network.archive.noindex,
             quick_exit_url=network.archive.quick_exit_url,
         )
 
@@ -69,6 +67,9 @@ class FeedItem:
 
 def issue_render(issue: Issue, network: Network) -> tuple[str, str]:
     """(css, body HTML) of the issue's ARCHIVE render: the email, minus any recipient."""
+    # imported here: MJML and the CSS inliner load slowly, and most rebuilds render nothing
+    from ..render import render_archive_body
+
     css, body = render_archive_body(issue, network)
     return css.strip(), body.strip()
 
@@ -125,9 +126,17 @@ class Pages:
         return self._render("404.html.j2", root=self.site.base_path)
 
     def feed(self, items: Iterable[tuple[Entry, str]], updated: dt.date | None) -> bytes:
-        feed_items = [FeedItem(e, body, timestamp(e.date)) for e, body in items]
+        feed_items = [FeedItem(e, self.absolute_images(e, body), timestamp(e.date))
+                      for e, body in items]
         return self._render("feed.xml.j2", items=feed_items,
                             updated=timestamp(updated or dt.date(1970, 1, 1)))
+
+    def absolute_images(self, entry: Entry, body: str) -> str:
+        """The page's relative image names as full URLs (feed readers may ignore xml:base)."""
+        for image in entry.images:
+            body = body.replace(f'src="{image.name}"',
+                                f'src="{self.site.archive_url}{entry.href}{image.name}"')
+        return body
 
     def sitemap(self, entries: Sequence[Entry]) -> bytes:
         updated = entries[0].date.isoformat() if entries else None

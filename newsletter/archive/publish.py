@@ -2,8 +2,13 @@
 
 The site is built into a staging folder beside the output (same filesystem), checked,
 then swapped in with renames: a failed build leaves the previous site as it was. Files
-whose bytes did not change are hard-linked (or copied, keeping their mtime) from the
-previous site instead of being written again, so they keep their mtime.
+whose bytes did not change are the previous site's own files (hard links, or copies
+keeping their mtime), so they keep their mtime.
+
+The replaced site is not deleted: it is brought up to date (hard links to the new
+site's files) and kept as the next build's staging folder, ``.<output>.staging``. Making
+and deleting a folder per issue on every build cost more than everything else an
+incremental build does.
 
 ``.manifest.json`` (in the site) records what the last build made: the fingerprint of
 its code, templates and config, each issue's entry and page key, the sha256 of every
@@ -12,17 +17,18 @@ file, and the privacy policy fingerprint those files passed.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import InputError, Problem
+from ..errors import InputError, Problem, StateError
 from ..model import Location
 from .entries import Entry
 
@@ -47,7 +53,9 @@ class Manifest:
         data = {"version": MANIFEST_VERSION, "fingerprint": self.fingerprint,
                 "policy": self.policy, "entries": entries, "pages": self.pages,
                 "files": self.files}
-        return (json.dumps(data, ensure_ascii=False, indent=1, sort_keys=True) + "\n").encode()
+        # compact: indent= would switch json to its slow pure-Python encoder
+        text = json.dumps(data, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
+        return (text + "\n").encode()
 
     @classmethod
     def read(cls, site: Path, texts: dict[str, str]) -> Manifest:
@@ -73,56 +81,59 @@ def sha256(data: bytes) -> str:
 
 
 class Staging:
-    """The folder the new site is assembled in, reusing the previous site's files."""
+    """The folder the next site is assembled in, beside the output.
+
+    Between builds it mirrors the live site with hard links (the same files under a
+    second name), so a build only touches the files that change: no folder is created
+    or deleted for an unchanged issue. Nothing here ever writes into a file; a changed
+    file is a new file under the old name, so the live site, which shares the unchanged
+    files, cannot be altered before the swap.
+    """
 
     def __init__(self, output: Path, previous: Manifest) -> None:
         self.output = output
-        self.folder = output.parent / f".{output.name}.staging-{os.getpid()}"
+        self.folder = staging_folder(output)
         self.previous = previous
-        self.files: dict[str, str] = {}
-        self.written: list[str] = []
-        self.kept: list[str] = []
+        self.files: dict[str, str] = {}  # the new site: relative path -> sha256
+        self.written: list[str] = []  # files with new bytes
+        self.kept: list[str] = []  # files carried over unchanged
+        self.touched: set[str] = set()  # names in the staging folder changed by this build
         self._folders: set[Path] = {self.folder}
 
     def put(self, relative: str, data: bytes) -> None:
-        """Add a file; if the previous site has the same bytes, link that one instead."""
+        """Add a file; if the live site has the same bytes, use that very file."""
         digest = sha256(data)
         same = self.previous.files.get(relative) == digest \
             and self.previous_bytes(relative) == data  # never trust a hand-edited file
-        if not (same and self._link_previous(relative)):
-            target = self._target(relative)
-            target.write_bytes(data)
-            self.written.append(relative)
+        if not (same and self._use_live(relative)):
+            self._write(relative, data)
         self.files[relative] = digest
-
-    def put_manifest(self, manifest: Manifest) -> None:
-        data = manifest.to_bytes()
-        if self.previous_bytes(MANIFEST) != data or not self._link_previous(MANIFEST):
-            self._target(MANIFEST).write_bytes(data)
-            self.written.append(MANIFEST)
 
     def copy(self, relative: str, source: Path, digest: str) -> None:
         """Add a copy of a source file whose sha256 is known (an image)."""
         same = self.previous.files.get(relative) == digest and _same_size(
             self.output / relative, source)  # the name carries the hash; images are large
-        if not (same and self._link_previous(relative)):
-            shutil.copyfile(source, self._target(relative))
+        if not (same and self._use_live(relative)):
+            target = self._fresh(relative)
+            shutil.copyfile(source, target)
             self.written.append(relative)
         self.files[relative] = digest
 
     def keep(self, relative: str) -> bytes | None:
-        """Reuse the previous site's file unchanged; its bytes, or None if it cannot be."""
+        """Reuse the live site's file unchanged; its bytes, or None if it cannot be."""
         digest = self.previous.files.get(relative)
         if digest is None:
             return None
-        try:
-            data = (self.output / relative).read_bytes()
-        except OSError:
-            return None
-        if sha256(data) != digest or not self._link_previous(relative):
+        data = self.previous_bytes(relative)
+        if data is None or sha256(data) != digest or not self._use_live(relative):
             return None  # edited by hand or gone: build it again
         self.files[relative] = digest
         return data
+
+    def put_manifest(self, manifest: Manifest) -> None:
+        data = manifest.to_bytes()
+        if self.previous_bytes(MANIFEST) != data or not self._use_live(MANIFEST):
+            self._write(MANIFEST, data)
 
     def previous_bytes(self, relative: str) -> bytes | None:
         try:
@@ -130,27 +141,103 @@ class Staging:
         except OSError:
             return None
 
-    def _link_previous(self, relative: str) -> bool:
-        old = self.output / relative
-        if not old.is_file():
-            return False
-        target = self._target(relative)
+    def finish(self) -> None:
+        """Remove what the new site no longer has (a deleted issue, leftovers)."""
+        wanted = set(self.files) | {MANIFEST}
+        emptied: set[Path] = set()
+        for top, folders, names in os.walk(self.folder, topdown=False):
+            here = Path(top)
+            left = len(names) + len(folders)
+            for name in names:
+                relative = (here / name).relative_to(self.folder).as_posix()
+                if relative not in wanted:
+                    (here / name).unlink()
+                    self.touched.add(relative)
+                    left -= 1
+            left -= sum(1 for name in folders if here / name in emptied)
+            if left == 0 and here != self.folder:
+                here.rmdir()
+                emptied.add(here)
+
+    def _use_live(self, relative: str) -> bool:
+        """Make the staged name point at the live file itself (keeping its mtime)."""
+        live, staged = self.output / relative, self.folder / relative
         try:
-            os.link(old, target)
+            a, b = live.stat(), staged.stat()
+            if (a.st_ino, a.st_dev) == (b.st_ino, b.st_dev):
+                self.kept.append(relative)
+                return True  # already the same file: the common case
+        except FileNotFoundError:
+            pass
+        if not live.is_file():
+            return False
+        target = self._fresh(relative)
+        try:
+            os.link(live, target)
         except OSError:
             try:
-                shutil.copy2(old, target)  # another filesystem: copy, keeping the mtime
+                shutil.copy2(live, target)  # another filesystem: copy, keeping the mtime
             except OSError:
                 return False
         self.kept.append(relative)
         return True
 
-    def _target(self, relative: str) -> Path:
+    def _write(self, relative: str, data: bytes) -> None:
+        self._fresh(relative).write_bytes(data)
+        self.written.append(relative)
+
+    def _fresh(self, relative: str) -> Path:
+        """The staged path, with whatever had that name removed (never written through)."""
         target = self.folder / relative
         if target.parent not in self._folders:
             target.parent.mkdir(parents=True, exist_ok=True)
             self._folders.add(target.parent)
+        target.unlink(missing_ok=True)
+        self.touched.add(relative)
         return target
+
+
+def staging_folder(output: Path) -> Path:
+    return output.parent / f".{output.name}.staging"
+
+
+def _aside_folder(output: Path) -> Path:
+    return output.parent / f".{output.name}.old"
+
+
+def _mirror(folder: Path, live: Path, names: Iterable[str]) -> None:
+    """Make ``names`` in ``folder`` hard links to the live files again (or absent)."""
+    for relative in sorted(names):
+        staged, source = folder / relative, live / relative
+        staged.unlink(missing_ok=True)
+        if source.is_file():
+            staged.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(source, staged)
+            except OSError:
+                shutil.copy2(source, staged)
+        else:
+            for parent in staged.parents:
+                if parent == folder or not parent.is_relative_to(folder):
+                    break
+                try:
+                    parent.rmdir()
+                except OSError:
+                    break
+
+
+def _mirror_all(folder: Path, live: Path) -> None:
+    """A fresh staging folder: the live site's files, hard-linked."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    for top, _, names in os.walk(live):
+        here = folder / Path(top).relative_to(live)
+        here.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            try:
+                os.link(Path(top) / name, here / name)
+            except OSError:
+                shutil.copy2(Path(top) / name, here / name)
 
 
 def _same_size(a: Path, b: Path) -> bool:
@@ -172,23 +259,61 @@ def check_output(output: Path) -> None:
 
 
 @contextmanager
+def locked(output: Path) -> Iterator[None]:
+    """One build at a time beside ``output``: builds share the staging folder.
+
+    The lock is on the parent folder itself (flock), so no lock file is left behind and
+    a killed build releases it with its process.
+    """
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(output.parent, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StateError(f"{output}: another `newsletter archive` is building beside it "
+                             "right now; wait for it to finish") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def recover(output: Path) -> None:
+    """Finish a swap an earlier run was killed in the middle of."""
+    aside = _aside_folder(output)
+    if aside.exists():
+        if output.exists():
+            shutil.rmtree(aside)  # the new site made it in; the old one was leftover
+        else:
+            os.rename(aside, output)  # killed between the two renames: put it back
+
+
+@contextmanager
 def staged(output: Path, previous: Manifest) -> Iterator[Staging]:
-    """Assemble a site in a staging folder; publish it only if the block succeeds."""
+    """Assemble a site in the staging folder; publish it only if the block succeeds.
+
+    Whatever happens, the staging folder ends as a hard-link mirror of the live site:
+    no unpublished bytes (say, a page the privacy gate refused) stay behind on disk.
+    """
+    recover(output)
     staging = Staging(output, previous)
-    if staging.folder.exists():
-        shutil.rmtree(staging.folder)
-    staging.folder.mkdir(parents=True)
+    staging.folder.mkdir(parents=True, exist_ok=True)
     try:
         yield staging
-        swap(staging.folder, output)
-    finally:
-        if staging.folder.exists():
-            shutil.rmtree(staging.folder, ignore_errors=True)
+    except BaseException:
+        _mirror(staging.folder, output, staging.touched)
+        raise
+    had_old = output.exists()
+    swap(staging.folder, output)
+    if had_old:
+        _mirror(staging.folder, output, staging.touched)  # the old site, brought up to date
+    else:
+        _mirror_all(staging.folder, output)
 
 
 def swap(new: Path, output: Path) -> None:
-    """Rename the old site aside, the new one in, then delete the old one."""
-    aside = output.parent / f".{output.name}.old-{os.getpid()}"
+    """Rename the old site aside and the new one in; the old one becomes the staging folder."""
+    aside = _aside_folder(output)
     if aside.exists():
         shutil.rmtree(aside)
     had_old = output.exists()
@@ -201,4 +326,4 @@ def swap(new: Path, output: Path) -> None:
             os.rename(aside, output)
         raise
     if had_old:
-        shutil.rmtree(aside, ignore_errors=True)
+        os.rename(aside, new)

@@ -35,6 +35,12 @@
     }
     var start = Math.max(0, at - 60);
     var end = Math.min(text.length, at + 100);
+    if (start > 0) {
+      start = text.indexOf(" ", start) + 1 || start;
+    }
+    if (end < text.length) {
+      end = text.lastIndexOf(" ", end) > at ? text.lastIndexOf(" ", end) : end;
+    }
     var p = document.createElement("p");
     p.className = "issue-card__snippet";
     p.textContent = (start > 0 ? "… " : "") + text.slice(start, end).trim() + (end < text.length ? " …" : "");

@@ -1,0 +1,157 @@
+"""`newsletter demo`: the whole pipeline on the sample data, over SMTP on this machine only.
+
+In: the project's newsletter.yaml, issues/, templates/ and subscribers/members.csv. Out, all
+inside the demo folder: a copy of the project whose settings point at a state database in
+the folder and at a local SMTP server; the built issues; the archive site; and every message
+the server received, in a Maildir (open it with any mail client, or ``mutt -f``).
+
+Nothing leaves 127.0.0.1 and nothing outside the demo folder is changed. The demo starts
+afresh each time (its database and Maildir are replaced); a random unsubscribe secret is
+kept in the folder so links from one demo run still verify in the next.
+"""
+
+from __future__ import annotations
+
+import mailbox
+import os
+import secrets
+import shutil
+import socket
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+
+from .errors import InputError, Problem
+from .model import Location
+
+COPIED = ("issues", "templates", "subscribers")
+LIST_NAME = "members"
+
+
+class MaildirHandler:
+    """aiosmtpd handler: each message the server accepts becomes a file in the Maildir."""
+
+    def __init__(self, path: Path) -> None:
+        self.maildir = mailbox.Maildir(path, create=True)
+        self.count = 0
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        data: bytes = envelope.original_content or envelope.content
+        key = self.maildir.add(data)
+        self.count += 1
+        return f"250 2.0.0 Ok: queued as {key.split('.')[0]}"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _project_copy(config: Path, folder: Path, port: int) -> Path:
+    """Copy the sample project into ``folder`` with local SMTP, no limits, its own database."""
+    if not config.is_file():
+        raise InputError([Problem(Location(str(config)), "", "not found", hint=(
+            "run the demo in the project folder (where newsletter.yaml is), or pass "
+            "--config"))])
+    root = config.resolve().parent
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in COPIED:
+        if (root / name).is_dir():
+            shutil.copytree(root / name, folder / name, dirs_exist_ok=True)
+    settings = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
+    settings["smtp"] = {"host": "127.0.0.1", "port": port, "tls": "none",
+                        "password_env": "NEWSLETTER_DEMO_SMTP_PASSWORD"}
+    settings["limits"] = {"per_second": 0, "per_minute": 0, "per_hour": 0, "per_day": 0,
+                          "concurrency": 2, "batch_size": 0, "batch_pause": 0}
+    settings["database"] = "state.db"
+    copy = folder / "newsletter.yaml"
+    copy.write_text("# A copy made by `newsletter demo`: local SMTP, no limits.\n"
+                    + yaml.safe_dump(settings, sort_keys=False, allow_unicode=True),
+                    encoding="utf-8")
+    for stale in ("state.db", "state.db-wal", "state.db-shm"):
+        (folder / stale).unlink(missing_ok=True)
+    return copy
+
+
+def _demo_environment(folder: Path) -> None:
+    """Settings come from the demo copy only; keep a stable demo secret in the folder."""
+    for name in list(os.environ):
+        if name.startswith(("NEWSLETTER_SMTP_", "NEWSLETTER_DKIM_")):
+            del os.environ[name]
+    secret_file = folder / "demo-secret.txt"
+    if not secret_file.exists():
+        secret_file.write_text(secrets.token_urlsafe(32) + "\n", encoding="utf-8")
+    os.environ["NEWSLETTER_SECRET"] = secret_file.read_text(encoding="utf-8").strip()
+
+
+def _step(title: str, action: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run one stage; a stage that is not built yet is reported and skipped."""
+    click.secho(f"\n== {title}", bold=True)
+    try:
+        return action(*args, **kwargs)
+    except (NotImplementedError, ImportError) as e:
+        click.echo(f"   (skipped: not available in this version: {e or type(e).__name__})")
+        return None
+
+
+def _newest_issue(root: Path) -> Path | None:
+    from .config import load_network
+    from .load import find_issues, load_issue
+
+    network = load_network(root / "newsletter.yaml")
+    issues = [load_issue(path, network) for path in find_issues(root)]
+    if not issues:
+        return None
+    newest = max(issues, key=lambda issue: (issue.date, issue.slug))
+    return root / "issues" / f"{newest.slug}.yaml"
+
+
+def run_demo(config: Path, folder: Path) -> None:
+    """Build, archive, import, send over loopback SMTP to a Maildir, and show the status."""
+    from aiosmtpd.controller import Controller
+
+    from . import pipeline
+
+    port = _free_port()
+    copy = _project_copy(config, folder, port)
+    _demo_environment(folder)
+    root = copy.parent
+    maildir = folder / "mail"
+    if maildir.exists():
+        shutil.rmtree(maildir)
+
+    for issue in sorted((root / "issues").glob("*.yaml")):
+        _step(f"build {issue.stem}", pipeline.build, copy, issue, folder / "build" / issue.stem)
+    _step("archive", pipeline.archive, copy, folder / "site")
+    members = root / "subscribers" / "members.csv"
+    _step(f"import {members.name} into list {LIST_NAME}", pipeline.import_subscribers, copy,
+          members, LIST_NAME, consent=None, skip_invalid=True, dry_run=False)
+
+    newest = _newest_issue(root)
+    if newest is None:
+        click.echo("no sample issues found: nothing to send")
+        return
+    handler = MaildirHandler(maildir)
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        _step(f"send {newest.stem} to {LIST_NAME} via 127.0.0.1:{port}", pipeline.send, copy,
+              newest, LIST_NAME, proof_to=None, dry_run=None, assume_yes=True,
+              retry_unknown=False)
+    finally:
+        controller.stop()
+    _step("status", pipeline.status, copy, newest, None)
+
+    click.secho("\n== where things are", bold=True)
+    click.echo(f"   mail:    {maildir}/new/ ({handler.count} messages received by the local "
+               "server; e.g. `mutt -f " + str(maildir) + "`)")
+    site = folder / "site" / "index.html"
+    if site.exists():
+        click.echo(f"   archive: {site} (or `newsletter --config {copy} serve -d "
+                   f"{folder / 'site'}`)")
+    click.echo(f"   builds:  {folder / 'build'}/<issue>/email.html, email.txt, email.eml")
+    click.echo(f"   state:   {root / 'state.db'} (`newsletter --config {copy} status`)")
