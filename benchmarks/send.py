@@ -159,15 +159,17 @@ def environment(port: int, **extra: str) -> dict[str, str]:
 
 def run(root: Path, *args: str, env: dict[str, str] | None = None) -> tuple[float, int]:
     """Run the CLI; (wall seconds, peak RSS in MB of that process)."""
-    start = time.perf_counter()
-    proc = subprocess.Popen([PYTHON, "-m", "newsletter", *args], cwd=root,
-                            env=env or environment(1), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
-    _, status, usage = os.wait4(proc.pid, 0)
-    elapsed = time.perf_counter() - start
-    out, err = proc.communicate()
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"newsletter {' '.join(args)} failed:\n{err.decode()}")
+    with tempfile.TemporaryFile() as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen([PYTHON, "-m", "newsletter", *args], cwd=root,
+                                env=env or environment(1), stdout=subprocess.DEVNULL,
+                                stderr=err)
+        _, status, usage = os.wait4(proc.pid, 0)  # this child's own peak RSS
+        elapsed = time.perf_counter() - start
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        if proc.returncode != 0:
+            err.seek(0)
+            raise SystemExit(f"newsletter {' '.join(args)} failed:\n{err.read().decode()}")
     return elapsed, usage.ru_maxrss // 1024
 
 

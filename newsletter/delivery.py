@@ -360,9 +360,8 @@ def status(network: Network, slug: str | None, csv_out: Path | None) -> None:
         if slug is not None:
             sends = [s for s in sends if s.issue == slug]
             if not sends:
-                raise InputError([Problem(Location(slug), "", "has not been sent (no ledger "
-                                          "rows)", hint="newsletter send ISSUE --list NAME")])
-        if not sends:
+                click.echo(f"{slug}: not sent yet (newsletter send ISSUE --list NAME)")
+        elif not sends:
             click.echo("nothing has been sent yet")
         for record in sends:
             c = ledger.counts(conn, record.issue)

@@ -18,10 +18,8 @@ run, same Message-ID: the only possible duplicate) or settled. Outcomes are clas
 by outcomes.py. The database is touched by one thread (LedgerThread), which commits
 whatever steps the connections have queued together: every step is durable before the
 connection that asked for it goes on, but ten connections cost one fsync, not ten.
-
-We call ``mail``/``rcpt``/``data`` rather than ``sendmail``: the same raw-bytes path (no
-``send_message``, nothing re-flattened), but we know which step failed and the final dot
-gets its own, longer timeout (smtp.final_dot_timeout, RFC 5321 §4.5.3.2.6).
+One connection is a session.Session; this module decides what each outcome does to the
+row, to the stream (slow down, stop) and to the member (bounced).
 """
 
 from __future__ import annotations
@@ -30,27 +28,25 @@ import asyncio
 import contextlib
 import datetime as dt
 import functools
-import ipaddress
-import os
 import queue
 import signal
 import sqlite3
-import ssl
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-import aiosmtplib
-
 from . import db, ledger, members
-from .errors import DeliveryError, NewsletterError
+from .errors import NewsletterError
 from .limits import Clock, Limiter, RealClock
-from .model import DeliveryState, Limits, Recipient, Smtp, TlsMode
-from .outcomes import Action, Stage, Verdict, classify, lost, parse_reply
+from .model import DeliveryState, Limits, Recipient
+from .outcomes import Action, Stage, Verdict
+from .session import Attempt, Session, Transport, send_one, transport_for
+
+__all__ = ["Build", "RunResult", "Sender", "Transport", "send_one", "transport_for"]
 
 T = TypeVar("T")
 
@@ -64,194 +60,6 @@ SESSION_STAGES = frozenset({str(Stage.CONNECT), str(Stage.EHLO), str(Stage.START
                             str(Stage.AUTH)})
 
 Build = Callable[[Recipient, dt.datetime], bytes]
-
-
-# --------------------------------------------------------------------------- the transport
-
-
-@dataclass(frozen=True, slots=True)
-class Transport:
-    """Where and how to connect, with the password from the environment."""
-
-    host: str
-    port: int
-    tls: TlsMode
-    user: str | None
-    password: str | None = field(repr=False)
-    timeout: float
-    final_dot_timeout: float
-    local_hostname: str
-
-    @property
-    def where(self) -> str:
-        return f"{self.host}:{self.port}"
-
-
-def is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
-
-
-def transport_for(smtp: Smtp, sender_domain: str,
-                  environ: Mapping[str, str] | None = None) -> Transport:
-    """The settings with NEWSLETTER_SMTP_* applied; refuses plaintext to anything not loopback.
-
-    config.py applies HOST/PORT/USER/TLS already; doing it again here is harmless and keeps
-    the rule true whoever builds the Network.
-    """
-    env = os.environ if environ is None else environ
-    host = env.get("NEWSLETTER_SMTP_HOST", "").strip() or smtp.host
-    port_text = env.get("NEWSLETTER_SMTP_PORT", "").strip()
-    try:
-        port = int(port_text) if port_text else smtp.port
-        tls = TlsMode(env.get("NEWSLETTER_SMTP_TLS", "").strip() or smtp.tls)
-    except ValueError as e:
-        raise DeliveryError(f"NEWSLETTER_SMTP_PORT/_TLS: {e}") from e
-    user = env.get("NEWSLETTER_SMTP_USER", "").strip() or smtp.user
-    password = env.get("NEWSLETTER_SMTP_PASSWORD") or env.get(smtp.password_env) or None
-    if tls is TlsMode.NONE and not is_loopback(host):
-        raise DeliveryError(
-            f"smtp.tls is none but {host} is not this machine: refusing to send the password "
-            "and the members' messages in the clear (use tls: starttls or implicit; none is "
-            "only for a server on 127.0.0.1)")
-    if user and not password:
-        raise DeliveryError(
-            f"smtp.user is {user} but the password is not set: put it in the environment "
-            f"variable {smtp.password_env} (never in newsletter.yaml)")
-    return Transport(host, port, tls, user, password, smtp.timeout, smtp.final_dot_timeout,
-                     sender_domain)
-
-
-# --------------------------------------------------------------------------- one session
-
-
-@dataclass(frozen=True, slots=True)
-class Attempt:
-    """What one transmission came to."""
-
-    verdict: Verdict
-    reply: ledger.Reply
-
-
-class Session:
-    """One SMTP connection, reused for many messages; reconnects when it must."""
-
-    def __init__(self, transport: Transport) -> None:
-        self.transport = transport
-        self.smtp: aiosmtplib.SMTP | None = None
-
-    async def _open(self) -> aiosmtplib.SMTP:
-        t = self.transport
-        smtp = aiosmtplib.SMTP(
-            hostname=t.host, port=t.port, use_tls=t.tls is TlsMode.IMPLICIT,
-            start_tls=t.tls is TlsMode.STARTTLS, validate_certs=True, timeout=t.timeout,
-            local_hostname=t.local_hostname)
-        stage = Stage.CONNECT
-        try:
-            await smtp.connect()
-            stage = Stage.EHLO
-            if smtp.is_ehlo_or_helo_needed:
-                await smtp.ehlo()
-            if t.user:
-                stage = Stage.AUTH
-                await smtp.login(t.user, t.password or "")
-        except BaseException as e:
-            smtp.close()
-            raise _SessionFailed(stage, e) from e
-        return smtp
-
-    async def send(self, sender: str, address: str, data: bytes) -> Attempt:
-        """Transmit one message to one recipient; never raises for SMTP trouble."""
-        stage = Stage.CONNECT
-        try:
-            if self.smtp is None or not self.smtp.is_connected:
-                self.smtp = None
-                self.smtp = await self._open()
-            smtp = self.smtp
-            stage = Stage.MAIL
-            options = [f"SIZE={len(data)}"] if smtp.supports_extension("size") else []
-            await smtp.mail(sender, options=options)
-            stage = Stage.RCPT
-            await smtp.rcpt(address)
-            stage = Stage.DOT
-            response = await smtp.data(data, timeout=self.transport.final_dot_timeout)
-            enhanced, text = parse_reply(response.message)
-            attempt = Attempt(classify(response.code, enhanced, stage),
-                              ledger.Reply(response.code, enhanced, text, str(stage)))
-        except _SessionFailed as e:
-            attempt = _describe(e.stage, e.error, self.transport)
-        except (aiosmtplib.SMTPException, OSError, ValueError) as e:
-            attempt = _describe(stage, e, self.transport)
-        if attempt.verdict.reconnect or attempt.verdict.action is Action.STOP:
-            self.close()
-        elif attempt.verdict.action is not Action.SENT and self.smtp is not None:
-            await self._reset()
-        return attempt
-
-    async def _reset(self) -> None:
-        if self.smtp is None:
-            return
-        try:
-            await self.smtp.rset()
-        except (aiosmtplib.SMTPException, OSError):
-            self.close()
-
-    def close(self) -> None:
-        if self.smtp is not None:
-            self.smtp.close()
-            self.smtp = None
-
-    async def quit(self) -> None:
-        if self.smtp is not None and self.smtp.is_connected:
-            with contextlib.suppress(aiosmtplib.SMTPException, OSError):
-                await self.smtp.quit(timeout=5)
-        self.close()
-
-
-class _SessionFailed(Exception):
-    def __init__(self, stage: Stage, error: BaseException) -> None:
-        super().__init__(str(error))
-        self.stage = stage
-        self.error = error
-
-
-def _describe(stage: Stage, error: BaseException, t: Transport) -> Attempt:
-    """An exception from aiosmtplib (or the socket) as a verdict, by reply code first."""
-    if isinstance(error, aiosmtplib.SMTPResponseException):
-        if isinstance(error, aiosmtplib.SMTPHeloError) and stage is Stage.CONNECT:
-            stage = Stage.EHLO
-        if isinstance(error, aiosmtplib.SMTPDataError):
-            stage = Stage.DOT  # DATA command and final dot share one call; 5.1.x is per address
-        enhanced, text = parse_reply(error.message)
-        return Attempt(classify(error.code, enhanced, stage),
-                       ledger.Reply(error.code, enhanced, text, str(stage)))
-    if isinstance(error, asyncio.CancelledError):
-        raise error
-    text = str(error) or type(error).__name__
-    cause: BaseException | None = error
-    while cause is not None:
-        if isinstance(cause, ssl.SSLCertVerificationError):
-            return _stop(stage, f"the certificate of {t.host} could not be verified ({cause})")
-        cause = cause.__cause__
-    if isinstance(error, aiosmtplib.SMTPException) and "STARTTLS" in text:
-        return _stop(Stage.STARTTLS,
-                     f"{t.where} does not offer STARTTLS and smtp.tls is starttls: refusing to "
-                     "log in or send in the clear (check the host and port, or use tls: "
-                     "implicit on port 465)")
-    if isinstance(error, aiosmtplib.SMTPException) and stage is Stage.AUTH:
-        return _stop(stage, f"{t.where} offers no login method we can use ({text})")
-    if isinstance(error, ValueError):
-        return Attempt(Verdict(Action.FAIL, why="refused before sending"),
-                       ledger.Reply(None, None, f"invalid address: {text}", str(stage)))
-    return Attempt(lost(stage), ledger.Reply(None, None, text, str(stage)))
-
-
-def _stop(stage: Stage, why: str) -> Attempt:
-    return Attempt(Verdict(Action.STOP, why=why), ledger.Reply(None, None, why, str(stage)))
 
 
 # --------------------------------------------------------------------------- the ledger thread
@@ -628,15 +436,3 @@ def _record(conn: sqlite3.Connection, job: ledger.Delivery, state: DeliveryState
     if bounce:
         members.mark_bounced(conn, job.subscriber_id, job.list_name,
                              f"{reply.code or ''} {reply.text}".strip())
-
-
-# --------------------------------------------------------------------------- one proof
-
-
-async def send_one(transport: Transport, sender: str, address: str, data: bytes) -> Attempt:
-    """Send one message on a fresh connection (a proof); nothing is recorded."""
-    session = Session(transport)
-    try:
-        return await session.send(sender, address, data)
-    finally:
-        await session.quit()

@@ -46,6 +46,8 @@ _NON_PRINTABLE = re.compile(
 _N = TypeVar("_N", int, float)
 _SURROGATE = re.compile("[\ud800-\udfff]")
 _NULLS = frozenset({"", "~", "null", "Null", "NULL"})
+# libyaml's parser when PyYAML was built with it (about 10x faster); same events and marks
+_FAST_LOADER: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _STR_TAGS = frozenset({"!", "tag:yaml.org,2002:str"})
 
 
@@ -107,7 +109,14 @@ def parse(data: bytes, source: str, problems: list[Problem] | None = None) -> No
     text = decode(data, source)
     builder = _Builder(source)
     try:
-        root = builder.build(text)
+        try:
+            root = builder.build(text, _FAST_LOADER)
+        except yaml.YAMLError:
+            # libyaml words some errors differently (and stops deep nesting itself, at a
+            # different place): read a broken file again with the pure-Python parser so
+            # the message is always the same one.
+            builder = _Builder(source)
+            root = builder.build(text, yaml.SafeLoader)
     except InputError:
         raise
     except yaml.MarkedYAMLError as e:
@@ -211,11 +220,11 @@ class _Builder:
         where = Location(self.source, *at)
         return InputError([*self.problems, Problem(where, key, message, hint)])
 
-    def build(self, text: str) -> Node | None:
+    def build(self, text: str, loader: type) -> Node | None:
         stack: list[_Frame] = []
         root: Node | None = None
         documents = 0
-        for event in yaml.parse(text, Loader=yaml.SafeLoader):
+        for event in yaml.parse(text, Loader=loader):
             mark = event.start_mark
             at = (mark.line + 1, mark.column + 1) if mark is not None else (0, 0)
             if isinstance(event, yaml.DocumentStartEvent):

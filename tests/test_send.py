@@ -15,7 +15,8 @@ from smtp_servers import Delay, Drop, Scripted, Session, SmtpServer
 from newsletter import db, ledger, members
 from newsletter.errors import DeliveryError
 from newsletter.model import DeliveryState, Limits, Recipient, Smtp, TlsMode
-from newsletter.send import RunResult, Sender, Transport, transport_for
+from newsletter.send import RunResult, Sender
+from newsletter.session import Transport, transport_for
 from newsletter.subscribers import MemberRow
 
 FAST = Limits(per_second=0, per_minute=0, per_hour=0, per_day=0, concurrency=2,
@@ -266,8 +267,9 @@ def test_starttls_is_required_when_configured_and_no_login_is_tried_without_it(
         result = campaign.run(server, tls=TlsMode.STARTTLS, user="news", password="pw")
     assert result.fatal and "does not offer STARTTLS" in (result.stopped or "")
     assert server.auth_attempts == 0 and "MAIL" not in server.commands
-    assert campaign.states() == {DeliveryState.DEFERRED: 1, DeliveryState.PENDING: 2} or \
-        campaign.states()[DeliveryState.SENT] == 0
+    states = campaign.states()
+    assert states[DeliveryState.SENT] == 0
+    assert states[DeliveryState.PENDING] + states[DeliveryState.DEFERRED] == 3
 
 
 def test_starttls_refusal_against_aiosmtpd_without_tls(tmp_path: Path) -> None:
@@ -332,3 +334,93 @@ def test_the_ledger_marks_a_row_attempting_before_the_message_is_sent(tmp_path: 
         campaign.run(server)
     assert seen == ["attempting"] * 3
     assert len(server.received) == 3
+
+
+def test_a_server_that_cannot_be_reached_stops_the_run_and_leaves_everyone_to_send(
+        tmp_path: Path) -> None:
+    campaign = Campaign(tmp_path, 20)
+    nobody = SmtpServer()
+    nobody.port = free_port()  # nothing listens there
+    result = campaign.run(nobody)
+    assert result.fatal and "could not get a working connection" in (result.stopped or "")
+    states = campaign.states()
+    assert states[DeliveryState.SENT] == 0
+    assert states[DeliveryState.PENDING] + states[DeliveryState.DEFERRED] == 20
+    assert states[DeliveryState.DEFERRED] <= 5 + 2  # the failed tries, not everyone
+
+
+def test_a_message_that_cannot_be_built_fails_alone_and_the_rest_are_sent(
+        tmp_path: Path) -> None:
+    from newsletter.headers import HeaderValueError
+
+    campaign = Campaign(tmp_path, 5)
+    poisoned = campaign.ids[address(2)]
+
+    def fragile(recipient: Recipient, date: dt.datetime) -> bytes:
+        if recipient.message_id == f"<issue.{poisoned}@example.org>":
+            raise HeaderValueError("To: contains a line break")
+        return build(recipient, date)
+
+    with SmtpServer() as server:
+        transport = Transport("127.0.0.1", server.port, TlsMode.NONE, None, None, 5.0, 5.0,
+                              "example.org")
+        asyncio.run(Sender(issue="issue", sender="news@example.org", transport=transport,
+                           limits=FAST, database=campaign.path, build=fragile).run())
+    assert campaign.states() == {DeliveryState.SENT: 4, DeliveryState.FAILED: 1}
+    assert "line break" in (campaign.row(address(2)).reply_text or "")
+
+
+def test_a_server_certificate_that_does_not_verify_is_refused(tmp_path: Path) -> None:
+    import ssl
+    import subprocess
+
+    from aiosmtpd.controller import Controller
+
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+                   check=True, capture_output=True)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+
+    class Handler:
+        def __init__(self) -> None:
+            self.messages = 0
+
+        async def handle_DATA(self, server: object, session: object, envelope: object) -> str:
+            self.messages += 1
+            return "250 OK"
+
+    handler = Handler()
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port, ssl_context=context)
+    controller.start()
+    try:
+        campaign = Campaign(tmp_path, 2)
+        transport = Transport("127.0.0.1", port, TlsMode.IMPLICIT, None, None, 5.0, 5.0,
+                              "example.org")
+        result = asyncio.run(Sender(issue="issue", sender="news@example.org",
+                                    transport=transport, limits=FAST, database=campaign.path,
+                                    build=build).run())
+    finally:
+        controller.stop()
+    assert result.fatal and "could not be verified" in (result.stopped or "")
+    assert handler.messages == 0
+
+
+def test_dkim_signing_is_off_until_configured_and_a_bad_key_is_reported_up_front(
+        tmp_path: Path) -> None:
+    from newsletter.dkim import signer_for
+    from newsletter.errors import InputError
+
+    assert signer_for(Smtp(), "example.org", environ={}) is None
+    with pytest.raises(InputError, match="dkim_key"):
+        signer_for(Smtp(dkim_selector="news"), "example.org", environ={})
+    junk = tmp_path / "junk.pem"
+    junk.write_text("not a key\n")
+    with pytest.raises(InputError, match="not a usable private key"):
+        signer_for(Smtp(), "example.org", environ={"NEWSLETTER_DKIM_KEY": str(junk),
+                                                  "NEWSLETTER_DKIM_SELECTOR": "news"})
+    with pytest.raises(InputError, match="cannot read"):
+        signer_for(Smtp(dkim_key=tmp_path / "missing.pem", dkim_selector="news"),
+                   "example.org", environ={})

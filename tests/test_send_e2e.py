@@ -356,6 +356,24 @@ def test_a_changed_issue_is_not_resumed(project: Project) -> None:
     assert second.code == 1 and "changed since sending started" in second.err
 
 
+def test_a_corrupt_ledger_stops_the_send_before_any_connection(project: Project) -> None:
+    setup(project, n=5)
+    with SmtpServer(users={USER: PASSWORD}) as server:
+        first = send(project, server)
+        assert first.code == 0, first.err
+        database = project.root / "newsletter.db"
+        data = bytearray(database.read_bytes())
+        data[:100] = b"\0" * 100  # the header is gone: not a database any more
+        database.write_bytes(bytes(data))
+        for leftover in project.root.glob("newsletter.db-*"):
+            leftover.unlink()
+        sessions = server.sessions
+        second = send(project, server)
+    assert second.code == 1 and "not a usable state database" in second.err
+    assert "Traceback" not in second.err
+    assert server.sessions == sessions and len(server.received) == 5
+
+
 # --------------------------------------------------------------------------- concurrency
 
 
@@ -470,7 +488,7 @@ def test_the_demo_runs_the_whole_pipeline_into_a_local_maildir_and_can_run_again
         assert result.code == 0, result.err
         assert "50 sent" in result.out and "(skipped: not available" not in result.out
     box = mailbox.Maildir(project.root / "demo" / "mail", create=False)
-    messages = [box.get_bytes(key) for key in box]
+    messages = [box.get_bytes(key) for key in box.iterkeys()]
     assert len(messages) == 50
     for data in messages:
         message = email.message_from_bytes(data, policy=email.policy.strict)
