@@ -259,13 +259,17 @@ def remove_subscriber(config: Path, email: str) -> None:
     """Erase a member's personal data; a salted hash keeps them from being re-added."""
     import click
 
-    from . import db, members
+    from . import db, ledger, members
     from .config import load_network
 
     network = load_network(config)
     conn = db.connect(network.database)
     try:
-        members.remove(conn, email)
+        # one transaction: the member and their copies in the delivery ledger go together
+        with members.transaction(conn):
+            removed = members.remove(conn, email)
+            ledger.forget_subscriber(conn, removed.id)
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # no erased value left in the WAL
     finally:
         conn.close()
     click.echo(f"{email}: removed (personal data erased; the address can never be "

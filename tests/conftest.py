@@ -101,9 +101,13 @@ def project(tmp_path: Path) -> Project:
     return Project(root)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """Debian's chromium driven by Playwright (never a downloaded browser)."""
+    """Debian's chromium driven by Playwright (never a downloaded browser).
+
+    Module-scoped: Playwright's sync API keeps an event loop running in the main thread
+    while it is open, and tests in other modules call asyncio.run().
+    """
     require_tool(CHROMIUM)
     from playwright.sync_api import sync_playwright
 

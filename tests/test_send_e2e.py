@@ -495,3 +495,18 @@ def test_the_demo_runs_the_whole_pipeline_into_a_local_maildir_and_can_run_again
         check_message(Received("", (message["To"],), data, 0, "accepted"))
     assert (project.root / "demo" / "site" / "index.html").exists()
     assert not (project.root / "newsletter.db").exists()  # the project's own state untouched
+
+
+def test_removing_a_member_after_a_send_erases_them_from_the_ledger_too(
+        project: Project) -> None:
+    setup(project, n=3)
+    with SmtpServer(users={USER: PASSWORD}) as server:
+        assert send(project, server).code == 0
+    address = "member0001@example.org"
+    removed = project.run("subscribers", "remove", address)
+    assert removed.code == 0, removed.err
+    stored = b"".join(p.read_bytes() for p in project.root.glob("newsletter.db*"))
+    assert address.encode() not in stored
+    assert b"member0000@example.org" in stored  # the others are still there
+    rows = status_rows(project)
+    assert len(rows) == 3 and sum(r["state"] == "sent" for r in rows) == 3
