@@ -16,9 +16,9 @@ import secrets
 import socket
 import sqlite3
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
+from .db import transaction
 from .errors import StateError
 from .model import DeliveryState, Recipient
 
@@ -180,18 +180,6 @@ class Row:
 
 
 # --------------------------------------------------------------------------- transactions
-
-
-@contextmanager
-def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on any exception)."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield conn
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
 
 
 # --------------------------------------------------------------------------- the snapshot

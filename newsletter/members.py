@@ -18,9 +18,9 @@ import hashlib
 import re
 import sqlite3
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 
+from .db import transaction
 from .errors import InputError, Problem
 from .model import Location, MemberStatus, Network, Recipient, Subscriber
 from .subscribers import AddressError, ExportRow, MemberRow, normalise_address
@@ -204,21 +204,6 @@ _LIST_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 def now_text() -> str:
     """Timestamps in the database: UTC, ISO 8601, seconds."""
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-@contextmanager
-def transaction(conn: sqlite3.Connection) -> Iterator[None]:
-    """BEGIN IMMEDIATE ... COMMIT, or join the caller's transaction if one is open."""
-    if conn.in_transaction:
-        yield
-        return
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
 
 
 def address_hash(conn: sqlite3.Connection, email: str) -> str:

@@ -266,7 +266,7 @@ def remove_subscriber(config: Path, email: str) -> None:
     conn = db.connect(network.database)
     try:
         # one transaction: the member and their copies in the delivery ledger go together
-        with members.transaction(conn):
+        with db.transaction(conn):
             removed = members.remove(conn, email)
             ledger.forget_subscriber(conn, removed.id)
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # no erased value left in the WAL

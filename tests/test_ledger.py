@@ -162,7 +162,7 @@ def test_a_lock_whose_process_died_is_taken_over(conn: sqlite3.Connection,
 def test_a_lock_with_an_old_heartbeat_is_taken_over(conn: sqlite3.Connection) -> None:
     now = time.time()
     old = ledger.acquire_lock(conn, "x", now - 3 * ledger.STALE_AFTER)
-    with ledger.transaction(conn):
+    with db.transaction(conn):
         ledger.heartbeat(conn, old, now - 2 * ledger.STALE_AFTER)
     assert ledger.acquire_lock(conn, "2016-12", now).issue == "2016-12"
 
