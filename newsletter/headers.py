@@ -11,7 +11,9 @@ header lines. We refuse them rather than trust the ``email`` package to.
 
 from __future__ import annotations
 
+import email.policy
 import re
+import sys
 
 from .errors import NewsletterError
 
@@ -19,6 +21,24 @@ from .errors import NewsletterError
 # the Unicode line and paragraph separators, and the start of an RFC 2047 encoded-word.
 _FORBIDDEN = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]|=\?")
 _LOCAL_PART = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+")
+
+
+# Releases with the CVE-2024-6923 and CVE-2026-1299 fixes in the email package.
+_PATCHED = {(3, 10): (3, 10, 20), (3, 11): (3, 11, 15), (3, 12): (3, 12, 13),
+            (3, 13): (3, 13, 12), (3, 14): (3, 14, 3)}
+
+
+def python_warning(version: tuple[int, int, int] = sys.version_info[:3]) -> str | None:
+    """A warning when this Python's email package predates the header-injection fixes."""
+    needed = _PATCHED.get(version[:2])
+    fixed = hasattr(email.policy.default, "verify_generated_headers")
+    if (needed is None and version[:2] > (3, 14)) or (needed and version >= needed and fixed):
+        return None
+    shown = ".".join(map(str, version))
+    wanted = ".".join(map(str, needed)) if needed else "a supported release"
+    return (f"warning: Python {shown} predates the email header-injection fixes "
+            f"(CVE-2024-6923, CVE-2026-1299); newsletter checks every header value itself, "
+            f"but upgrade to {wanted} or later")
 
 
 class HeaderValueError(NewsletterError):

@@ -82,24 +82,17 @@ def build(config: Path, issue: Path, output: Path | None, *, strict: bool = Fals
 
 
 def _editorial_checks(issue: Issue, network: Network, *, strict: bool) -> None:
-    """Run checks.editorial when that stage exists; warnings fail the build under --strict."""
-    import importlib
-
+    """Print the editorial warnings; under --strict they fail the build."""
     import click
 
-    from .errors import InputError, Severity
+    from .checks import CheckFailed, editorial, fold
 
-    try:
-        checks = importlib.import_module(f"{__package__}.checks")
-    except ModuleNotFoundError:
-        return
-    problems = list(checks.editorial(issue, network))
-    for problem in problems:
-        if problem.severity is Severity.WARNING:
-            click.echo(str(problem), err=True)
-    failing = [p for p in problems if strict or p.severity is not Severity.WARNING]
-    if failing:
-        raise InputError(failing)
+    problems = editorial(issue, network)
+    for line in fold(problems):
+        click.echo(line, err=True)
+    if strict and problems:
+        n = len(problems)
+        raise CheckFailed(problems, f"build refused: {n} warning{'s' * (n != 1)} (--strict)")
 
 
 def preview(config: Path, issue: Path, *, port: int, open_browser: bool) -> None:
@@ -299,11 +292,16 @@ def send(config: Path, issue: Path, list_name: str | None, *, proof_to: str | No
     Render once; then a proof (--to), a dry run (--dry-run) or the campaign: plan, confirm,
     snapshot the list into the ledger, deliver, report.
     """
+    import click
+
     from . import delivery
     from .config import load_network
+    from .headers import python_warning
     from .load import load_issue
     from .render import render_issue
 
+    if warning := python_warning():
+        click.echo(warning, err=True)
     network = load_network(config)
     rendered = render_issue(load_issue(issue, network), network)
     if proof_to is not None:

@@ -305,3 +305,11 @@ def test_building_an_email_message_per_recipient_would_be_much_slower() -> None:
     assemble(ready, person, WHEN)
     fast = time.perf_counter() - started
     assert fast * 10 < slow
+
+
+def test_an_unpatched_python_is_warned_about_and_a_patched_one_is_not() -> None:
+    from newsletter.headers import python_warning
+
+    warning = python_warning((3, 11, 7))
+    assert warning is not None and "3.11.15" in warning
+    assert python_warning((3, 15, 0)) is None
