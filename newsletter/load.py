@@ -24,6 +24,7 @@ from typing import TypeVar
 from markdown_it import MarkdownIt
 
 from . import yamlsource as ys
+from .addresses import AddressError, checked_address
 from .errors import InputError, Problem
 from .model import (
     Article,
@@ -99,14 +100,10 @@ def address_problem(text: str) -> tuple[str | None, str | None]:
 
     The domain is IDNA-encoded so headers and the SMTP envelope stay ASCII.
     """
-    # imported here: it compiles many regular expressions, a third of a build's start-up
-    from email_validator import EmailNotValidError, validate_email
-
     try:
-        valid = validate_email(text, check_deliverability=False, allow_smtputf8=False)
-    except EmailNotValidError as e:
+        return checked_address(text), None
+    except AddressError as e:
         return None, str(e)
-    return valid.ascii_email or valid.normalized, None
 
 
 # --------------------------------------------------------------------------- Markdown

@@ -20,10 +20,11 @@ import sqlite3
 from collections.abc import Iterator
 from dataclasses import dataclass
 
+from .addresses import AddressError
 from .db import transaction
 from .errors import InputError, Problem
 from .model import Location, MemberStatus, Network, Recipient, Subscriber
-from .subscribers import AddressError, ExportRow, MemberRow, normalise_address
+from .subscribers import ExportRow, MemberRow, normalise_address
 from .tokens import Secrets, make_token
 
 # --------------------------------------------------------------------------- SQL

@@ -24,8 +24,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from email_validator import EmailNotValidError, validate_email
-
+from .addresses import AddressError, checked_address
 from .errors import InputError, Problem, Severity
 from .model import Location
 
@@ -53,11 +52,6 @@ _EXTRA_UNSAFE = re.compile(r"\x00")
 # The common case, checked without email-validator: plain ASCII dot-atoms on an LDH domain
 # with an alphabetic top-level label. Anything else takes the full validator; a property
 # test keeps this a strict subset of what email-validator accepts, normalised the same way.
-_PLAIN_ADDRESS = re.compile(
-    r"[A-Za-z0-9_+-]+(?:\.[A-Za-z0-9_+-]+)*"
-    r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}"
-)
-_SPECIAL_USE = ("arpa", "invalid", "local", "localhost", "onion", "test")
 
 
 # --------------------------------------------------------------------------- values
@@ -102,34 +96,23 @@ class ExportRow:
     consent_basis: str | None
 
 
-class AddressError(ValueError):
-    """Why a string is not an address we can send to."""
-
-
 # --------------------------------------------------------------------------- addresses
 
 
 def normalise_address(text: str) -> str:
     """``Jane.Smith@Exämple.ORG`` -> ``jane.smith@xn--exmple-cua.org``, or AddressError."""
     text = text.strip()
-    if _PLAIN_ADDRESS.fullmatch(text) and len(text) <= 254:
-        local, _, domain = text.rpartition("@")
-        domain = domain.lower()
-        tld = domain.rpartition(".")[2]
-        if (len(local) <= 64 and tld not in _SPECIAL_USE
-                and not any(label[2:4] == "--" for label in domain.split("."))):
-            return f"{local.lower()}@{domain}"
     if not text:
         raise AddressError("empty (every member needs an address)")
     if any(ord(c) > 127 for c in text.rpartition("@")[0]):
         raise AddressError(f"{text!r} is not a valid address (non-ASCII characters before "
                            "the @-sign need SMTPUTF8, which is not supported)")
     try:
-        valid = validate_email(text, check_deliverability=False, allow_smtputf8=False)
-    except EmailNotValidError as e:
+        address = checked_address(text)
+    except AddressError as e:
         raise AddressError(f"{text!r} is not a valid address ({e})") from e
-    local, _, domain = (valid.ascii_email or valid.normalized).rpartition("@")
-    return f"{local.lower()}@{domain.lower()}"
+    local, _, domain = address.rpartition("@")
+    return f"{local.lower()}@{domain}"
 
 
 def text_problem(value: str, limit: int = MAX_TEXT) -> str | None:

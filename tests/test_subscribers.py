@@ -14,9 +14,8 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from newsletter import subscribers
+from newsletter.addresses import _PLAIN_ADDRESS, AddressError
 from newsletter.subscribers import (
-    _PLAIN_ADDRESS,
-    AddressError,
     ExportRow,
     export_csv,
     neutralise,
