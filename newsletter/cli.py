@@ -1,6 +1,7 @@
 """The command line: parse arguments, call pipeline, map errors to exit codes. No logic.
 
-Exit codes: 0 success; 1 bad input or recipients that failed for good; 2 usage errors.
+Exit codes: 0 success; 1 bad input or recipients that failed for good; 2 usage errors (and
+a send the user declined); 130 a send stopped by Ctrl-C with members still to send.
 Errors are printed as messages; ``--debug`` shows the traceback as well.
 """
 

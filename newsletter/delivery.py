@@ -1,13 +1,15 @@
 """Around the send stage: the plan, the confirmation, proofs, dry runs, progress, status.
 
-In: a Network, one RenderedIssue (rendered once) and the state database. Out: a snapshot
-in the ledger, a run of send.Sender, and what the editor reads: the plan before, a
-progress bar (or log lines) during, the report after, ``newsletter status`` any time.
+In: a Network, one RenderedIssue (rendered once) and the state database. Out: what the
+editor reads (the plan before, a progress bar or log lines during, the report after,
+``newsletter status`` any time), the snapshot in the ledger, and a run of send.Sender.
+pipeline.send() calls these in order; the engine itself is send.py (one SMTP connection:
+session.py).
 
-    campaign(network, rendered, list_name, ...) -> exit code   newsletter send --list
-    proof(network, rendered, address)           -> exit code   newsletter send --to
-    dry_run(network, rendered, list_name, dir)  -> exit code   newsletter send --dry-run
-    status(network, slug | None, csv_out)                       newsletter status
+    plan -> confirm -> snapshot -> deliver -> report    newsletter send ISSUE --list NAME
+    proof(network, rendered, address)                    newsletter send ISSUE --to ADDRESS
+    dry_run(network, rendered, list_name, folder)        newsletter send ISSUE --dry-run DIR
+    status(network, issue | None, csv_out)               newsletter status [ISSUE]
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ import os
 import sqlite3
 import sys
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import replace
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
@@ -31,8 +34,13 @@ from .dkim import signer_for
 from .errors import DeliveryError, InputError, Problem, StateError, UsageError
 from .headers import HeaderValueError, ascii_address
 from .model import DeliveryState, Limits, Location, Network, Recipient, RenderedIssue
-from .send import Build, RunResult, Sender, send_one, transport_for
+from .outcomes import Action
+from .send import Build, RunResult, Sender
+from .session import Transport, send_one, transport_for
 from .tokens import Secrets, secrets_from_env
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
 
 # The ledger thread runs at synchronous=NORMAL under WAL. A kill -9 (the threat model)
 # cannot lose a committed transaction then: the WAL write is in the OS page cache before
@@ -43,6 +51,7 @@ from .tokens import Secrets, secrets_from_env
 # NEWSLETTER_LEDGER_SYNC=FULL restores an fsync per commit.
 LEDGER_SYNC = os.environ.get("NEWSLETTER_LEDGER_SYNC", "NORMAL").upper()
 LOG_EVERY = 5.0
+INTERRUPTED = 130  # the exit code of a send stopped by Ctrl-C, as the CLI uses for it
 
 
 # --------------------------------------------------------------------------- building bytes
@@ -85,9 +94,10 @@ def proof(network: Network, rendered: RenderedIssue, address: str) -> int:
                         message_id=f"<{rendered.slug}.proof.{stamp}@{network.sender_domain}>")
     data = build(recipient, dt.datetime.now(dt.UTC))
     attempt = asyncio.run(send_one(transport, network.sender.address, to, data))
-    if attempt.verdict.action.value != "sent":
+    if attempt.verdict.action is not Action.SENT:
+        code = f"{attempt.reply.code} " if attempt.reply.code else ""
         raise DeliveryError(f"proof not sent to {to}: {attempt.verdict.why}: "
-                            f"{attempt.reply.code or ''} {attempt.reply.text}".rstrip())
+                            f"{code}{attempt.reply.text} (at {attempt.reply.stage})")
     click.echo(f"proof of {rendered.slug} sent to {to} via {transport.where} "
                f"({attempt.reply.text})")
     return 0
@@ -102,13 +112,14 @@ def dry_run(network: Network, rendered: RenderedIssue, list_name: str, folder: P
     count = 0
     try:
         members.require_list(conn, list_name)
-        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise InputError([Problem(Location(str(folder)), "--dry-run",
+                                      f"cannot create the folder ({e.strerror or e})")]) from e
         for number, (_, recipient) in enumerate(
                 _recipients(conn, network, list_name, rendered.slug, secrets), start=1):
-            target = folder / f"{number:06d}.eml"
-            partial = target.with_name(target.name + ".partial")
-            partial.write_bytes(build(recipient, date))
-            partial.replace(target)
+            _write(folder / f"{number:06d}.eml", build(recipient, date))
             count = number
     finally:
         conn.close()
@@ -120,49 +131,64 @@ def dry_run(network: Network, rendered: RenderedIssue, list_name: str, folder: P
 # --------------------------------------------------------------------------- the campaign
 
 
-def campaign(network: Network, rendered: RenderedIssue, list_name: str, *, assume_yes: bool,
-             retry_unknown: bool, interactive: bool | None = None) -> int:
-    """Plan, confirm, snapshot, send; the exit code (1 when recipients failed for good)."""
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """What ``newsletter send`` is about to do, decided before anything is written."""
+
+    due: int  # messages this run would send
+    resuming: bool  # the ledger already holds this issue's snapshot
+    text: str  # what the editor reads before confirming
+
+
+def plan(conn: sqlite3.Connection, network: Network, rendered: RenderedIssue, list_name: str,
+         transport: Transport, *, retry_unknown: bool) -> Plan:
+    """Recipients, limits and estimated duration; refuses a resume that would go wrong."""
     slug = rendered.slug
-    transport = transport_for(network.smtp, network.sender_domain)
-    build = message_builder(network, rendered)
-    secrets = secrets_from_env()
-    conn = db.connect(network.database)
-    try:
-        record = ledger.get_send(conn, slug)
-        if record is not None:
-            _check_resume(conn, record, rendered, list_name)
-            due = _due_count(conn, slug, retry_unknown)
-            click.echo(_resume_plan(conn, record, network.limits, due, retry_unknown,
-                                    transport.where))
-            if due == 0:
-                return _finish(conn, slug, RunResult())
-        else:
-            members.require_list(conn, list_name)
-            due = sum(1 for _ in members.recipients(conn, list_name))
-            click.echo(f"{slug}: send to list {list_name}: {due} recipients "
-                       f"(unsubscribed, bounced and suppressed members are not included)")
-            click.echo(_limits_line(conn, network.limits, due, transport.where))
-        _confirm(assume_yes, interactive)
-        lock = ledger.acquire_lock(conn, slug, time.time())
-        try:
-            if ledger.get_send(conn, slug) is None:
-                written = ledger.snapshot(conn, ledger.SendRecord(
-                    slug, list_name, rendered.content_hash, rendered.subject, time.time()),
-                    _recipients(conn, network, list_name, slug, secrets))
-                click.echo(f"ledger: {written} recipients recorded as pending")
-                due = written
-            with _Progress(due) as progress:
-                sender = Sender(issue=slug, sender=network.sender.address, transport=transport,
-                                limits=network.limits, database=network.database, build=build,
-                                lock=lock, retry_unknown=retry_unknown, on_outcome=progress,
-                                synchronous=LEDGER_SYNC)
-                result = asyncio.run(sender.run())
-        finally:
-            ledger.release_lock(conn, lock)
-        return _finish(conn, slug, result)
-    finally:
-        conn.close()
+    record = ledger.get_send(conn, slug)
+    if record is None:
+        members.require_list(conn, list_name)
+        due = sum(1 for _ in members.recipients(conn, list_name))
+        return Plan(due, False, (
+            f"{slug}: send to list {list_name}: {due} recipients (unsubscribed, bounced and "
+            f"suppressed members are not included)\n"
+            + _limits_line(conn, network.limits, due, transport.where)))
+    _check_resume(conn, record, rendered, list_name)
+    due = _due_count(conn, slug, retry_unknown)
+    return Plan(due, True, _resume_plan(conn, record, network.limits, due, retry_unknown,
+                                        transport.where))
+
+
+def confirm(assume_yes: bool) -> None:
+    """Ask at a terminal; without one, refuse unless --yes (nothing is changed either way)."""
+    if assume_yes:
+        return
+    if sys.stdin is None or not sys.stdin.isatty():
+        raise UsageError("not sending: nobody is at a terminal to confirm; "
+                         "pass --yes to send without asking")
+    if not click.confirm("Send now?", default=False):
+        raise UsageError("not sent (nothing was changed)")
+
+
+def snapshot(conn: sqlite3.Connection, network: Network, rendered: RenderedIssue,
+             list_name: str, secrets: Secrets) -> None:
+    """Every recipient as a pending ledger row, in one transaction, before any connection."""
+    if ledger.get_send(conn, rendered.slug) is not None:  # a run that held the lock did it
+        return
+    written = ledger.snapshot(conn, ledger.SendRecord(
+        rendered.slug, list_name, rendered.content_hash, rendered.subject, time.time()),
+        _recipients(conn, network, list_name, rendered.slug, secrets))
+    click.echo(f"ledger: {written} recipients recorded as pending")
+
+
+def deliver(network: Network, slug: str, transport: Transport, build: Build,
+            lock: ledger.Lock, *, due: int, retry_unknown: bool) -> RunResult:
+    """Run the send engine over the due rows, with a progress bar or log lines."""
+    with _Progress(due) as progress:
+        sender = Sender(issue=slug, sender=network.sender.address, transport=transport,
+                        limits=network.limits, database=network.database, build=build,
+                        lock=lock, retry_unknown=retry_unknown, on_outcome=progress,
+                        synchronous=LEDGER_SYNC)
+        return asyncio.run(sender.run())
 
 
 def _check_resume(conn: sqlite3.Connection, record: ledger.SendRecord,
@@ -233,21 +259,14 @@ def _limits_line(conn: sqlite3.Connection, limits: Limits, due: int, where: str)
             f"{', '.join(parts) or 'none'}{today}; {due} to send, {estimate}")
 
 
-def _confirm(assume_yes: bool, interactive: bool | None) -> None:
-    if assume_yes:
-        return
-    if interactive is None:
-        interactive = sys.stdin is not None and sys.stdin.isatty()
-    if not interactive:
-        raise UsageError("not sending: nobody is at a terminal to confirm; "
-                         "pass --yes to send without asking")
-    if not click.confirm("Send now?", default=False):
-        raise UsageError("not sent (nothing was changed)")
+def report(conn: sqlite3.Connection, slug: str, result: RunResult | None) -> int:
+    """Print where the send stands; the exit code (1: recipients failed for good).
 
-
-def _finish(conn: sqlite3.Connection, slug: str, result: RunResult) -> int:
-    """Print the report; DeliveryError when the run was stopped by an error."""
+    ``result`` is None when nothing was due. DeliveryError when the run was stopped by an
+    error the user must fix.
+    """
     c = ledger.counts(conn, slug)
+    result = result or RunResult()
     this_run = ", ".join(f"{n} {state}" for state, n in sorted(result.outcomes.items()))
     if this_run:
         click.echo(f"this run: {this_run}")
@@ -276,6 +295,8 @@ def _finish(conn: sqlite3.Connection, slug: str, result: RunResult) -> int:
         raise DeliveryError(f"sending stopped: {result.stopped}\n  {left} recipients are "
                             "still pending; nothing was skipped: run the same command again "
                             "once it is fixed")
+    if result.interrupted and left:
+        return INTERRUPTED  # not finished: a script must not take this for done
     if failed:
         click.echo(f"  {failed} failed for good: `newsletter status {slug}` shows why",
                    err=True)
@@ -289,14 +310,16 @@ def _finish(conn: sqlite3.Connection, slug: str, result: RunResult) -> int:
 class _Progress:
     """A rich progress bar on a terminal; a log line every few seconds otherwise."""
 
+    FINAL = frozenset({"sent", "failed", "unknown", "suppressed", "expired"})
+
     def __init__(self, total: int) -> None:
         self.total = total
         self.done = 0
         self.counts: dict[str, int] = {}
         self.started = time.monotonic()
         self.last_log = self.started
-        self.bar: object | None = None
-        self._advance: Callable[[], None] | None = None
+        self._bar: Progress | None = None
+        self._task: TaskID | None = None
 
     def __enter__(self) -> _Progress:
         if sys.stderr.isatty() and self.total:
@@ -309,32 +332,27 @@ class _Progress:
                 TimeRemainingColumn,
             )
 
-            bar = Progress(TextColumn("sending"), BarColumn(), MofNCompleteColumn(),
-                           TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
-                           console=Console(stderr=True), transient=False)
-            task = bar.add_task("send", total=self.total, rate="")
-            bar.start()
-            self.bar = bar
-
-            def advance() -> None:
-                elapsed = max(1e-6, time.monotonic() - self.started)
-                bar.update(task, advance=1, rate=f"{self.done / elapsed:.1f}/s")
-
-            self._advance = advance
+            self._bar = Progress(TextColumn("sending"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[rate]}"), TimeRemainingColumn(),
+                                 console=Console(stderr=True))
+            self._task = self._bar.add_task("send", total=self.total, rate="")
+            self._bar.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.stop()  # type: ignore[attr-defined]
+        if self._bar is not None:
+            self._bar.stop()
         elif self.done:
             self._log()
 
     def __call__(self, state: str) -> None:
         self.counts[state] = self.counts.get(state, 0) + 1
-        if state in ("sent", "failed", "unknown", "suppressed", "expired"):
+        if state in self.FINAL:  # a deferred row comes round again: not done yet
             self.done += 1
-        if self._advance is not None:
-            self._advance()
+        if self._bar is not None and self._task is not None:
+            elapsed = max(1e-6, time.monotonic() - self.started)
+            self._bar.update(self._task, completed=self.done,
+                             rate=f"{self.done / elapsed:.1f}/s")
         elif time.monotonic() - self.last_log >= LOG_EVERY:
             self._log()
 
@@ -352,22 +370,31 @@ class _Progress:
 # --------------------------------------------------------------------------- status
 
 
-def status(network: Network, slug: str | None, csv_out: Path | None) -> None:
-    """Counts per issue; for one issue every failure, deferral and unknown; CSV export."""
+def status(network: Network, issue: Path | None, csv_out: Path | None) -> None:
+    """Counts per issue; for one issue every failure, deferral and unknown; CSV export.
+
+    An issue is found in the ledger by its slug (the file name), so the status of a sent
+    issue still shows after its file is renamed or removed.
+    """
+    slug = issue.stem if issue is not None else None
     conn = db.connect(network.database)
     try:
         sends = ledger.all_sends(conn)
-        if slug is not None:
+        if issue is not None:
             sends = [s for s in sends if s.issue == slug]
+            if not sends and not issue.is_file():
+                raise InputError([Problem(
+                    Location(str(issue)), "", "no such issue file, and nothing was sent as "
+                    f"{slug!r}", hint="`newsletter status` lists every issue sent")])
             if not sends:
-                click.echo(f"{slug}: not sent yet (newsletter send ISSUE --list NAME)")
+                click.echo(f"{slug}: not sent yet (newsletter send {issue} --list NAME)")
         elif not sends:
             click.echo("nothing has been sent yet")
         for record in sends:
             c = ledger.counts(conn, record.issue)
             click.echo(f"{record.issue}  list {record.list_name}  started "
                        f"{_when(record.created_at)}  {_counts_text(c)}")
-            if slug is not None:
+            if issue is not None:
                 for line in _problem_lines(conn, record.issue):
                     click.echo(line)
         if csv_out is not None:
@@ -383,8 +410,8 @@ def _problem_lines(conn: sqlite3.Connection, slug: str) -> Iterator[str]:
         yield (f"  {crashes} resent after a crash (in flight when a run was killed; same "
                "Message-ID)")
     for row in ledger.rows(conn, slug, problems_only=True):
-        code = " ".join(str(x) for x in (row.reply_code, row.enhanced_code) if x)
-        why = f"{code} {row.reply_text or ''}".strip()
+        # the reply text starts with its enhanced code when it has one: "450 4.2.1 busy"
+        why = " ".join(str(x) for x in (row.reply_code, row.reply_text) if x)
         if row.state is DeliveryState.DEFERRED:
             yield (f"  deferred  {row.address}  attempt {row.attempts}, next "
                    f"{_when(row.next_attempt_at)}: {why}")
@@ -400,7 +427,7 @@ CSV_COLUMNS = ("issue", "address", "state", "attempts", "reply_code", "enhanced_
 
 
 def _write_csv(conn: sqlite3.Connection, sends: list[ledger.SendRecord], path: Path) -> None:
-    from .subscribers import neutralise
+    from .subscribers import neutralise, write_export
 
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
@@ -412,9 +439,19 @@ def _write_csv(conn: sqlite3.Connection, sends: list[ledger.SendRecord], path: P
                 r.enhanced_code or "", r.reply_text or "", r.stage or "",
                 _iso(r.first_attempt_at), _iso(r.last_attempt_at), _iso(r.next_attempt_at),
                 _iso(r.sent_at), r.message_id, r.resent_after_crash)])
+    write_export(path, buffer.getvalue())
+
+
+def _write(path: Path, data: bytes) -> None:
+    """Write a whole file or nothing (a .partial renamed into place): dry-run messages."""
     partial = path.with_name(path.name + ".partial")
-    partial.write_bytes(b"\xef\xbb\xbf" + buffer.getvalue().encode("utf-8"))
-    partial.replace(path)
+    try:
+        partial.write_bytes(data)
+        partial.replace(path)
+    except OSError as e:
+        partial.unlink(missing_ok=True)
+        raise InputError([Problem(Location(str(path)), "",
+                                  f"cannot write the file ({e.strerror or e})")]) from e
 
 
 # --------------------------------------------------------------------------- words

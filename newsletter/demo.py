@@ -28,6 +28,7 @@ from .model import Location
 
 COPIED = ("issues", "templates", "subscribers")
 LIST_NAME = "members"
+HEADER = "# A copy made by `newsletter demo`: local SMTP, no limits.\n"
 
 
 class MaildirHandler:
@@ -58,6 +59,11 @@ def _project_copy(config: Path, folder: Path, port: int) -> Path:
             "run the demo in the project folder (where newsletter.yaml is), or pass "
             "--config"))])
     root = config.resolve().parent
+    copy = folder / "newsletter.yaml"
+    if copy.exists() and not copy.read_text(encoding="utf-8").startswith(HEADER):
+        raise InputError([Problem(Location(str(folder)), "--output", (
+            "holds a newsletter.yaml the demo did not write; the demo would replace it"),
+            hint="give the demo a folder of its own, e.g. -o demo")])
     folder.mkdir(parents=True, exist_ok=True)
     for name in COPIED:
         if (root / name).is_dir():
@@ -68,9 +74,7 @@ def _project_copy(config: Path, folder: Path, port: int) -> Path:
     settings["limits"] = {"per_second": 0, "per_minute": 0, "per_hour": 0, "per_day": 0,
                           "concurrency": 2, "batch_size": 0, "batch_pause": 0}
     settings["database"] = "state.db"
-    copy = folder / "newsletter.yaml"
-    copy.write_text("# A copy made by `newsletter demo`: local SMTP, no limits.\n"
-                    + yaml.safe_dump(settings, sort_keys=False, allow_unicode=True),
+    copy.write_text(HEADER + yaml.safe_dump(settings, sort_keys=False, allow_unicode=True),
                     encoding="utf-8")
     for stale in ("state.db", "state.db-wal", "state.db-shm"):
         (folder / stale).unlink(missing_ok=True)
@@ -89,13 +93,8 @@ def _demo_environment(folder: Path) -> None:
 
 
 def _step(title: str, action: Any, *args: Any, **kwargs: Any) -> Any:
-    """Run one stage; a stage that is not built yet is reported and skipped."""
     click.secho(f"\n== {title}", bold=True)
-    try:
-        return action(*args, **kwargs)
-    except (NotImplementedError, ImportError) as e:
-        click.echo(f"   (skipped: not available in this version: {e or type(e).__name__})")
-        return None
+    return action(*args, **kwargs)
 
 
 def _newest_issue(root: Path) -> Path | None:
@@ -123,6 +122,9 @@ def run_demo(config: Path, folder: Path) -> None:
     maildir = folder / "mail"
     if maildir.exists():
         shutil.rmtree(maildir)
+    click.echo(f"newsletter demo: the sample issues and members, copied into {folder}/, are "
+               "built, archived and sent to a\ntest mail server on this machine. Nothing "
+               "leaves 127.0.0.1; the project's own state is not touched.")
 
     for issue in sorted((root / "issues").glob("*.yaml")):
         _step(f"build {issue.stem}", pipeline.build, copy, issue, folder / "build" / issue.stem)
@@ -139,19 +141,25 @@ def run_demo(config: Path, folder: Path) -> None:
     controller = Controller(handler, hostname="127.0.0.1", port=port)
     controller.start()
     try:
-        _step(f"send {newest.stem} to {LIST_NAME} via 127.0.0.1:{port}", pipeline.send, copy,
-              newest, LIST_NAME, proof_to=None, dry_run=None, assume_yes=True,
-              retry_unknown=False)
+        _step(f"send {newest.stem} to list {LIST_NAME} (test server on 127.0.0.1:{port})",
+              pipeline.send, copy, newest, LIST_NAME, proof_to=None, dry_run=None,
+              assume_yes=True, retry_unknown=False)
     finally:
         controller.stop()
-    _step("status", pipeline.status, copy, newest, None)
+    _step(f"status {newest.stem}", pipeline.status, copy, newest, None)
 
-    click.secho("\n== where things are", bold=True)
-    click.echo(f"   mail:    {maildir}/new/ ({handler.count} messages received by the local "
-               "server; e.g. `mutt -f " + str(maildir) + "`)")
-    site = folder / "site" / "index.html"
-    if site.exists():
-        click.echo(f"   archive: {site} (or `newsletter --config {copy} serve -d "
-                   f"{folder / 'site'}`)")
-    click.echo(f"   builds:  {folder / 'build'}/<issue>/email.html, email.txt, email.eml")
-    click.echo(f"   state:   {root / 'state.db'} (`newsletter --config {copy} status`)")
+    config_option = f"--config {copy}"
+    click.secho("\n== where to look", bold=True)
+    click.echo(f"   the mail:     {maildir}/new/: {handler.count} messages as the server "
+               f"received them,\n"
+               f"                 one file per member (any text editor, or `mutt -f {maildir}`)")
+    click.echo(f"   one email:    {folder / 'build' / newest.stem}/email.html (in a browser), "
+               "email.txt, email.eml")
+    click.echo(f"   the archive:  {folder / 'site'}/index.html")
+    click.echo(f"   the ledger:   `newsletter {config_option} status {newest.stem}` "
+               "(add --csv FILE for every recipient)")
+    click.echo(f"   try more:     `newsletter {config_option} subscribers list`;\n"
+               f"                 NEWSLETTER_SECRET=$(cat {folder / 'demo-secret.txt'}) "
+               f"newsletter {config_option} serve -d {folder / 'site'}\n"
+               "                 (the archive and the unsubscribe endpoint on "
+               "http://127.0.0.1:8000/)")

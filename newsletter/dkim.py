@@ -27,7 +27,9 @@ SIGNED_HEADERS: tuple[bytes, ...] = (
     b"from", b"to", b"subject", b"date", b"message-id", b"reply-to", b"mime-version",
     b"content-type", b"list-id", b"list-unsubscribe", b"list-unsubscribe-post",
 )
-_LABEL = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+# RFC 6376 §3.1: a selector is one or more DNS labels ("news2016", "mail.2016").
+_SELECTOR = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                       r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,8 +61,12 @@ def signer_for(smtp: Smtp, sender_domain: str,
     if not key_path:
         problems.append(Problem(where, "smtp.dkim_key", "required when smtp.dkim_selector is "
                                 "set", hint="or set NEWSLETTER_DKIM_KEY to the key file"))
-    if not _LABEL.match(selector):
-        problems.append(Problem(where, "smtp.dkim_selector", f"not a DNS label: {selector!r}"))
+    if not selector:
+        problems.append(Problem(where, "smtp.dkim_selector", "required when smtp.dkim_key is "
+                                "set", hint="or set NEWSLETTER_DKIM_SELECTOR"))
+    elif not _SELECTOR.match(selector):
+        problems.append(Problem(where, "smtp.dkim_selector",
+                                f"expected a DNS label like news2016, found {selector!r}"))
     key = b""
     if key_path:
         try:

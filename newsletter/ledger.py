@@ -15,7 +15,9 @@ import os
 import secrets
 import socket
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from .db import transaction
@@ -83,18 +85,15 @@ SELECT min(next_attempt_at) FROM deliveries WHERE issue = ? AND state = 'deferre
 """
 SENT_SINCE = "SELECT count(*) FROM deliveries WHERE sent_at >= ?"
 OLDEST_SENT_SINCE = "SELECT min(sent_at) FROM deliveries WHERE sent_at >= ?"
+SENT_TIMES_SINCE = "SELECT sent_at FROM deliveries WHERE sent_at >= ?"
 ROWS = """
 SELECT id, subscriber_id, address, state, attempts, first_attempt_at, last_attempt_at,
        next_attempt_at, sent_at, reply_code, enhanced_code, reply_text, stage, message_id,
        resent_after_crash
-FROM deliveries WHERE issue = ? ORDER BY id
-"""
-ROWS_IN_STATES = """
-SELECT id, subscriber_id, address, state, attempts, first_attempt_at, last_attempt_at,
-       next_attempt_at, sent_at, reply_code, enhanced_code, reply_text, stage, message_id,
-       resent_after_crash
-FROM deliveries WHERE issue = ? AND state IN ('failed', 'deferred', 'unknown', 'expired')
-ORDER BY state, id
+FROM deliveries
+WHERE issue = :issue
+  AND (NOT :problems_only OR state IN ('failed', 'deferred', 'unknown', 'expired'))
+ORDER BY CASE WHEN :problems_only THEN state END, id
 """
 FORGET = """
 UPDATE deliveries SET address = '', greeting = '', unsubscribe_url = '', list_unsubscribe = '',
@@ -177,9 +176,6 @@ class Row:
     stage: str | None
     message_id: str
     resent_after_crash: int
-
-
-# --------------------------------------------------------------------------- transactions
 
 
 # --------------------------------------------------------------------------- the snapshot
@@ -302,8 +298,13 @@ def oldest_sent_since(conn: sqlite3.Connection, since: float) -> float | None:
     return value
 
 
+def sent_times_since(conn: sqlite3.Connection, since: float) -> list[float]:
+    """When each message since ``since`` was accepted (all issues): the rate windows' start."""
+    return [row[0] for row in conn.execute(SENT_TIMES_SINCE, (since,))]
+
+
 def rows(conn: sqlite3.Connection, issue: str, *, problems_only: bool = False) -> Iterator[Row]:
-    for row in conn.execute(ROWS_IN_STATES if problems_only else ROWS, (issue,)):
+    for row in conn.execute(ROWS, {"issue": issue, "problems_only": int(problems_only)}):
         yield Row(id=row[0], subscriber_id=row[1], address=row[2], state=DeliveryState(row[3]),
                   attempts=row[4], first_attempt_at=row[5], last_attempt_at=row[6],
                   next_attempt_at=row[7], sent_at=row[8], reply_code=row[9],
@@ -345,6 +346,16 @@ def acquire_lock(conn: sqlite3.Connection, issue: str, now: float) -> Lock:
             conn.execute(DELETE_LOCK)
         conn.execute(INSERT_LOCK, (issue, os.getpid(), host, token, now, now))
     return Lock(issue, token)
+
+
+@contextmanager
+def locked(conn: sqlite3.Connection, issue: str) -> Iterator[Lock]:
+    """Hold the sending lock for the ``with`` block (acquire_lock, then release_lock)."""
+    lock = acquire_lock(conn, issue, time.time())
+    try:
+        yield lock
+    finally:
+        release_lock(conn, lock)
 
 
 def heartbeat(conn: sqlite3.Connection, lock: Lock, now: float) -> None:

@@ -17,11 +17,13 @@ import datetime as dt
 import hashlib
 import re
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from .addresses import AddressError
-from .db import transaction
+from .db import connect, transaction
 from .errors import InputError, Problem
 from .model import Location, MemberStatus, Network, Recipient, Subscriber
 from .subscribers import ExportRow, MemberRow, normalise_address
@@ -46,25 +48,20 @@ RECIPIENTS_PAGE = """
     LIMIT :limit
 """
 
-MEMBERSHIP_STATUS = """
-    SELECT m.status, s.email, s.email_hash
-    FROM subscribers s
-    LEFT JOIN memberships m ON m.subscriber_id = s.id
-         AND m.list_id = (SELECT id FROM lists WHERE name = :list_name)
-    WHERE s.id = :subscriber_id
+SUPPRESSED_HASH = """
+    SELECT 1 FROM suppression x WHERE x.hash = :hash
+    AND (x.list_id IS NULL OR x.list_id = (SELECT id FROM lists WHERE name = :list_name))
 """
-
-HASH_SUPPRESSED = """
-    SELECT EXISTS (SELECT 1 FROM suppression x WHERE x.hash = :hash
-                   AND (x.list_id IS NULL
-                        OR x.list_id = (SELECT id FROM lists WHERE name = :list_name)))
+# Sendable: subscribed to the list right now, not erased, not in the suppression list.
+SENDABLE = """
+    SELECT 1 FROM subscribers s JOIN memberships m ON m.subscriber_id = s.id
+    WHERE s.id = :subscriber_id AND s.email IS NOT NULL AND m.status = 'subscribed'
+      AND m.list_id = (SELECT id FROM lists WHERE name = :list_name)
+      AND NOT EXISTS (SELECT 1 FROM suppression x WHERE x.hash = s.email_hash
+                      AND (x.list_id IS NULL OR x.list_id = m.list_id))
 """
 
 SUBSCRIBER_BY_EMAIL = "SELECT id, email, name, organisation, uid FROM subscribers WHERE email = ?"
-SUBSCRIBER_BY_UID = """
-    SELECT id, email, name, organisation, uid FROM subscribers
-    WHERE uid = ? AND email IS NOT NULL
-"""
 MEMBER_OF_LIST = """
     SELECT s.id FROM subscribers s JOIN memberships m ON m.subscriber_id = s.id
     JOIN lists l ON l.id = m.list_id
@@ -76,20 +73,17 @@ MEMBERSHIP = """
     SELECT m.status FROM memberships m JOIN lists l ON l.id = m.list_id
     WHERE m.subscriber_id = ? AND l.name = ?
 """
-STATUSES = """
-    SELECT l.name, m.status FROM memberships m JOIN lists l ON l.id = m.list_id
-    WHERE m.subscriber_id = ? ORDER BY m.changed_at DESC, l.name
+# subscribed if on any list, else the latest change
+STATUS = """
+    SELECT m.status FROM memberships m WHERE m.subscriber_id = ?
+    ORDER BY m.status = 'subscribed' DESC, m.changed_at DESC LIMIT 1
 """
 
 # Leaving: memberships that are still subscribed move on; the suppression row is the memory.
-LEAVE_LIST = """
+LEAVE = """
     UPDATE memberships SET status = :status, changed_at = :now, reason = :reason
     WHERE subscriber_id = :subscriber_id AND status = 'subscribed'
-      AND list_id = (SELECT id FROM lists WHERE name = :list_name)
-"""
-LEAVE_ALL = """
-    UPDATE memberships SET status = :status, changed_at = :now, reason = :reason
-    WHERE subscriber_id = :subscriber_id AND status = 'subscribed'
+      AND (:list_name IS NULL OR list_id = (SELECT id FROM lists WHERE name = :list_name))
 """
 SUPPRESS = """
     INSERT OR IGNORE INTO suppression (hash, list_id, reason, at)
@@ -207,15 +201,39 @@ def now_text() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def address_hash(conn: sqlite3.Connection, email: str) -> str:
+def address_hasher(conn: sqlite3.Connection) -> Callable[[str], str]:
     """Salted sha256 of a normalised address: what the suppression list remembers."""
     salt: str = conn.execute(SALT).fetchone()[0]
-    return hashlib.sha256(f"{salt}:{email}".encode()).hexdigest()
+    base = hashlib.sha256(f"{salt}:".encode())  # copied per address: the salt is hashed once
+
+    def hashed(email: str) -> str:
+        h = base.copy()
+        h.update(email.encode())
+        return h.hexdigest()
+
+    return hashed
 
 
-def _hasher(conn: sqlite3.Connection) -> hashlib._Hash:
-    salt: str = conn.execute(SALT).fetchone()[0]
-    return hashlib.sha256(f"{salt}:".encode())
+def address_hash(conn: sqlite3.Connection, email: str) -> str:
+    return address_hasher(conn)(email)
+
+
+@contextmanager
+def existing(database: Path) -> Iterator[sqlite3.Connection]:
+    """The state database for commands about members already imported (never created)."""
+    if not database.is_file():
+        raise InputError([Problem(Location(str(database)), "", "no members yet (the state "
+                                  "database does not exist)",
+                                  hint="import some first: newsletter subscribers import "
+                                       "FILE.csv --list NAME")])
+    with closing(connect(database)) as conn:
+        yield conn
+
+
+def _not_a_member(email: str, where: str = "") -> InputError:
+    return InputError([Problem(Location("command line"), "EMAIL",
+                               f"{email!r} is not a member{where}",
+                               hint="check the spelling with 'newsletter subscribers list'")])
 
 
 def _subscriber(row: sqlite3.Row, status: MemberStatus) -> Subscriber:
@@ -272,13 +290,8 @@ def recipients(conn: sqlite3.Connection, list_name: str) -> Iterator[Subscriber]
 
 def is_suppressed(conn: sqlite3.Connection, subscriber_id: int, list_name: str) -> bool:
     """True unless the member is, right now, subscribed to the list and not suppressed."""
-    row = conn.execute(MEMBERSHIP_STATUS,
-                       {"list_name": list_name, "subscriber_id": subscriber_id}).fetchone()
-    if row is None or row["status"] != MemberStatus.SUBSCRIBED or row["email"] is None:
-        return True
-    suppressed = conn.execute(HASH_SUPPRESSED,
-                              {"hash": row["email_hash"], "list_name": list_name}).fetchone()
-    return bool(suppressed[0])
+    return conn.execute(SENDABLE, {"list_name": list_name,
+                                   "subscriber_id": subscriber_id}).fetchone() is None
 
 
 def mark_bounced(conn: sqlite3.Connection, subscriber_id: int, list_name: str,
@@ -305,7 +318,7 @@ def _leave(conn: sqlite3.Connection, subscriber_id: int, list_name: str | None,
         list_id = None if list_name is None else _list_id(conn, list_name)
         params = {"status": str(status), "now": now, "reason": reason,
                   "subscriber_id": subscriber_id, "list_name": list_name}
-        changed = conn.execute(LEAVE_ALL if list_name is None else LEAVE_LIST, params).rowcount
+        changed = conn.execute(LEAVE, params).rowcount
         if row is not None and row[0] is not None and (list_name is None or list_id):
             changed += conn.execute(SUPPRESS, {"hash": row[0], "list_id": list_id,
                                                "reason": str(status), "now": now}).rowcount
@@ -338,27 +351,26 @@ def recipient_for(subscriber: Subscriber, list_name: str, issue_slug: str, netwo
     )
 
 
+def unsubscribe_address(conn: sqlite3.Connection, email: str, list_name: str | None,
+                        reason: str) -> tuple[str, bool]:
+    """An editor's unsubscribe: (the stored address, whether anything changed).
+
+    InputError when the address is no member (of ``list_name``, when given).
+    """
+    member = find_by_email(conn, email)
+    if member is None or (list_name is not None
+                          and membership_status(conn, member.id, list_name) is None):
+        raise _not_a_member(email, f" of list {list_name!r}" if list_name else "")
+    return member.email, unsubscribe(conn, member.id, list_name, reason)
+
+
 # --------------------------------------------------------------------------- look-ups
 
 
-def _status(conn: sqlite3.Connection, subscriber_id: int, email: str | None,
-            list_name: str | None) -> MemberStatus:
-    if email is None:
-        return MemberStatus.REMOVED
-    statuses = [(row[0], MemberStatus(row[1])) for row in conn.execute(STATUSES,
-                                                                       (subscriber_id,))]
-    if list_name is not None:
-        statuses = [s for s in statuses if s[0] == list_name]
-    if any(status is MemberStatus.SUBSCRIBED for _, status in statuses):
-        return MemberStatus.SUBSCRIBED
-    return statuses[0][1] if statuses else MemberStatus.UNSUBSCRIBED
-
-
-def find_by_email(conn: sqlite3.Connection, email: str, *,
-                  list_name: str | None = None) -> Subscriber | None:
+def find_by_email(conn: sqlite3.Connection, email: str) -> Subscriber | None:
     """The member with this address (any case, any IDN form), or None.
 
-    Status: on ``list_name`` when given, else subscribed if on any list, else the latest.
+    Status: subscribed if on any list, else the latest change.
     """
     try:
         normal = normalise_address(email)
@@ -367,7 +379,8 @@ def find_by_email(conn: sqlite3.Connection, email: str, *,
     row = conn.execute(SUBSCRIBER_BY_EMAIL, (normal,)).fetchone()
     if row is None:
         return None
-    return _subscriber(row, _status(conn, row["id"], row["email"], list_name))
+    status = conn.execute(STATUS, (row["id"],)).fetchone()
+    return _subscriber(row, MemberStatus(status[0]) if status else MemberStatus.UNSUBSCRIBED)
 
 
 def member_id_for(conn: sqlite3.Connection, uid: str, list_name: str) -> int | None:
@@ -376,27 +389,11 @@ def member_id_for(conn: sqlite3.Connection, uid: str, list_name: str) -> int | N
     return None if row is None else int(row[0])
 
 
-def find_by_uid(conn: sqlite3.Connection, uid: str, list_name: str | None = None
-                ) -> Subscriber | None:
-    """The member with this uid (None if unknown or removed)."""
-    row = conn.execute(SUBSCRIBER_BY_UID, (uid,)).fetchone()
-    if row is None:
-        return None
-    return _subscriber(row, _status(conn, row["id"], row["email"], list_name))
-
-
 def membership_status(conn: sqlite3.Connection, subscriber_id: int, list_name: str
                       ) -> MemberStatus | None:
     """The member's status on one list; None when they were never on it."""
     row = conn.execute(MEMBERSHIP, (subscriber_id, list_name)).fetchone()
     return None if row is None else MemberStatus(row[0])
-
-
-def is_address_suppressed(conn: sqlite3.Connection, email: str, list_name: str | None) -> bool:
-    """Is this address (normalised) in the suppression list for the list (or for all)?"""
-    row = conn.execute(HASH_SUPPRESSED, {"hash": address_hash(conn, email),
-                                         "list_name": list_name}).fetchone()
-    return bool(row[0])
 
 
 # --------------------------------------------------------------------------- removal
@@ -414,12 +411,11 @@ def remove(conn: sqlite3.Connection, email: str, reason: str = "removed") -> Sub
     with transaction(conn):
         row = conn.execute(SUBSCRIBER_BY_EMAIL, (normal,)).fetchone()
         if row is None:
-            if is_address_suppressed(conn, normal, None):
+            if conn.execute(SUPPRESSED_HASH, {"hash": address_hash(conn, normal),
+                                              "list_name": None}).fetchone():
                 raise InputError([Problem(where, "EMAIL", f"{email!r} was already removed "
                                           "(only its suppression hash is kept)")])
-            raise InputError([Problem(where, "EMAIL", f"{email!r} is not a member",
-                                      hint="check the spelling with 'newsletter subscribers "
-                                           "list'")])
+            raise _not_a_member(email)
         now = now_text()
         conn.execute(SUPPRESS, {"hash": address_hash(conn, normal), "list_id": None,
                                 "reason": "removed", "now": now})
@@ -460,13 +456,7 @@ def import_rows(conn: sqlite3.Connection, list_name: str, rows: tuple[MemberRow,
                 dry_run: bool = False) -> ImportResult:
     """Add validated rows to a list in one transaction (rolled back when ``dry_run``)."""
     now = now_text()
-    base = _hasher(conn)
-
-    def hashed(email: str) -> str:
-        h = base.copy()
-        h.update(email.encode())
-        return h.hexdigest()
-
+    hashed = address_hasher(conn)
     if conn.in_transaction:
         raise RuntimeError("import_rows runs its own transaction")
     conn.execute("PRAGMA temp_store = MEMORY")  # the staging table never needs the disk

@@ -142,6 +142,8 @@ def lost(stage: Stage) -> Verdict:
     if stage in (Stage.DOT, Stage.DATA):
         return Verdict(Action.UNKNOWN, reconnect=True,
                        why="connection lost waiting for the reply to the message")
+    if stage is Stage.CONNECT:
+        return Verdict(Action.RETRY, reconnect=True, why="could not connect to the server")
     return Verdict(Action.RETRY, reconnect=True, why="connection lost before the message")
 
 

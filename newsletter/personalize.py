@@ -8,9 +8,11 @@ break, so a value encoded on its own starts at column 0 and lines stay <= 76.
 
 ``assemble`` only validates and encodes the few per-recipient values (To, Date,
 Message-ID, List-Unsubscribe, List-Unsubscribe-Post, greeting, unsubscribe URL) and joins
-bytes. No EmailMessage is built per recipient, and nothing re-folds List-Unsubscribe:
-it is written literally on one line, however long (never an RFC 2047 encoded-word).
+bytes. No EmailMessage is built per recipient (``email.policy`` would turn a long
+unsubscribe URL into an RFC 2047 encoded-word, which breaks one-click unsubscribe).
 
+Header lines stay within 78 columns: values are folded at spaces, List-Unsubscribe between
+its entries, so each of its lines carries one URL, written literally however long it is.
 All line endings are CRLF; every header value is checked by headers.py first.
 """
 
@@ -31,6 +33,7 @@ from .model import Issue, Network, Recipient, RenderedIssue, RenderMode, Slot
 from .urls import url_problem
 
 MAX_LINE = 998
+FOLD_AT = 78
 ONE_CLICK = "List-Unsubscribe=One-Click"
 PLACEHOLDER_ADDRESS = "member@example.invalid"
 
@@ -106,16 +109,31 @@ def _body(text: str, fields: dict[Slot, _Field]) -> list[bytes | _Field]:
 
 
 def _header(name: str, value: str) -> bytes:
-    """A header line for a value we composed ourselves (already checked)."""
-    line = f"{name}: {value}\r\n".encode("ascii")
-    if len(line) > MAX_LINE + 2:
+    """A header line for an ASCII value we composed ourselves (already checked), folded at
+    spaces so lines stay within 78 columns; a longer word keeps a line of its own."""
+    lines = [f"{name}:"]
+    for word in value.split(" "):
+        if word and len(lines[-1]) + 1 + len(word) > FOLD_AT and lines[-1] != f"{name}:":
+            lines.append("")
+        lines[-1] += " " + word
+    if max(len(line) for line in lines) > MAX_LINE:
         raise HeaderValueError(f"{name}: longer than {MAX_LINE} characters")
-    return line
+    return ("\r\n".join(lines) + "\r\n").encode("ascii")
 
 
-def _mailbox(name: str, address: str, what: str) -> str:
+def _phrase(name: str, angle: str, field: str) -> bytes:
+    """``Display Name <angle>`` (From, Reply-To, List-Id): non-ASCII names become RFC 2047
+    encoded-words of at most 75 characters each (``formataddr`` writes one of any length)."""
+    if name.isascii():
+        return _header(field, formataddr((name, angle)))
+    # 64 leaves room for "Reply-To: " before the first encoded-word on its line
+    words = Header(name, "utf-8").encode(maxlinelen=64).split()
+    return _header(field, " ".join([*words, f"<{angle}>"]))
+
+
+def _mailbox(field: str, name: str, address: str, what: str) -> bytes:
     check_value(f"{what} name", name)
-    return formataddr((name, ascii_address(address, f"{what} address")), charset="utf-8")
+    return _phrase(name, ascii_address(address, f"{what} address"), field)
 
 
 def _subject(subject: str) -> bytes:
@@ -138,16 +156,15 @@ def prepare(rendered: RenderedIssue, network: Network, *,
         raise ValueError("prepare() needs an EMAIL render (the archive render has no slots)")
     boundary = "==nl_" + rendered.content_hash[:32]
     parts: list[bytes | _Field] = [b"Date: ", _Field.DATE, b"\r\n"]
-    head = [_header("From", _mailbox(network.sender.name, network.sender.address, "sender"))]
+    head = [_mailbox("From", network.sender.name, network.sender.address, "sender")]
     if network.reply_to is not None:
-        head.append(_header("Reply-To", _mailbox(network.reply_to.name,
-                                                 network.reply_to.address, "reply_to")))
+        head.append(_mailbox("Reply-To", network.reply_to.name, network.reply_to.address,
+                             "reply_to"))
     parts += [*head, b"To: ", _Field.TO, b"\r\n", _subject(subject_prefix + rendered.subject),
               b"Message-ID: ", _Field.MESSAGE_ID, b"\r\n"]
     check_value("List-Id label", network.list_id.label)
-    list_id = formataddr((check_value("List-Id name", network.list_id.name),
-                          network.list_id.label), charset="utf-8")
-    parts.append(_header("List-Id", list_id))
+    check_value("List-Id name", network.list_id.name)
+    parts.append(_phrase(network.list_id.name, network.list_id.label, "List-Id"))
     if url_problem(network.archive_url) is None:
         archive = check_value("archive_url", network.archive_url)
         parts.append(_header("List-Archive", f"<{archive}>"))
@@ -184,6 +201,8 @@ _ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=
                       r"@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
                       r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+")
 _MESSAGE_ID = re.compile(r"<[!-;=?-~]+@[A-Za-z0-9.-]+>")  # no spaces, no < > inside
+_URI = re.compile(r"<[!-;=?-~]+>")  # RFC 2369: a URI in angle brackets, no spaces inside
+_URI_LIST = re.compile(rf"{_URI.pattern}(?:, ?{_URI.pattern})*")
 
 
 def _field_values(recipient: Recipient, date: dt.datetime) -> dict[_Field, bytes]:
@@ -200,11 +219,12 @@ def _field_values(recipient: Recipient, date: dt.datetime) -> dict[_Field, bytes
     if not _MESSAGE_ID.fullmatch(message_id):
         raise HeaderValueError(f"Message-ID: expected <id@domain>, found {message_id[:60]!r}")
     unsubscribe = check_value("List-Unsubscribe", recipient.list_unsubscribe)
-    if len(unsubscribe) + len("List-Unsubscribe: ") > MAX_LINE:
-        raise HeaderValueError(f"List-Unsubscribe: longer than {MAX_LINE} characters")
-    if not unsubscribe.startswith("<") or not unsubscribe.endswith(">"):
+    if not _URI_LIST.fullmatch(unsubscribe):
         raise HeaderValueError("List-Unsubscribe: expected <URI>, <URI>, ...: "
                                f"{unsubscribe[:60]!r}")
+    uris = _URI.findall(unsubscribe)
+    if max(len(uri) for uri in uris) + len("List-Unsubscribe: ,") > MAX_LINE:
+        raise HeaderValueError(f"List-Unsubscribe: longer than {MAX_LINE} characters")
     post = recipient.list_unsubscribe_post
     if post and (post != ONE_CLICK or "<https://" not in unsubscribe):
         raise HeaderValueError(f"List-Unsubscribe-Post: must be exactly {ONE_CLICK!r}, "
@@ -218,7 +238,8 @@ def _field_values(recipient: Recipient, date: dt.datetime) -> dict[_Field, bytes
         _Field.TO: address.encode("ascii"),
         _Field.DATE: format_datetime(date).encode("ascii"),
         _Field.MESSAGE_ID: message_id.encode("ascii"),
-        _Field.LIST_UNSUBSCRIBE: unsubscribe.encode("ascii"),
+        # one URI per line: never split inside one, never an encoded-word
+        _Field.LIST_UNSUBSCRIBE: ",\r\n ".join(uris).encode("ascii"),
         _Field.LIST_UNSUBSCRIBE_POST: (f"List-Unsubscribe-Post: {post}\r\n".encode("ascii")
                                        if post else b""),
         _Field.TEXT_GREETING: _qp_piece(greeting),

@@ -143,7 +143,9 @@ def import_subscribers(config: Path, csv_file: Path, list_name: str, *, consent:
         click.echo(str(problem), err=True)
     for problem in parsed.problems:
         click.echo(f"{problem} (row skipped)", err=True)
-    conn = db.connect(network.database)
+    # a dry run against no database yet is a dry run against an empty one, in memory
+    fresh = dry_run and not network.database.is_file()
+    conn = db.connect(Path(":memory:") if fresh else network.database)
     try:
         result = members.import_rows(conn, list_name, parsed.rows, dry_run=dry_run)
     finally:
@@ -156,42 +158,28 @@ def export_subscribers(config: Path, list_name: str | None, output: Path | None)
     """Subscribed members as spreadsheet-safe CSV, to a file (atomically) or stdout."""
     import click
 
-    from . import db, members, subscribers
+    from . import members, subscribers
     from .config import load_network
 
     network = load_network(config)
-    conn = db.connect(network.database)
-    try:
+    with members.existing(network.database) as conn:
         members.require_list(conn, list_name)
         text = subscribers.export_csv(members.export_rows(conn, list_name))
-    finally:
-        conn.close()
     if output is None:
         click.echo(text, nl=False)
-        return
-    partial = output.with_name(output.name + ".partial")
-    try:
-        partial.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))  # BOM: for spreadsheets
-        partial.replace(output)
-    except OSError as e:
-        from .errors import InputError, Problem
-        from .model import Location
-
-        partial.unlink(missing_ok=True)
-        raise InputError([Problem(Location(str(output)), "",
-                                  f"cannot write the file ({e.strerror})")]) from e
+    else:
+        subscribers.write_export(output, text)
 
 
 def list_subscribers(config: Path, list_name: str | None) -> None:
     """One line per membership: address, list, status, since, name (organisation)."""
     import click
 
-    from . import db, members
+    from . import members
     from .config import load_network
 
     network = load_network(config)
-    conn = db.connect(network.database)
-    try:
+    with members.existing(network.database) as conn:
         members.require_list(conn, list_name)
         for m in members.listing(conn, list_name):
             who = m.name or ""
@@ -199,53 +187,37 @@ def list_subscribers(config: Path, list_name: str | None) -> None:
                 who += f" ({m.organisation})"
             click.echo(f"{m.email or '(removed)':<40} {m.list_name:<12} {m.status:<12} "
                        f"{m.changed_at[:10]}  {who}".rstrip())
-    finally:
-        conn.close()
 
 
 def count_subscribers(config: Path, list_name: str | None) -> None:
     """Members per list and status."""
     import click
 
-    from . import db, members
+    from . import members
     from .config import load_network
 
     network = load_network(config)
-    conn = db.connect(network.database)
-    try:
+    with members.existing(network.database) as conn:
         members.require_list(conn, list_name)
         for name, status, count in members.counts(conn, list_name):
             click.echo(f"{name}\t{status}\t{count}")
-    finally:
-        conn.close()
 
 
 def unsubscribe(config: Path, email: str, list_name: str | None) -> None:
     """Unsubscribe one member from one list or all; they stay suppressed."""
     import click
 
-    from . import db, members
+    from . import members
     from .config import load_network
-    from .errors import InputError, Problem
-    from .model import Location
 
     network = load_network(config)
-    conn = db.connect(network.database)
-    try:
+    with members.existing(network.database) as conn:
         members.require_list(conn, list_name)
-        member = members.find_by_email(conn, email)
-        if member is None or (list_name is not None and members.membership_status(
-                conn, member.id, list_name) is None):
-            where = f" on list {list_name!r}" if list_name else ""
-            raise InputError([Problem(Location("command line"), "EMAIL",
-                                      f"{email!r} is not a member{where}",
-                                      hint="see 'newsletter subscribers list'")])
-        changed = members.unsubscribe(conn, member.id, list_name, "unsubscribed by an editor")
-    finally:
-        conn.close()
+        address, changed = members.unsubscribe_address(conn, email, list_name,
+                                                       "unsubscribed by an editor")
     scope = list_name or "every list"
-    click.echo(f"{member.email}: unsubscribed from {scope}" if changed
-               else f"{member.email}: already unsubscribed from {scope}")
+    click.echo(f"{address}: {'unsubscribed' if changed else 'already unsubscribed'} "
+               f"from {scope}")
 
 
 def remove_subscriber(config: Path, email: str) -> None:
@@ -256,15 +228,12 @@ def remove_subscriber(config: Path, email: str) -> None:
     from .config import load_network
 
     network = load_network(config)
-    conn = db.connect(network.database)
-    try:
+    with members.existing(network.database) as conn:
         # one transaction: the member and their copies in the delivery ledger go together
         with db.transaction(conn):
             removed = members.remove(conn, email)
             ledger.forget_subscriber(conn, removed.id)
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # no erased value left in the WAL
-    finally:
-        conn.close()
     click.echo(f"{email}: removed (personal data erased; the address can never be "
                "imported again)")
 
@@ -277,9 +246,10 @@ def serve(config: Path, directory: Path, *, host: str, port: int) -> None:
     from .tokens import secrets_from_env
 
     network = load_network(config)
-    secrets_from_env()  # refuse to start without a signing key
+    secrets = secrets_from_env()  # refuse to start without a signing key
+    web.check_site(directory)
     db.connect(network.database).close()  # create and migrate before the first request
-    web.run(network, directory, host=host, port=port)
+    web.run(network, directory, secrets, host=host, port=port)
 
 
 # --------------------------------------------------------------------------- delivery
@@ -290,15 +260,17 @@ def send(config: Path, issue: Path, list_name: str | None, *, proof_to: str | No
     """Send (or resume sending) an issue; return the exit code.
 
     Render once; then a proof (--to), a dry run (--dry-run) or the campaign: plan, confirm,
-    snapshot the list into the ledger, deliver, report.
+    snapshot the list into the ledger (before any connection), deliver, report.
     """
     import click
 
-    from . import delivery
+    from . import db, delivery, ledger
     from .config import load_network
     from .headers import python_warning
     from .load import load_issue
     from .render import render_issue
+    from .session import transport_for
+    from .tokens import secrets_from_env
 
     if warning := python_warning():
         click.echo(warning, err=True)
@@ -309,8 +281,25 @@ def send(config: Path, issue: Path, list_name: str | None, *, proof_to: str | No
     assert list_name is not None  # the CLI requires --list without --to
     if dry_run is not None:
         return delivery.dry_run(network, rendered, list_name, dry_run)
-    return delivery.campaign(network, rendered, list_name, assume_yes=assume_yes,
+    transport = transport_for(network.smtp, network.sender_domain)
+    build = delivery.message_builder(network, rendered)
+    secrets = secrets_from_env()
+    conn = db.connect(network.database)
+    try:
+        plan = delivery.plan(conn, network, rendered, list_name, transport,
                              retry_unknown=retry_unknown)
+        click.echo(plan.text)
+        result = None
+        if plan.due:
+            delivery.confirm(assume_yes)
+            with ledger.locked(conn, rendered.slug) as lock:
+                if not plan.resuming:
+                    delivery.snapshot(conn, network, rendered, list_name, secrets)
+                result = delivery.deliver(network, rendered.slug, transport, build, lock,
+                                          due=plan.due, retry_unknown=retry_unknown)
+        return delivery.report(conn, rendered.slug, result)
+    finally:
+        conn.close()
 
 
 def status(config: Path, issue: Path | None, csv_out: Path | None) -> None:
@@ -319,7 +308,7 @@ def status(config: Path, issue: Path | None, csv_out: Path | None) -> None:
     from .config import load_network
 
     network = load_network(config)
-    delivery.status(network, issue.stem if issue is not None else None, csv_out)
+    delivery.status(network, issue, csv_out)
 
 
 def demo(config: Path, output: Path) -> None:

@@ -1,7 +1,7 @@
 """The privacy gate: nothing public is published unless it is clean.
 
 Stage: after the archive is rendered into its staging folder, before it replaces the live
-site. In: the folder and a Policy (what the issues and newsletter.yaml wrote, plus the
+site. In: the staged files and a Policy (what the issues and newsletter.yaml wrote, plus the
 subscriber addresses in the state database, read-only). Out: nothing when clean, else an
 InputError naming every leak compiler-style, ``site/2016-12/index.html:42:17: ...``.
 
@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import html
 import json
-import os
 import re
 import sqlite3
 from collections.abc import Iterable, Iterator
@@ -79,11 +78,16 @@ class Policy:
     subscribers: frozenset[str]  # lower-case addresses in the state database
     unsubscribe_base: str | None  # network.unsubscribe.url: a token may never follow it
     uids: frozenset[str] = frozenset()  # subscribers' opaque ids (in tokens and Message-IDs)
+    salt: str = ""  # the state database's random salt: keys the fingerprint
 
     @property
     def fingerprint(self) -> str:
-        """Changes whenever a verdict could change (used to trust earlier clean scans)."""
-        data = [GATE_VERSION, sorted(self.hosts), sorted(self.emails),
+        """Changes whenever a verdict could change (used to trust earlier clean scans).
+
+        Keyed with the database's secret salt: the fingerprint is kept on disk (never
+        published), and a plain hash of a short member list could be guessed back.
+        """
+        data = [GATE_VERSION, self.salt, sorted(self.hosts), sorted(self.emails),
                 sorted(self.placeholders), sorted(self.subscribers), self.unsubscribe_base,
                 sorted(self.uids)]
         return hashlib.sha256(json.dumps(data).encode()).hexdigest()
@@ -127,17 +131,18 @@ def policy_for(network: Network, written: Iterable[Written]) -> Policy:
             emails.add(address.lower())
     database = network.database if network.database.is_absolute() \
         else network.root / network.database
-    members, uids = subscriber_values(database)
+    members, uids, salt = subscriber_values(database)
     return Policy(frozenset(hosts), frozenset(emails), frozenset(placeholders), members,
-                  network.unsubscribe.url, uids)
+                  network.unsubscribe.url, uids, salt)
 
 
-def subscriber_values(database: Path) -> tuple[frozenset[str], frozenset[str]]:
-    """(addresses, uids) in the state database: read-only; no database means none."""
+def subscriber_values(database: Path) -> tuple[frozenset[str], frozenset[str], str]:
+    """(addresses, uids, salt) in the state database: read-only; no database means none."""
     if not database.is_file():
-        return frozenset(), frozenset()
+        return frozenset(), frozenset(), ""
     found: set[str] = set()
     uids: set[str] = set()
+    salt = ""
     try:
         conn = sqlite3.connect(f"{database.resolve().as_uri()}?mode=ro", uri=True)
     except sqlite3.Error as e:
@@ -145,6 +150,10 @@ def subscriber_values(database: Path) -> tuple[frozenset[str], frozenset[str]]:
     try:
         tables = [r[0] for r in conn.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table'")]
+        if "meta" in tables:
+            row = conn.execute("SELECT value FROM meta WHERE key = 'suppression_salt'"
+                               ).fetchone()
+            salt = str(row[0]) if row else ""
         for table in tables:
             quoted = '"' + table.replace('"', '""') + '"'
             columns = [r[1] for r in conn.execute(f"PRAGMA table_info({quoted})")]
@@ -161,7 +170,7 @@ def subscriber_values(database: Path) -> tuple[frozenset[str], frozenset[str]]:
         raise StateError(f"{database}: cannot read subscriber addresses: {e}") from e
     finally:
         conn.close()
-    return frozenset(found), frozenset(uids)
+    return frozenset(found), frozenset(uids), salt
 
 
 def scan_text(text: str, policy: Policy, where: str) -> list[Problem]:
@@ -244,23 +253,19 @@ def scan_text(text: str, policy: Policy, where: str) -> list[Problem]:
     return [Problem(_location(text, where, at), "", message) for at, message in found]
 
 
-def scan_tree(folder: Path, policy: Policy, *, shown_as: str,
-              trusted: frozenset[str] = frozenset()) -> None:
-    """Scan every text file under ``folder``; raise InputError listing every leak.
+def scan_files(folder: Path, relatives: Iterable[str], policy: Policy, *,
+               shown_as: str) -> None:
+    """Scan the text files ``relatives`` under ``folder``; raise InputError listing every leak.
 
-    ``trusted`` holds relative paths the caller knows are byte-identical to files that
-    already passed this gate under the same policy fingerprint.
+    The caller names the files: every file the folder holds, less those it knows are
+    byte-identical to files that already passed this gate under the same policy.
     """
     problems: list[Problem] = []
-    for top, folders, names in os.walk(folder):
-        folders.sort()
-        for name in sorted(names):
-            path = Path(top, name)
-            relative = path.relative_to(folder).as_posix()
-            if relative in trusted or path.suffix.lower() not in SCANNED_SUFFIXES:
-                continue
-            text = path.read_bytes().decode("utf-8", errors="replace")
-            problems.extend(scan_text(text, policy, f"{shown_as.rstrip('/')}/{relative}"))
+    for relative in sorted(relatives):
+        if Path(relative).suffix.lower() not in SCANNED_SUFFIXES:
+            continue
+        text = (folder / relative).read_bytes().decode("utf-8", errors="replace")
+        problems.extend(scan_text(text, policy, f"{shown_as.rstrip('/')}/{relative}"))
     if problems:
         shown = problems[:MAX_REPORTED]
         if len(problems) > MAX_REPORTED:

@@ -9,6 +9,7 @@ How a message goes, on one of ``limits.concurrency`` connections (aiosmtplib ser
 connection, so concurrency means several of them):
 
     limiter.acquire()            every budget, shared by all connections
+    session.connect()            unless open; retried, and no row is touched until it works
     begin: suppressed? -> suppressed; else attempting (committed before any byte is sent)
     MAIL, RCPT, DATA             the raw bytes, one recipient, never re-serialised
     record the outcome           sent / deferred (next_attempt_at) / failed / unknown
@@ -43,10 +44,8 @@ from . import db, ledger, members
 from .errors import NewsletterError
 from .limits import Clock, Limiter, RealClock
 from .model import DeliveryState, Limits, Recipient
-from .outcomes import Action, Stage, Verdict
-from .session import Attempt, Session, Transport, send_one, transport_for
-
-__all__ = ["Build", "RunResult", "Sender", "Transport", "send_one", "transport_for"]
+from .outcomes import Action, Verdict
+from .session import Attempt, Session, Transport
 
 T = TypeVar("T")
 
@@ -56,8 +55,6 @@ CONNECT_FAILURES = 5  # consecutive failed connections that stop the run
 RETRIES_IN_RUN = 5  # "nothing delivered" retries of one row before it waits its turn
 FETCH = 500  # rows read from the ledger at a time
 HEARTBEAT_EVERY = 5.0
-SESSION_STAGES = frozenset({str(Stage.CONNECT), str(Stage.EHLO), str(Stage.STARTTLS),
-                            str(Stage.AUTH)})
 
 Build = Callable[[Recipient, dt.datetime], bytes]
 
@@ -79,7 +76,6 @@ class LedgerThread:
         self.path = path
         self.lock = lock
         self.synchronous = synchronous
-        self.commits = 0
         self._requests: queue.SimpleQueue[
             tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any],
                   asyncio.AbstractEventLoop] | None] = queue.SimpleQueue()
@@ -155,7 +151,6 @@ class LedgerThread:
             if beat and self.lock is not None:
                 ledger.heartbeat(conn, self.lock, now)
             conn.execute("COMMIT")
-            self.commits += 1
         except sqlite3.Error as e:
             with contextlib.suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
@@ -188,7 +183,6 @@ class RunResult:
     resent_after_crash: int = 0
     daily_cap: bool = False
     interrupted: bool = False
-    commits: int = 0
 
 
 class Sender:
@@ -278,7 +272,6 @@ class Sender:
                 with contextlib.suppress(ValueError, RuntimeError):
                     loop.remove_signal_handler(sig)
             self.db.close()
-            self.result.commits = self.db.commits
         return self.result
 
     async def _sleep(self, seconds: float) -> None:
@@ -328,6 +321,9 @@ class Sender:
             self.result.daily_cap = True
             self.stop("the daily cap (limits.per_day) is reached")
             return
+        if not await self._connected(session):
+            self.limiter.give_back()
+            return  # the run is stopping; the row was not touched
         now = self.clock.now()
         started = await self.db(lambda c: _begin(c, job, now))
         if not started:
@@ -343,6 +339,31 @@ class Sender:
             attempt = await session.send(self.sender, job.recipient.address, data)
         await self._settle(job, attempt, now)
 
+    async def _connected(self, session: Session) -> bool:
+        """Open the session before a row is touched, retrying with growing pauses.
+
+        Connection trouble is about the server, not the recipient: the rows stay pending.
+        False when the run stops first (a refused login, a bad certificate, no STARTTLS,
+        or CONNECT_FAILURES failures in a row across all connections).
+        """
+        while not self.stopping:
+            failed = await session.connect()
+            if failed is None:
+                self._connect_failures = 0
+                return True
+            self._connect_failures += 1
+            if failed.verdict.action is Action.STOP:
+                self.stop(_stopped_by(failed), fatal=True)
+            elif self._connect_failures >= CONNECT_FAILURES:
+                self.stop(f"could not connect to {self.transport.where} {CONNECT_FAILURES} "
+                          f"times in a row: {_said(failed.reply)}\n  check smtp.host and "
+                          "smtp.port (or NEWSLETTER_SMTP_HOST and _PORT) and that the server "
+                          "is up", fatal=True)
+            else:
+                base = min(1.0, self.limits.retry_base)
+                await self._sleep(base * 2 ** (self._connect_failures - 1))
+        return False
+
     async def _settle(self, job: ledger.Delivery, attempt: Attempt, started: float) -> None:
         verdict, reply = attempt.verdict, attempt.reply
         action = verdict.action
@@ -356,12 +377,10 @@ class Sender:
         bounce = False
         if verdict.slow_down:
             limiter.slow_down()
-        in_session = reply.stage in SESSION_STAGES
         if action is Action.SENT:
             state, next_at = DeliveryState.SENT, None
             limiter.calm()
             self._policy_streak = 0
-            self._connect_failures = 0
         elif action in (Action.DEFER, Action.POLICY):
             next_at = now + self._backoff(attempts)
             if action is Action.POLICY:
@@ -370,9 +389,6 @@ class Sender:
             self._retries[job.id] += 1
             if self._retries[job.id] > RETRIES_IN_RUN:
                 next_at = now + self._backoff(attempts)
-            if in_session:
-                self._connect_failures += 1
-                limiter.slow_down()
         elif action is Action.BOUNCE:
             state, next_at, bounce = DeliveryState.FAILED, None, True
         elif action is Action.FAIL:
@@ -386,15 +402,12 @@ class Sender:
         await self.db(lambda c: _record(c, job, state, reply, now, next_at, bounce))
         self._count(str(state))
         if action is Action.STOP:
-            self.stop(f"{verdict.why}\n  server said: {_said(reply)}", fatal=True)
+            self.stop(_stopped_by(attempt), fatal=True)
         elif self._policy_streak >= POLICY_STREAK:
             self.stop(f"{POLICY_STREAK} messages in a row were refused by the server's policy "
                       f"(circuit breaker): {_said(reply)}\n  this is about the sender, not the "
                       "recipients: check SPF, DKIM and DMARC for the sender's domain and the "
                       "account's sending limits, then run the same command again", fatal=True)
-        elif self._connect_failures >= CONNECT_FAILURES:
-            self.stop(f"could not get a working connection to {self.transport.where} "
-                      f"{CONNECT_FAILURES} times in a row: {_said(reply)}", fatal=True)
 
     def _backoff(self, attempts: int) -> float:
         delay: float = self.limits.retry_base * 2 ** max(0, attempts - 1)
@@ -410,16 +423,21 @@ def _said(reply: ledger.Reply) -> str:
     return f"{code}{reply.text} (at {reply.stage})"
 
 
+def _stopped_by(attempt: Attempt) -> str:
+    """Why a STOP verdict ends the run, with the server's words when it said any."""
+    why, reply = attempt.verdict.why, attempt.reply
+    if reply.text == why:  # our own finding (no STARTTLS, a bad certificate)
+        return f"{why} (at {reply.stage})"
+    return f"{why}\n  server said: {_said(reply)}"
+
+
 # --------------------------------------------------------------------------- ledger steps
 # These run on the ledger thread, each inside the shared transaction.
 
 
 def _recent_sends(conn: sqlite3.Connection, now: float) -> tuple[int, list[float]]:
     """(messages sent in the last 24 h, send times in the last hour), across all runs."""
-    day = ledger.sent_since(conn, now - 86400)
-    hour = [row[0] for row in conn.execute(
-        "SELECT sent_at FROM deliveries WHERE sent_at >= ?", (now - 3600,))]
-    return day, hour
+    return ledger.sent_since(conn, now - 86400), ledger.sent_times_since(conn, now - 3600)
 
 
 def _begin(conn: sqlite3.Connection, job: ledger.Delivery, now: float) -> bool | None:

@@ -33,7 +33,8 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from . import db, members
-from .model import Network
+from .errors import InputError, Problem
+from .model import Location, Network
 from .tokens import Secrets, read_token, secrets_from_env
 
 log = logging.getLogger("newsletter.serve")
@@ -45,8 +46,13 @@ ONE_CLICK = ("List-Unsubscribe", "One-Click")
 SECURITY_HEADERS = (
     (b"referrer-policy", b"no-referrer"),
     (b"x-content-type-options", b"nosniff"),
+    # the archive pages' own policy (templates/archive/base.html.j2: the email design is
+    # inline styles, images may be on https hosts the issues name) plus what only a
+    # header can say; two policies would both apply, and the stricter would break pages
     (b"content-security-policy",
-     b"default-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"),
+     b"default-src 'self'; img-src 'self' https:; style-src 'self' 'unsafe-inline'; "
+     b"script-src 'self'; connect-src 'none'; frame-src 'none'; object-src 'none'; "
+     b"base-uri 'none'; form-action 'self'; frame-ancestors 'none'"),
     (b"x-frame-options", b"DENY"),
 )
 _TOKEN_IN_PATH = re.compile(r"^/unsubscribe/.*")
@@ -294,12 +300,20 @@ def create_app(network: Network, site_dir: Path, *, secrets: Secrets | None = No
     return app
 
 
-def run(network: Network, site_dir: Path, *, host: str, port: int) -> None:
+def check_site(site_dir: Path) -> None:
+    """Refuse to serve a folder that holds no built archive (a typo, or not built yet)."""
+    if not (site_dir / "index.html").is_file():
+        raise InputError([Problem(Location(str(site_dir)), "", "no built archive here (no "
+                                  "index.html)", hint="build it first with 'newsletter "
+                                  "archive', or name its folder with -d")])
+
+
+def run(network: Network, site_dir: Path, secrets: Secrets, *, host: str, port: int) -> None:
     """Serve until interrupted (uvicorn's own access log is off: it would log tokens)."""
     import uvicorn
 
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    app = create_app(network, site_dir)
+    app = create_app(network, site_dir, secrets=secrets)
     uvicorn.run(app, host=host, port=port, access_log=False, server_header=False,
                 log_level="info")
 

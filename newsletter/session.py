@@ -17,7 +17,6 @@ gets its own, longer timeout (smtp.final_dot_timeout, RFC 5321 §4.5.3.2.6).
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ipaddress
 import os
@@ -64,32 +63,26 @@ def is_loopback(host: str) -> bool:
 
 def transport_for(smtp: Smtp, sender_domain: str,
                   environ: Mapping[str, str] | None = None) -> Transport:
-    """The settings with NEWSLETTER_SMTP_* applied; refuses plaintext to anything not loopback.
+    """Where to connect, with the password from the environment.
 
-    config.py applies HOST/PORT/USER/TLS already; doing it again here is harmless and keeps
-    the rule true whoever builds the Network.
+    ``smtp`` already carries any NEWSLETTER_SMTP_HOST/_PORT/_USER/_TLS override (config.py
+    applies and checks them); only the password is read here, from NEWSLETTER_SMTP_PASSWORD
+    or the variable smtp.password_env names. Plaintext to anything but this machine is
+    refused here too, where it matters, whoever built the settings.
     """
     env = os.environ if environ is None else environ
-    host = env.get("NEWSLETTER_SMTP_HOST", "").strip() or smtp.host
-    port_text = env.get("NEWSLETTER_SMTP_PORT", "").strip()
-    try:
-        port = int(port_text) if port_text else smtp.port
-        tls = TlsMode(env.get("NEWSLETTER_SMTP_TLS", "").strip() or smtp.tls)
-    except ValueError as e:
-        raise DeliveryError(f"NEWSLETTER_SMTP_PORT/_TLS: {e}") from e
-    user = env.get("NEWSLETTER_SMTP_USER", "").strip() or smtp.user
     password = env.get("NEWSLETTER_SMTP_PASSWORD") or env.get(smtp.password_env) or None
-    if tls is TlsMode.NONE and not is_loopback(host):
+    if smtp.tls is TlsMode.NONE and not is_loopback(smtp.host):
         raise DeliveryError(
-            f"smtp.tls is none but {host} is not this machine: refusing to send the password "
-            "and the members' messages in the clear (use tls: starttls or implicit; none is "
-            "only for a server on 127.0.0.1)")
-    if user and not password:
+            f"smtp.tls is none but {smtp.host} is not this machine: refusing to send the "
+            "password and the members' messages in the clear (use tls: starttls or implicit; "
+            "none is only for a server on 127.0.0.1)")
+    if smtp.user and not password:
         raise DeliveryError(
-            f"smtp.user is {user} but the password is not set: put it in the environment "
+            f"smtp.user is {smtp.user} but the password is not set: put it in the environment "
             f"variable {smtp.password_env} (never in newsletter.yaml)")
-    return Transport(host, port, tls, user, password, smtp.timeout, smtp.final_dot_timeout,
-                     sender_domain)
+    return Transport(smtp.host, smtp.port, smtp.tls, smtp.user, password, smtp.timeout,
+                     smtp.final_dot_timeout, sender_domain)
 
 
 # --------------------------------------------------------------------------- one session
@@ -110,7 +103,14 @@ class Session:
         self.transport = transport
         self.smtp: aiosmtplib.SMTP | None = None
 
-    async def _open(self) -> aiosmtplib.SMTP:
+    async def connect(self) -> Attempt | None:
+        """Open the session unless it is open: connect, TLS, EHLO, login.
+
+        None when it is ready, else the Attempt saying what went wrong (nothing was sent).
+        """
+        if self.smtp is not None and self.smtp.is_connected:
+            return None
+        self.smtp = None
         t = self.transport
         smtp = aiosmtplib.SMTP(
             hostname=t.host, port=t.port, use_tls=t.tls is TlsMode.IMPLICIT,
@@ -125,20 +125,24 @@ class Session:
             if t.user:
                 stage = Stage.AUTH
                 await smtp.login(t.user, t.password or "")
-        except BaseException as e:
+        except (aiosmtplib.SMTPException, OSError, ValueError) as e:
             smtp.close()
-            raise _SessionFailed(stage, e) from e
-        return smtp
+            return _describe(stage, e, t)
+        except BaseException:
+            smtp.close()
+            raise
+        self.smtp = smtp
+        return None
 
     async def send(self, sender: str, address: str, data: bytes) -> Attempt:
         """Transmit one message to one recipient; never raises for SMTP trouble."""
-        stage = Stage.CONNECT
+        failed = await self.connect()
+        if failed is not None:
+            return failed
+        smtp = self.smtp
+        assert smtp is not None
+        stage = Stage.MAIL
         try:
-            if self.smtp is None or not self.smtp.is_connected:
-                self.smtp = None
-                self.smtp = await self._open()
-            smtp = self.smtp
-            stage = Stage.MAIL
             options = [f"SIZE={len(data)}"] if smtp.supports_extension("size") else []
             await smtp.mail(sender, options=options)
             stage = Stage.RCPT
@@ -148,8 +152,6 @@ class Session:
             enhanced, text = parse_reply(response.message)
             attempt = Attempt(classify(response.code, enhanced, stage),
                               ledger.Reply(response.code, enhanced, text, str(stage)))
-        except _SessionFailed as e:
-            attempt = _describe(e.stage, e.error, self.transport)
         except (aiosmtplib.SMTPException, OSError, ValueError) as e:
             attempt = _describe(stage, e, self.transport)
         if attempt.verdict.reconnect or attempt.verdict.action is Action.STOP:
@@ -178,14 +180,7 @@ class Session:
         self.close()
 
 
-class _SessionFailed(Exception):
-    def __init__(self, stage: Stage, error: BaseException) -> None:
-        super().__init__(str(error))
-        self.stage = stage
-        self.error = error
-
-
-def _describe(stage: Stage, error: BaseException, t: Transport) -> Attempt:
+def _describe(stage: Stage, error: Exception, t: Transport) -> Attempt:
     """An exception from aiosmtplib (or the socket) as a verdict, by reply code first."""
     if isinstance(error, aiosmtplib.SMTPResponseException):
         if isinstance(error, aiosmtplib.SMTPHeloError) and stage is Stage.CONNECT:
@@ -195,8 +190,6 @@ def _describe(stage: Stage, error: BaseException, t: Transport) -> Attempt:
         enhanced, text = parse_reply(error.message)
         return Attempt(classify(error.code, enhanced, stage),
                        ledger.Reply(error.code, enhanced, text, str(stage)))
-    if isinstance(error, asyncio.CancelledError):
-        raise error
     text = str(error) or type(error).__name__
     cause: BaseException | None = error
     while cause is not None:

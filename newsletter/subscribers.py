@@ -49,9 +49,6 @@ MAX_EXTRA = 1000  # any other column
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 _HEADER_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]|=\?")
 _EXTRA_UNSAFE = re.compile(r"\x00")
-# The common case, checked without email-validator: plain ASCII dot-atoms on an LDH domain
-# with an alphabetic top-level label. Anything else takes the full validator; a property
-# test keeps this a strict subset of what email-validator accepts, normalised the same way.
 
 
 # --------------------------------------------------------------------------- values
@@ -370,3 +367,16 @@ def export_csv(rows: Iterable[ExportRow]) -> str:
         cells.extend(str(extra.get(column, "")) for column in extra_columns)
         writer.writerow([neutralise(cell) for cell in cells])
     return out.getvalue()
+
+
+def write_export(path: Path, text: str) -> None:
+    """Write exported CSV atomically, with the BOM spreadsheets need to read it as UTF-8."""
+    partial = path.with_name(path.name + ".partial")
+    try:
+        partial.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+        partial.replace(path)
+    except OSError as e:
+        partial.unlink(missing_ok=True)
+        raise InputError([Problem(Location(str(path)), "",
+                                  f"cannot write the file ({e.strerror})")]) from e
+

@@ -280,8 +280,7 @@ def test_editing_one_issue_rewrites_only_its_page_neighbours_and_the_indexes(
     after = tree(site)
     changed = {name for name in after if after[name] != before.get(name)}
     assert changed == {"2017-02/index.html", "2017-01/index.html", "2017-03/index.html",
-                       "index.html", "search/index.html", "search-index.js", "feed.xml",
-                       ".manifest.json"}
+                       "index.html", "search/index.html", "search-index.js", "feed.xml"}
     assert "Three new members" in after["2017-02/index.html"][0].decode()
     assert b"February 2017 (corrected)" in after["2017-03/index.html"][0]  # its prev link
     assert_staging_mirrors(site)
@@ -331,6 +330,22 @@ def test_the_archive_refuses_to_replace_a_folder_it_did_not_build(project: Proje
     assert result.code == 1
     assert "notes" in result.err and "not built by `newsletter archive`" in result.err
     assert (project.root / "notes/important.txt").read_text() == "keep me"
+
+
+def test_an_output_that_cannot_be_a_site_folder_is_a_message(project: Project) -> None:
+    with_issues(project, THREE)
+    project.write("empty/.keep", "")
+    (project.root / "empty/.keep").unlink()
+    before = sorted(p.name for p in project.root.iterdir())
+    for output, code, message in (
+            ("newsletter.yaml", 2, "'newsletter.yaml' is a file"),
+            (".", 1, ".: is not a folder name (name the site's own folder, e.g. -o site)"),
+            ("empty/..", 1, "empty/..: is not a folder name"),
+            ("/proc/site", 1, "/proc/site: cannot write the site (/proc/.site.staging: ")):
+        result = project.run("archive", "-o", output)
+        assert result.code == code, (output, result.err)
+        assert message in result.err and "Traceback" not in result.err, result.err
+    assert sorted(p.name for p in project.root.iterdir()) == before
 
 
 def test_the_sample_issues_build_into_a_site(project: Project) -> None:

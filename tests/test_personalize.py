@@ -5,8 +5,10 @@ from __future__ import annotations
 import datetime as dt
 import email
 import email.policy
+import re
 import time
 from dataclasses import replace
+from email.header import decode_header, make_header
 from email.message import EmailMessage, Message
 from pathlib import Path
 
@@ -84,15 +86,41 @@ def test_an_assembled_message_parses_strictly_with_no_defects() -> None:
         assert part["Content-Transfer-Encoding"] == "quoted-printable"
 
 
-def test_the_wire_format_is_crlf_only_with_short_lines() -> None:
-    raw = assemble(prepared(), recipient(), WHEN)
+ONE_URL_LINE = re.compile(rb"(?:[A-Za-z-]+:)? ?<[^<>\s]+>,?")
+
+
+def assert_short_lines(raw: bytes) -> None:
+    """R-1.4 on the wire: CRLF only; header lines <= 78 unless a line is one unbreakable
+    URL (``<...>``); body lines <= 76 (quoted-printable)."""
     assert b"\n" not in raw.replace(b"\r\n", b"") and b"\r" not in raw.replace(b"\r\n", b"")
     head, _, body = raw.partition(b"\r\n\r\n")
-    assert all(len(line) <= 998 for line in raw.split(b"\r\n"))
-    # List-Unsubscribe is written on one line whatever its length (never re-folded).
-    assert all(len(line) <= 78 for line in head.split(b"\r\n")
-               if not line.startswith(b"List-Unsubscribe:"))
+    for line in head.split(b"\r\n"):
+        assert line.strip(), "a whitespace-only header line ends the header block"
+        assert len(line) <= 78 or ONE_URL_LINE.fullmatch(line), line
     assert all(len(line) <= 76 for line in body.split(b"\r\n"))
+
+
+def test_the_wire_format_is_crlf_only_with_short_lines() -> None:
+    assert_short_lines(assemble(prepared(), recipient(), WHEN))
+
+
+def test_long_and_non_ascii_names_are_folded_within_78_columns() -> None:
+    net = network()
+    long_name = "West Midlands Anti-Slavery Network, News for Partners " * 3
+    french = "Réseau régional contre l’esclavage moderne — actualités du réseau " * 2
+    for name in (long_name.strip(), french.strip()):
+        changed = replace(net, sender=replace(net.sender, name=name),
+                          list_id=replace(net.list_id, name=name))
+        raw = assemble(prepare(rendered(), changed), recipient(), WHEN)
+        assert_short_lines(raw)
+        parse(raw)  # strictly, without defects
+        # RFC 2047 §6.2 decoding (email.headerregistry adds spaces between encoded-words)
+        legacy = email.message_from_bytes(raw)
+        for field, angle in (("From", net.sender.address), ("List-Id", net.list_id.label)):
+            unfolded = re.sub(r"\r?\n(?=[ \t])", "", legacy[field])
+            decoded = str(make_header(decode_header(unfolded)))
+            assert decoded.replace('"', "") == f"{name} <{angle}>"
+        assert all(len(word) <= 75 for word in re.findall(rb"=\?[^ ]*\?=", raw))
 
 
 def test_headers_are_the_ones_a_list_message_needs_exactly_once() -> None:
@@ -132,18 +160,34 @@ def test_each_recipient_gets_only_their_own_values() -> None:
     assert b"sam@example.net" in other and b"sam@" not in one
 
 
-def test_a_200_character_unsubscribe_url_stays_literal_on_one_header_line() -> None:
+def test_list_unsubscribe_is_folded_between_its_urls_one_url_per_line() -> None:
+    raw = assemble(prepared(), recipient(), WHEN)
+    url = recipient().unsubscribe_url
+    assert (f"List-Unsubscribe: <{url}>,\r\n"
+            " <mailto:unsubscribe@wmasn.example.org?subject=unsubscribe>\r\n").encode() in raw
+    assert parse(raw)["List-Unsubscribe"] == recipient().list_unsubscribe
+
+
+def test_a_200_character_unsubscribe_url_stays_literal_on_a_line_of_its_own() -> None:
     url = "https://news.wmasn.example.org/unsubscribe/" + "A" * 157
     assert len(url) == 200
     header = f"<{url}>, <mailto:unsubscribe@wmasn.example.org?subject=unsubscribe>"
     raw = assemble(prepared(), recipient(unsubscribe_url=url, list_unsubscribe=header), WHEN)
-    assert f"List-Unsubscribe: {header}\r\n".encode() in raw
+    assert_short_lines(raw)
+    assert f"\r\nList-Unsubscribe: <{url}>,\r\n <mailto:".encode() in raw
     head = raw.partition(b"\r\n\r\n")[0]
-    line = next(x for x in head.split(b"\r\n") if x.startswith(b"List-Unsubscribe:"))
-    assert b"=?" not in line
+    assert b"=?" not in head.split(b"List-Unsubscribe:")[1].split(b"List-Unsubscribe-Post")[0]
     message = parse(raw)
     assert message["List-Unsubscribe"] == header
     assert url in body_text(message, "plain") and url in body_text(message, "html")
+
+
+@pytest.mark.parametrize("bad", ["<https://a.example/u> <mailto:u@a.example>",
+                                 "<https://a.example/u>,", "<https://a.example/u x>",
+                                 "<https://a.example/é>"])
+def test_a_list_unsubscribe_that_is_not_a_list_of_bracketed_uris_is_refused(bad: str) -> None:
+    with pytest.raises(HeaderValueError, match="List-Unsubscribe"):
+        assemble(prepared(), recipient(list_unsubscribe=bad), WHEN)
 
 
 def test_a_non_ascii_subject_round_trips_as_encoded_words() -> None:

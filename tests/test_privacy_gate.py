@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -231,3 +233,66 @@ def test_a_hand_edited_published_page_is_rebuilt_not_trusted(published: tuple) -
     result = project.run("archive")
     assert result.code == 0, result.err
     assert "__NL_" not in page.read_text()
+
+
+def test_the_published_site_holds_nothing_derived_from_the_member_list(
+        project: Project) -> None:
+    with_issues(project, THREE)
+    without_members = tree(build(project, "before"))
+    imported = project.run("subscribers", "import", "subscribers/members.csv",
+                           "--list", "news", "--consent", "network sign-up form")
+    assert imported.code == 0, imported.err
+    site = build(project, "after")
+    published = {name: data for name, (data, _) in tree(site).items()}
+    # the member list changes nothing a reader can fetch, not even a fingerprint
+    assert published == {name: data for name, (data, _) in without_members.items()}
+    assert not any("manifest" in name for name in published)
+    staging = site.parent / f".{site.name}.staging"
+    assert not any("manifest" in p.name for p in staging.rglob("*"))
+    # beside each site, for its next build: the verdict's fingerprint covers the members
+    policies = [json.loads((project.root / f".{name}.manifest.json").read_text())["policy"]
+                for name in ("before", "after")]
+    assert policies[0] != policies[1]
+    assert not any(policies[1].encode() in data for data in published.values())
+    with sqlite3.connect(project.root / "newsletter.db") as conn:
+        values = [v for row in conn.execute("SELECT email, name, uid FROM subscribers")
+                  for v in row if v]
+    assert len(values) >= 100
+    everything = b"\n".join(published.values()).decode().lower()
+    assert [v for v in values if v.lower() in everything] == []
+
+
+def test_an_unchanged_rebuild_trusts_the_pages_that_passed_the_gate(
+        project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    from newsletter import privacy
+    from newsletter.archive import build_site
+    from newsletter.config import load_network
+    from newsletter.load import find_issues, load_issue
+
+    with_issues(project, THREE)
+    network = load_network(project.config)
+    scanned: list[str] = []
+    real_scan = privacy.scan_text
+
+    def counting_scan(text: str, policy: Policy, where: str) -> list:
+        scanned.append(where.removeprefix(f"{project.root}/"))
+        return real_scan(text, policy, where)
+
+    monkeypatch.setattr(privacy, "scan_text", counting_scan)
+
+    def rebuild() -> list[str]:
+        scanned.clear()
+        build_site(network, find_issues(project.root), project.root / "site",
+                   lambda path: load_issue(path, network))
+        return sorted(scanned)
+
+    assert "site/2016-12/index.html" in rebuild()
+    assert rebuild() == []  # same bytes under the same policy: nothing scanned again
+    from newsletter.db import connect
+
+    conn = connect(project.root / "newsletter.db")
+    conn.execute("INSERT INTO subscribers (email, created_at) VALUES (?, ?)",
+                 (SUBSCRIBER, "2017-03-02T00:00:00Z"))
+    conn.close()
+    assert "site/2016-12/index.html" in rebuild()  # another member list: scan it all again
+

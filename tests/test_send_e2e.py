@@ -163,6 +163,76 @@ def test_send_refuses_to_run_without_confirmation_when_nobody_can_answer(
     assert "nothing has been sent" in project.run("status").out
 
 
+def at_terminal(project: Project, *args: str, answer: str, env: dict[str, str]
+                ) -> tuple[int, str]:
+    """The CLI on a pseudo-terminal (stdin, stdout, stderr); ``answer`` typed at the prompt."""
+    import pty
+    import select
+
+    main, child = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "newsletter", *args], cwd=project.root,
+        env={**os.environ, "NEWSLETTER_SECRET": "test-secret-0123456789abcdef",
+             "SOURCE_DATE_EPOCH": "1480896000", "TERM": "xterm-256color", "COLUMNS": "120",
+             **env},
+        stdin=child, stdout=child, stderr=child, close_fds=True)
+    os.close(child)
+    output, answered = b"", False
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([main], [], [], 0.2)
+            if not ready:
+                if proc.poll() is not None:
+                    break
+                continue
+            try:
+                chunk = os.read(main, 65536)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            output += chunk
+            if not answered and b"Send now?" in output:
+                os.write(main, answer.encode() + b"\n")
+                answered = True
+        code = proc.wait(timeout=60)
+    finally:
+        os.close(main)
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", output.decode("utf-8", "replace"))
+    return code, text.replace("\r", "\n")
+
+
+def test_at_a_terminal_the_plan_is_shown_and_nothing_happens_until_confirmed(
+        project: Project) -> None:
+    n = setup(project, limits="limits:\n  per_minute: 30\n  per_day: 10000\n")  # Microsoft 365
+    args = ("send", ISSUE, "--list", "members")
+    with SmtpServer(users={USER: PASSWORD}) as server:
+        code, shown = at_terminal(project, *args, answer="n", env=smtp_env(server))
+        assert code == 2 and "not sent (nothing was changed)" in shown
+        # the plan: recipients, limits, estimated duration (30 a minute: 50 take 1 min 40 s)
+        assert f"{n} recipients" in shown and "30/min" in shown and "10000/day" in shown
+        assert "about 1 min" in shown and f"via 127.0.0.1:{server.port}" in shown
+        assert server.sessions == 0
+        assert "nothing has been sent" in project.run("status").out
+        configure(project)  # limits off, so the bar fills quickly
+        code, shown = at_terminal(project, *args, answer="y", env=smtp_env(server))
+    assert code == 0, shown
+    assert len(server.received) == n
+    # rich's bar: done/total, rate, time remaining; no plain progress lines on a terminal
+    assert re.search(rf"sending.*{n}/{n}\s+\d+\.\d/s\s+\d:\d\d:\d\d", shown), shown
+    assert "progress:" not in shown
+
+
+def test_without_a_terminal_progress_is_plain_log_lines(project: Project) -> None:
+    n = setup(project)
+    with SmtpServer(users={USER: PASSWORD}) as server:
+        result = send(project, server)
+    assert result.code == 0, result.err
+    assert re.search(rf"^progress: {n}/{n} done \(\d+\.\d/s\): {n} sent$", result.err, re.M)
+    assert "\x1b[" not in result.err + result.out
+
+
 def test_a_proof_goes_to_one_address_with_a_test_subject_and_is_not_recorded(
         project: Project) -> None:
     setup(project)
@@ -340,6 +410,36 @@ def test_starttls_is_required_when_configured_and_no_login_is_tried_without_it(
     assert server.auth_attempts == 0 and "MAIL" not in server.commands
 
 
+def test_a_server_that_cannot_be_reached_stops_the_send_with_everyone_still_pending(
+        project: Project) -> None:
+    from conftest import free_port
+
+    n = setup(project, n=12)
+    closed = free_port()  # nothing listens there: connection refused
+    started = time.monotonic()
+    result = project.run("send", ISSUE, "--list", "members", "--yes", env={
+        "NEWSLETTER_SMTP_HOST": "127.0.0.1", "NEWSLETTER_SMTP_PORT": str(closed),
+        "NEWSLETTER_SMTP_TLS": "none", "NEWSLETTER_SMTP_PASSWORD": PASSWORD})
+    assert result.code == 1 and "Traceback" not in result.err
+    assert f"could not connect to 127.0.0.1:{closed}" in result.err
+    assert f"{n} recipients are still pending" in result.err
+    assert time.monotonic() - started < 30  # a few quick retries, not minutes
+    assert {r["state"] for r in status_rows(project)} == {"pending"}  # nobody deferred
+    with SmtpServer(users={USER: PASSWORD}) as server:  # fixed: the same command finishes
+        again = send(project, server)
+    assert again.code == 0, again.err
+    assert recipients(server) == Counter(f"member{i:04d}@example.org" for i in range(n))
+
+
+def test_status_of_an_issue_that_does_not_exist_says_so(project: Project) -> None:
+    setup(project, n=2)
+    missing = project.run("status", "issues/2017-20-news.yaml")
+    assert missing.code == 1 and "Traceback" not in missing.err
+    assert "issues/2017-20-news.yaml: no such issue file" in missing.err
+    unsent = project.run("status", ISSUE)
+    assert unsent.code == 0 and "2017-02-news: not sent yet" in unsent.out
+
+
 def test_a_changed_issue_is_not_resumed(project: Project) -> None:
     setup(project, n=5, limits=FAST_LIMITS.replace("retry_base: 0.2", "retry_base: 3600")
           .replace("retry_max: 0.5", "retry_max: 7200"))
@@ -349,6 +449,9 @@ def test_a_changed_issue_is_not_resumed(project: Project) -> None:
         first = send(project, server)
         assert first.code == 0, first.err
         assert "1 deferred" in first.out
+        shown = project.run("status", ISSUE).out  # each deferred one, with its next attempt
+        assert re.search(r"deferred +member0003@example.org +attempt 1, next "
+                         r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC: 450 4.2.1 busy", shown), shown
         path = project.root / ISSUE
         path.write_text(path.read_text(encoding="utf-8").replace(
             "title:", "title: Changed", 1), encoding="utf-8")
@@ -432,9 +535,13 @@ def test_ctrl_c_stops_after_the_messages_in_flight_and_the_next_run_finishes(
         wait_for_mail(server, 3)
         running.send_signal(signal.SIGINT)
         out, err = running.communicate(timeout=60)
-        assert running.returncode == 0, err
-        assert "run the same command to continue" in out
+        assert running.returncode == 130, err  # stopped, not finished
+        assert "run the same command to continue" in out and "Traceback" not in err
+        assert "still pending" in out
         assert server.count < 40
+        # the messages in flight were finished and recorded: none left attempting
+        states = Counter(r["state"] for r in status_rows(project))
+        assert set(states) == {"sent", "pending"} and states["sent"] == len(server.accepted)
         result = send(project, server)
     assert result.code == 0, result.err
     assert recipients(server) == Counter(f"member{i:04d}@example.org" for i in range(40))
@@ -445,18 +552,19 @@ def test_kill_9_at_random_moments_never_skips_anyone_and_repeats_only_in_flight_
         project: Project) -> None:
     n = setup(project, n=200)
     rng = random.Random(20161205)
-    kills = 0
+    kills = mid_send = 0  # every kill, and those after this run had sent something
     with slow_server(0.08) as server:
         for _ in range(12):
+            before = server.count
             running = start_send(project, server)
             time.sleep(rng.uniform(0.3, 2.0))
             if running.poll() is None:
+                mid_send += server.count > before
                 running.kill()
                 kills += 1
             running.communicate(timeout=60)
             if running.returncode == 0:
                 break
-        before_final = server.count
         final = send(project, server)
         assert final.code == 0, final.err
     everyone = {f"member{i:04d}@example.org" for i in range(n)}
@@ -472,7 +580,7 @@ def test_kill_9_at_random_moments_never_skips_anyone_and_repeats_only_in_flight_
         assert int(rows[address]["resent_after_crash"]) >= 1
         ids = {message_id(r.data) for r in server.delivered if r.rcpt_to == (address,)}
         assert ids == {rows[address]["message_id"]}
-    assert kills >= 8 and 0 < before_final < n  # killed mid-send, more than once
+    assert kills >= 8 and mid_send >= 4  # killed mid-send, many times
 
 
 # --------------------------------------------------------------------------- the demo
@@ -486,7 +594,16 @@ def test_the_demo_runs_the_whole_pipeline_into_a_local_maildir_and_can_run_again
     for _ in range(2):  # the second run starts afresh rather than finding nothing to do
         result = project.run("demo", "-o", "demo", env=env)
         assert result.code == 0, result.err
-        assert "50 sent" in result.out and "(skipped: not available" not in result.out
+        assert "Traceback" not in result.err
+        assert "2017-02-news: 50 recipients: 50 sent" in result.out
+    # it says where to look, and the commands it suggests work
+    assert "demo/mail/new/: 50 messages" in result.out
+    assert "demo/site/index.html" in result.out
+    assert "demo/build/2017-02-news/email.html" in result.out
+    suggested = re.search(r"`newsletter (--config \S+) status (\S+)`", result.out)
+    assert suggested, result.out
+    shown = project.run(*suggested.group(1).split(), "status", suggested.group(2))
+    assert shown.code == 0 and "50 recipients: 50 sent" in shown.out
     box = mailbox.Maildir(project.root / "demo" / "mail", create=False)
     messages = [box.get_bytes(key) for key in box.iterkeys()]
     assert len(messages) == 50
@@ -495,6 +612,10 @@ def test_the_demo_runs_the_whole_pipeline_into_a_local_maildir_and_can_run_again
         check_message(Received("", (message["To"],), data, 0, "accepted"))
     assert (project.root / "demo" / "site" / "index.html").exists()
     assert not (project.root / "newsletter.db").exists()  # the project's own state untouched
+    settings = project.config.read_bytes()
+    clobber = project.run("demo", "-o", ".", env=env)  # never over the project itself
+    assert clobber.code == 1 and "the demo did not write" in clobber.err
+    assert project.config.read_bytes() == settings
 
 
 def test_removing_a_member_after_a_send_erases_them_from_the_ledger_too(

@@ -268,6 +268,23 @@ def test_archive_pages_are_served_with_strict_headers(server: Server) -> None:
     assert httpx.get(f"{server.url}/missing.html").status_code == 404
 
 
+def test_the_servers_security_policy_lets_built_pages_keep_their_design(
+        members_project: Project) -> None:
+    built = members_project.run("archive", "-o", "built")
+    assert built.code == 0, built.err
+    running = start(members_project, "-d", "built")
+    try:
+        page = httpx.get(f"{running.url}/2016-12-newsletter/")
+    finally:
+        running.stop()
+    assert page.status_code == 200 and 'style="' in page.text  # the email's inline styles
+    meta = re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', page.text)
+    assert meta is not None
+    # a browser applies both policies: the header must allow all the page's own allows
+    assert page.headers["content-security-policy"] == \
+        f"{meta.group(1)}; frame-ancestors 'none'"
+
+
 def test_paths_outside_the_archive_are_not_served(server: Server) -> None:
     with httpx.Client() as client:
         for path in ("/../newsletter.yaml", "/%2e%2e/newsletter.yaml", "/..%2fnewsletter.yaml",
@@ -279,13 +296,19 @@ def test_paths_outside_the_archive_are_not_served(server: Server) -> None:
             assert "smtp:" not in response.text and "SQLite" not in response.text
 
 
-def test_a_missing_archive_folder_is_a_404_page_not_an_error(members_project: Project
-                                                              ) -> None:
-    running = start(members_project, "-d", "not-built-yet")
-    try:
-        response = httpx.get(f"{running.url}/")
-        assert response.status_code == 404
-        assert "There is no page at this address." in response.text
-        assert "Modern Slavery Helpline" in response.text
-    finally:
-        running.stop()
+def test_serving_a_folder_with_no_built_archive_is_refused_with_a_message(
+        members_project: Project) -> None:
+    before = sorted(p.name for p in members_project.root.iterdir())
+    for folder in ("not-built-yet", "subscribers"):
+        result = members_project.run("serve", "--port", str(free_port()), "-d", folder)
+        assert result.code == 1, result.err
+        assert result.err == (f"{folder}: no built archive here (no index.html) (build it "
+                              "first with 'newsletter archive', or name its folder with -d)\n")
+    assert sorted(p.name for p in members_project.root.iterdir()) == before
+
+
+def test_a_missing_page_is_a_404_page_with_the_helpline(server: Server) -> None:
+    response = httpx.get(f"{server.url}/no-such-issue/")
+    assert response.status_code == 404
+    assert "There is no page at this address." in response.text
+    assert "Modern Slavery Helpline" in response.text

@@ -86,6 +86,37 @@ def test_a_missing_file_is_a_message_not_a_traceback(project: Project) -> None:
                           "directory)\n")
 
 
+@pytest.mark.parametrize(("args", "code", "message"), [
+    (("import", "subscribers", "--list", "news"), 2, "'subscribers' is a directory"),
+    (("import", "subscribers/members.csv"), 2, "Missing option '--list'"),
+    (("import", "subscribers/members.csv", "--list", ""), 1,
+     "--list: '' is not a usable list name"),
+    (("export", "-o", "subscribers"), 2, "'subscribers' is a directory"),
+    (("export",), 1, "newsletter.db: no members yet (the state database does not exist)"),
+    (("list",), 1, "no members yet"),
+    (("count", "--list", "news"), 1, "no members yet"),
+    (("unsubscribe", "a.hussain@west.example.org"), 1, "no members yet"),
+    (("remove", "a.hussain@west.example.org"), 1, "no members yet"),
+])
+def test_bad_command_lines_are_a_message_and_create_nothing(
+        project: Project, args: tuple[str, ...], code: int, message: str) -> None:
+    before = sorted(p.name for p in project.root.iterdir())
+    result = project.run("subscribers", *args)
+    assert (result.code, result.out) == (code, ""), result.err
+    assert message in result.err and "Traceback" not in result.err
+    assert sorted(p.name for p in project.root.iterdir()) == before  # no database made
+
+
+def test_removing_a_stranger_is_an_error_that_changes_nothing(project: Project) -> None:
+    import_sample(project)
+    before = snapshot(project)
+    result = project.run("subscribers", "remove", "nobody@example.org")
+    assert result.code == 1
+    assert result.err == ("command line: EMAIL: 'nobody@example.org' is not a member (check "
+                          "the spelling with 'newsletter subscribers list')\n")
+    assert snapshot(project) == before
+
+
 def test_an_unusable_list_name_is_refused(project: Project) -> None:
     result = project.run("subscribers", "import", "subscribers/members.csv", "--list", "News!")
     assert result.code == 1
@@ -168,6 +199,14 @@ def test_a_dry_run_reports_and_changes_nothing(project: Project) -> None:
     assert snapshot(project) == before
 
 
+def test_a_dry_run_before_any_import_creates_no_database(project: Project) -> None:
+    result = project.run("subscribers", "import", "subscribers/members.csv", "--list", "news",
+                         "--dry-run")
+    assert result.code == 0, result.err
+    assert result.out.startswith("news: would add 50 new, 0 already subscribed, 0 skipped")
+    assert not list(project.root.glob("newsletter.db*"))
+
+
 # --------------------------------------------------------------------------- suppression
 
 
@@ -215,8 +254,8 @@ def test_unsubscribing_a_stranger_is_an_error_that_changes_nothing(project: Proj
     before = snapshot(project)
     result = project.run("subscribers", "unsubscribe", "nobody@example.org")
     assert result.code == 1
-    assert result.err == ("command line: EMAIL: 'nobody@example.org' is not a member (see "
-                          "'newsletter subscribers list')\n")
+    assert result.err == ("command line: EMAIL: 'nobody@example.org' is not a member (check "
+                          "the spelling with 'newsletter subscribers list')\n")
     assert snapshot(project) == before
 
 
@@ -275,6 +314,13 @@ def test_export_to_a_missing_folder_is_a_message(project: Project) -> None:
     assert result.code == 1
     assert result.err == ("no/such/folder/out.csv: cannot write the file (No such file or "
                           "directory)\n")
+
+
+def test_export_to_a_place_nobody_may_write_is_a_message(project: Project) -> None:
+    import_sample(project)
+    result = project.run("subscribers", "export", "-o", "/proc/out.csv")  # even root may not
+    assert (result.code, result.out) == (1, "")
+    assert result.err == "/proc/out.csv: cannot write the file (No such file or directory)\n"
 
 
 def test_export_of_an_unknown_list_names_the_lists(project: Project) -> None:

@@ -2,7 +2,7 @@
 
     entries.py   Issue -> Entry (what the index, search and feed need)
     pages.py     Entries + the ARCHIVE render -> page, feed and index bytes (pure)
-    publish.py   staging folder, manifest, reuse of unchanged files, swap
+    publish.py   staging folder, manifest (beside the site), reuse of unchanged files, swap
 
 In: the network and the issue files. Out: the output folder (default ``site/``), replaced
 as a whole only after every page is built and the privacy gate (privacy.py) found
@@ -15,6 +15,8 @@ manifest, their pages from the previous site, and the render a re-made page embe
     site/search/index.html     search that works without a server (search-index.js)
     site/feed.xml              Atom, full content of the latest 20 issues
     site/sitemap.xml, robots.txt, 404.html, static/
+    .site.manifest.json        beside the site, unpublished: what the last build made
+    .site.staging/             beside the site: the next build is assembled here
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from pathlib import Path
 
 from .. import privacy
 from ..errors import InputError, Problem
-from ..model import Issue, Network
+from ..model import Issue, Location, Network
 from .entries import Entry, entry_for, file_hash
 from .pages import (
     FEED_ENTRIES,
@@ -56,8 +58,14 @@ class BuildReport:
 def build_site(network: Network, issue_files: Sequence[Path], output: Path,
                load: Callable[[Path], Issue]) -> BuildReport:
     """Build the archive of ``issue_files`` into ``output``; raise InputError on bad input."""
-    with locked(output):
-        return _build(network, issue_files, output, load)
+    try:
+        with locked(output):
+            return _build(network, issue_files, output, load)
+    except OSError as e:  # a read-only or full disk, a path we may not write: say which
+        where = e.filename or output
+        raise InputError([Problem(Location(str(output)), "",
+                                  f"cannot write the site ({where}: {e.strerror or e})")]
+                         ) from e
 
 
 def _build(network: Network, issue_files: Sequence[Path], output: Path,
@@ -85,14 +93,16 @@ def _build(network: Network, issue_files: Sequence[Path], output: Path,
         static = network.root / "templates" / "archive" / "static"
         for path in sorted(p for p in static.rglob("*") if p.is_file()):
             site.put(f"static/{path.relative_to(static).as_posix()}", path.read_bytes())
-        site.put_manifest(Manifest(fingerprint, policy.fingerprint, {e.slug: e for e in entries},
-                                   page_keys, dict(sorted(site.files.items()))))
-        site.finish()
+        site.finish()  # now the folder holds exactly site.files
         # a file byte-identical to one that passed the gate under the same policy is clean
-        trusted = frozenset(
-            rel for rel, digest in site.files.items()
-            if previous.policy == policy.fingerprint and previous.files.get(rel) == digest)
-        privacy.scan_tree(site.folder, policy, shown_as=str(output), trusted=trusted)
+        trusted = previous.files if previous.policy == policy.fingerprint else {}
+        privacy.scan_files(site.folder, [rel for rel, digest in site.files.items()
+                                         if trusted.get(rel) != digest],
+                           policy, shown_as=str(output))
+        # beside the site, not in it: the policy fingerprint is derived from the member
+        # list. Written before the swap, so a failure to write it publishes nothing.
+        Manifest(fingerprint, policy.fingerprint, {e.slug: e for e in entries}, page_keys,
+                 dict(sorted(site.files.items()))).write(output)
 
     return BuildReport(output, len(entries), tuple(site.written), tuple(site.kept),
                        tuple(sorted(fresh)))
@@ -152,8 +162,7 @@ def _entries(network: Network, issue_files: Sequence[Path], reusable: dict[str, 
         except InputError as e:
             problems.extend(e.problems)
             continue
-        entry, refused = entry_for(issue, network.root, data)
-        problems.extend(refused)
+        entry = entry_for(issue, network.root, data)
         entries.append(entry)
         fresh[entry.slug] = issue
     if problems:

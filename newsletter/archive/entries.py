@@ -16,12 +16,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..errors import Problem
 from ..model import Article, Block, Callout, Contact, Event, Image, Issue, Links
 from ..privacy import Written, written_in
 
 SUMMARY_WORDS = 30
-MAX_IMAGE_BYTES = 1_048_576  # 1 MB, as load.py: a page must stay quick to open on a phone
 
 _LINK = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")  # [text](url) -> text
 _AUTOLINK = re.compile(r"<((?:https|mailto|tel):[^>\s]*)>")
@@ -92,22 +90,15 @@ def file_hash(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def entry_for(issue: Issue, root: Path, yaml_bytes: bytes) -> tuple[Entry, list[Problem]]:
-    """Summarise one issue; problems are images the archive refuses to publish."""
-    problems: list[Problem] = []
+def entry_for(issue: Issue, root: Path, yaml_bytes: bytes) -> Entry:
+    """Summarise one issue (load.py has already refused images too large to publish)."""
     images: dict[str, PublishedImage] = {}
     for image in issue_images(issue):
         if image.path is None or image.published_name is None or image.digest is None:
             continue  # an https image: published as written
-        if image.size is not None and image.size > MAX_IMAGE_BYTES:
-            problems.append(Problem(
-                image.where, "image.src",
-                f"{image.src} is {image.size:,} bytes; the archive takes images up to "
-                f"{MAX_IMAGE_BYTES:,} bytes", "resize or compress it"))
-            continue
         images[image.published_name] = PublishedImage(
             image.published_name, _relative(image.path, root), image.digest)
-    entry = Entry(
+    return Entry(
         slug=issue.slug, title=issue.title, date=issue.date, number=issue.number,
         summary=summary_of(issue), text=_SPACE.sub(" ", " ".join(_words(issue))).strip(),
         source=_relative(Path(issue.where.path), root),
@@ -115,7 +106,6 @@ def entry_for(issue: Issue, root: Path, yaml_bytes: bytes) -> tuple[Entry, list[
         images=tuple(images[name] for name in sorted(images)),
         written=written_in(yaml_bytes.decode("utf-8", errors="replace")),
     )
-    return entry, problems
 
 
 def issue_images(issue: Issue) -> Iterator[Image]:
@@ -150,7 +140,8 @@ def summary_of(issue: Issue) -> str:
 
 
 def _words(issue: Issue) -> Iterator[str]:
-    yield issue.title
+    # not the title: the search index carries it beside the text, and a snippet that
+    # begins by repeating the title under the title tells the reader nothing
     if issue.subject:
         yield issue.subject
     if issue.preheader:

@@ -10,9 +10,14 @@ site's files) and kept as the next build's staging folder, ``.<output>.staging``
 and deleting a folder per issue on every build cost more than everything else an
 incremental build does.
 
-``.manifest.json`` (in the site) records what the last build made: the fingerprint of
-its code, templates and config, each issue's entry and page key, the sha256 of every
-file, and the privacy policy fingerprint those files passed.
+``.<output>.manifest.json`` (beside the site, never in it) records what the last build
+made: the fingerprint of its code, templates and config, each issue's entry and page key,
+the sha256 of every file, and the fingerprint of the privacy policy those files passed.
+That policy is derived from the member list, and the entries name source files: neither
+belongs in the published folder, which holds only what readers are meant to see. The
+manifest is written after the gate passed and before the swap, so every digest in it
+names clean bytes even if the swap never happens: file reuse compares the live bytes
+themselves with it, never trusts the manifest alone.
 """
 
 from __future__ import annotations
@@ -32,8 +37,7 @@ from ..errors import InputError, Problem, StateError
 from ..model import Location
 from .entries import Entry
 
-MANIFEST = ".manifest.json"
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2  # 2: beside the site instead of inside it
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,11 +61,24 @@ class Manifest:
         text = json.dumps(data, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
         return (text + "\n").encode()
 
+    def write(self, output: Path) -> None:
+        """Replace the manifest beside ``output`` atomically (untouched if unchanged)."""
+        path = manifest_path(output)
+        data = self.to_bytes()
+        try:
+            if path.read_bytes() == data:
+                return
+        except OSError:
+            pass
+        partial = path.with_name(path.name + ".partial")
+        partial.write_bytes(data)
+        partial.replace(path)
+
     @classmethod
-    def read(cls, site: Path, texts: dict[str, str]) -> Manifest:
+    def read(cls, output: Path, texts: dict[str, str]) -> Manifest:
         """The previous build's manifest; an empty one when there is none usable."""
         try:
-            data: Any = json.loads((site / MANIFEST).read_bytes())
+            data: Any = json.loads(manifest_path(output).read_bytes())
             if data.get("version") != MANIFEST_VERSION:
                 return cls()
             entries = {}
@@ -130,11 +147,6 @@ class Staging:
         self.files[relative] = digest
         return data
 
-    def put_manifest(self, manifest: Manifest) -> None:
-        data = manifest.to_bytes()
-        if self.previous_bytes(MANIFEST) != data or not self._use_live(MANIFEST):
-            self._write(MANIFEST, data)
-
     def previous_bytes(self, relative: str) -> bytes | None:
         try:
             return (self.output / relative).read_bytes()
@@ -142,8 +154,12 @@ class Staging:
             return None
 
     def finish(self) -> None:
-        """Remove what the new site no longer has (a deleted issue, leftovers)."""
-        wanted = set(self.files) | {MANIFEST}
+        """Remove what the new site no longer has (a deleted issue, leftovers).
+
+        Afterwards the folder holds exactly ``files``, each written or linked to by this
+        build: the privacy gate scans that list, not a walk of the folder.
+        """
+        wanted = set(self.files)
         emptied: set[Path] = set()
         for top, folders, names in os.walk(self.folder, topdown=False):
             here = Path(top)
@@ -201,6 +217,10 @@ def staging_folder(output: Path) -> Path:
     return output.parent / f".{output.name}.staging"
 
 
+def manifest_path(output: Path) -> Path:
+    return output.parent / f".{output.name}.manifest.json"
+
+
 def _aside_folder(output: Path) -> Path:
     return output.parent / f".{output.name}.old"
 
@@ -249,12 +269,16 @@ def _same_size(a: Path, b: Path) -> bool:
 
 def check_output(output: Path) -> None:
     """Refuse to replace a folder this program did not build (``-o .`` must not eat a project)."""
+    if output.name in ("", ".", ".."):  # the swap renames the folder: it needs a name
+        raise InputError([Problem(Location(str(output)), "", "is not a folder name",
+                                  "name the site's own folder, e.g. -o site")])
     if output.exists() and not output.is_dir():
         raise InputError([Problem(Location(str(output)), "", "exists and is not a folder")])
-    if output.is_dir() and any(output.iterdir()) and not (output / MANIFEST).is_file():
+    if output.is_dir() and any(output.iterdir()) and not manifest_path(output).is_file():
         raise InputError([Problem(
             Location(str(output)), "",
-            "is not empty and was not built by `newsletter archive` (no .manifest.json)",
+            f"is not empty and was not built by `newsletter archive` (no "
+            f"{manifest_path(output).name} beside it)",
             "choose another folder with -o, or empty it first")])
 
 
@@ -292,10 +316,11 @@ def recover(output: Path) -> None:
 def staged(output: Path, previous: Manifest) -> Iterator[Staging]:
     """Assemble a site in the staging folder; publish it only if the block succeeds.
 
+    Call ``recover`` first: the live site must be in place, not aside.
+
     Whatever happens, the staging folder ends as a hard-link mirror of the live site:
     no unpublished bytes (say, a page the privacy gate refused) stay behind on disk.
     """
-    recover(output)
     staging = Staging(output, previous)
     staging.folder.mkdir(parents=True, exist_ok=True)
     try:

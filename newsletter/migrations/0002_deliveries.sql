@@ -1,9 +1,9 @@
 -- Deliveries: one row per (issue, subscriber), written before the first SMTP connection.
 -- The queries live at the top of newsletter/ledger.py. States only move forward:
 --
---   pending -> attempting -> sent | deferred | failed | unknown
+--   pending -> attempting -> sent | deferred | failed | unknown | expired
 --   deferred -> attempting | expired;  unknown -> attempting (only with --retry-unknown)
---   pending | deferred -> suppressed   (re-checked just before each attempt)
+--   pending | attempting | deferred | unknown -> suppressed   (checked just before each attempt)
 --
 -- A row left `attempting` by a killed run was in flight at the crash: it is resent with
 -- the same Message-ID (at-least-once) and counted in `resent_after_crash`.
