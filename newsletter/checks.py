@@ -17,7 +17,7 @@ from collections import Counter
 from collections.abc import Iterable, Iterator
 
 from .errors import InputError, Problem, Severity
-from .load import markdown_parts
+from .markdown import parts
 from .model import Article, Callout, Contact, Event, Issue, Link, Links, Location, Network
 
 SUBJECT_LEN = 60
@@ -59,7 +59,7 @@ def editorial(issue: Issue, network: Network | None = None) -> list[Problem]:
             warn(f"{key}.text", _vague_message(link.text), _VAGUE_HINT)
     for key, markdown in _markdown(issue):
         links = 0
-        for part in markdown_parts(markdown):
+        for part in parts(markdown):
             if part.kind != "link":
                 continue
             links += 1

@@ -21,8 +21,8 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from . import yamlsource as ys
+from .addresses import address_problem, phone_problem, url_problem
 from .errors import InputError, Problem
-from .load import address_problem
 from .model import (
     ArchiveSettings,
     Brand,
@@ -36,7 +36,7 @@ from .model import (
     TlsMode,
     Unsubscribe,
 )
-from .urls import url_problem
+from .yamlfields import Fields, Reader
 
 TOP_KEYS = ("name", "language", "sender", "reply_to", "website", "archive_url", "list_id",
             "helpline", "brand", "unsubscribe", "smtp", "limits", "archive", "database")
@@ -60,7 +60,6 @@ _COLOUR = re.compile(r"#[0-9a-fA-F]{6}")
 _LANGUAGE = re.compile(r"[a-z]{2,3}(?:-[A-Za-z0-9]{2,8})*")
 _ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
 _HOST = re.compile(r"[A-Za-z0-9.:\[\]-]+")
-_PHONE = re.compile(r"\+?[0-9][0-9 ]*")
 
 HELPLINE_EXAMPLE = (
     "add helpline: {prompt: ..., name: Modern Slavery Helpline, phone: 08000 121 700, "
@@ -75,18 +74,8 @@ def load_network(path: Path, environ: Mapping[str, str] | None = None) -> Networ
     against it. ``environ`` (default ``os.environ``) supplies the SMTP overrides.
     """
     source = str(path)
-    try:
-        too_big = ys.size_problem(path.stat().st_size, source)
-        if too_big:
-            raise InputError([too_big])
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise InputError([Problem(Location(source), "", "settings file not found",
-                                  "run newsletter in the project folder, or give --config")]
-                         ) from None
-    except OSError as e:
-        raise InputError([Problem(Location(source), "",
-                                  f"cannot read the file: {e.strerror or e}")]) from None
+    data = ys.read(path, not_found=("settings file not found",
+                                    "run newsletter in the project folder, or give --config"))
     early: list[Problem] = []
     root = ys.parse(data, source, early)
     if root is None:
@@ -113,7 +102,7 @@ class _NetworkReader:
         self.source = source
         self.root = root
         self.environ = environ
-        self.r = ys.Reader(source)
+        self.r = Reader(source)
 
     def network(self, node: ys.Node) -> Network:
         r = self.r
@@ -159,14 +148,14 @@ class _NetworkReader:
 
     # --- pieces
 
-    def section(self, f: ys.Fields, name: str, keys: tuple[str, ...],
-                required: tuple[str, ...] = ()) -> ys.Fields | None:
+    def section(self, f: Fields, name: str, keys: tuple[str, ...],
+                required: tuple[str, ...] = ()) -> Fields | None:
         if not f.has(name):
             return None
         return self.r.fields(f.values[name], f.key(name), keys, required,
                              what=f"{name} settings")
 
-    def url(self, f: ys.Fields, name: str) -> str | None:
+    def url(self, f: Fields, name: str) -> str | None:
         url = self.r.text(f, name, max_len=2000)
         if url is None:
             return None
@@ -176,17 +165,16 @@ class _NetworkReader:
             return None
         return url
 
-    def address(self, f: ys.Fields, name: str) -> str | None:
+    def address(self, f: Fields, name: str) -> str | None:
         text = self.r.text(f, name, max_len=254, header=True)
         if text is None:
             return None
         address, why = address_problem(text)
         if why:
-            self.r.error(f.values[name], f.key(name), f"not a usable email address: "
-                         f"{why[:1].lower()}{why[1:].rstrip('.')}")
+            self.r.error(f.values[name], f.key(name), why)
         return address
 
-    def mailbox(self, f: ys.Fields, name: str) -> Mailbox | None:
+    def mailbox(self, f: Fields, name: str) -> Mailbox | None:
         m = self.section(f, name, MAILBOX_KEYS, required=("name", "address"))
         if m is None:
             return None
@@ -194,7 +182,7 @@ class _NetworkReader:
         address = self.address(m, "address")
         return Mailbox(display, address) if display and address else None
 
-    def list_id(self, f: ys.Fields) -> ListId | None:
+    def list_id(self, f: Fields) -> ListId | None:
         m = self.section(f, "list_id", LIST_ID_KEYS, required=("name", "label"))
         if m is None:
             return None
@@ -207,7 +195,7 @@ class _NetworkReader:
             label = None
         return ListId(display, label) if display and label else None
 
-    def helpline(self, f: ys.Fields) -> Helpline | None:
+    def helpline(self, f: Fields) -> Helpline | None:
         m = self.section(f, "helpline", HELPLINE_KEYS,
                          required=("prompt", "name", "phone", "report_url"))
         if m is None:
@@ -222,18 +210,15 @@ class _NetworkReader:
             return Helpline(prompt, name, phone, report_url, emergency)
         return None
 
-    def phone(self, m: ys.Fields, name: str) -> str | None:
+    def phone(self, m: Fields, name: str) -> str | None:
         phone = self.r.text(m, name, max_len=40)
-        if phone is None:
-            return None
-        digits = sum(c.isdigit() for c in phone)
-        if not _PHONE.fullmatch(phone) or not 3 <= digits <= 15:
-            self.r.error(m.values[name], m.key(name), f"expected a phone number, found "
-                         f"{phone!r}", "digits and spaces, e.g. 08000 121 700")
+        problem = None if phone is None else phone_problem(phone)
+        if problem:
+            self.r.error(m.values[name], m.key(name), *problem)
             return None
         return phone
 
-    def brand(self, f: ys.Fields) -> Brand | None:
+    def brand(self, f: Fields) -> Brand | None:
         m = self.section(f, "brand", BRAND_KEYS)
         if m is None:
             return None
@@ -265,7 +250,7 @@ class _NetworkReader:
         return Brand(colour=(colour or Brand().colour).lower(), logo=logo_path,
                      logo_alt=logo_alt or "")
 
-    def unsubscribe(self, f: ys.Fields) -> Unsubscribe | None:
+    def unsubscribe(self, f: Fields) -> Unsubscribe | None:
         m = self.section(f, "unsubscribe", UNSUBSCRIBE_KEYS)
         if m is None:
             return None
@@ -277,7 +262,7 @@ class _NetworkReader:
             return None
         return Unsubscribe(url=url.rstrip("/") if url else None, mailto=mailto)
 
-    def smtp(self, f: ys.Fields) -> Smtp | None:
+    def smtp(self, f: Fields) -> Smtp | None:
         r = self.r
         m = self.section(f, "smtp", SMTP_KEYS)
         if f.has("smtp") and m is None:
@@ -324,7 +309,7 @@ class _NetworkReader:
                 "use starttls or implicit; none is only for a server on 127.0.0.1"))
         return smtp
 
-    def dkim(self, m: ys.Fields) -> tuple[Path | None, str | None, str | None]:
+    def dkim(self, m: Fields) -> tuple[Path | None, str | None, str | None]:
         """The DKIM key file (a secret: kept outside the repository), selector and domain."""
         r = self.r
         key = r.text(m, "dkim_key", max_len=1000)
@@ -343,7 +328,7 @@ class _NetworkReader:
                     "DKIM needs both the key file and the selector")
         return (self.root / key if key else None), selector, domain
 
-    def smtp_where(self, m: ys.Fields | None, name: str) -> Location:
+    def smtp_where(self, m: Fields | None, name: str) -> Location:
         variable = ENV_PREFIX + name.upper()
         if variable in self.environ:
             return Location(f"environment variable {variable}")
@@ -385,7 +370,7 @@ class _NetworkReader:
                 bad("USER", "control characters are not allowed")
         return host, port, tls, user
 
-    def limits(self, f: ys.Fields) -> Limits | None:
+    def limits(self, f: Fields) -> Limits | None:
         m = self.section(f, "limits", LIMIT_KEYS)
         if m is None:
             return None if f.has("limits") else Limits()
@@ -421,7 +406,7 @@ class _NetworkReader:
             retry_deadline=pick(retry_deadline, d.retry_deadline),
         )
 
-    def archive(self, f: ys.Fields) -> ArchiveSettings | None:
+    def archive(self, f: Fields) -> ArchiveSettings | None:
         m = self.section(f, "archive", ARCHIVE_KEYS)
         if m is None:
             return None if f.has("archive") else ArchiveSettings()

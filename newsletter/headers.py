@@ -11,7 +11,6 @@ header lines. We refuse them rather than trust the ``email`` package to.
 
 from __future__ import annotations
 
-import email.policy
 import re
 import sys
 
@@ -19,7 +18,7 @@ from .errors import NewsletterError
 
 # C0 controls (TAB included: no header value we write needs one), DEL, C1 controls,
 # the Unicode line and paragraph separators, and the start of an RFC 2047 encoded-word.
-_FORBIDDEN = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]|=\?")
+FORBIDDEN = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]|=\?")
 _LOCAL_PART = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+")
 
 
@@ -30,6 +29,8 @@ _PATCHED = {(3, 10): (3, 10, 20), (3, 11): (3, 11, 15), (3, 12): (3, 12, 13),
 
 def python_warning(version: tuple[int, int, int] = sys.version_info[:3]) -> str | None:
     """A warning when this Python's email package predates the header-injection fixes."""
+    import email.policy  # only here: it is a noticeable share of a short command's start-up
+
     needed = _PATCHED.get(version[:2])
     fixed = hasattr(email.policy.default, "verify_generated_headers")
     if (needed is None and version[:2] > (3, 14)) or (needed and version >= needed and fixed):
@@ -47,7 +48,7 @@ class HeaderValueError(NewsletterError):
 
 def value_problem(value: str) -> str | None:
     """Why ``value`` may not be written into a header, or None when it may."""
-    found = _FORBIDDEN.search(value)
+    found = FORBIDDEN.search(value)
     if found is None:
         return None
     text = found.group()

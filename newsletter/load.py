@@ -6,9 +6,9 @@ file, line and column of the value at fault. Local images are read here, once: t
 is sniffed from the bytes (not the name), their dimensions come from the file headers,
 and their bytes go into the issue's ``source_hash``.
 
-Markdown (intro and bodies) is parsed here only to refuse what the renderer would drop
-(raw HTML, Markdown images, links other than https/mailto/tel), so the editor hears about
-it from ``check``, on the right line.
+Markdown (intro and bodies) is inspected here with ``markdown.parts`` to refuse what the
+renderer would drop (raw HTML, Markdown images, links other than https/mailto/tel), so the
+editor hears about it from ``check``, on the right line.
 """
 
 from __future__ import annotations
@@ -17,14 +17,12 @@ import hashlib
 import re
 import struct
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TypeVar
 
-from markdown_it import MarkdownIt
-
+from . import markdown as md
 from . import yamlsource as ys
-from .addresses import AddressError, checked_address
+from .addresses import address_problem, phone_problem, url_problem
 from .errors import InputError, Problem
 from .model import (
     Article,
@@ -41,7 +39,7 @@ from .model import (
     Person,
     Section,
 )
-from .urls import url_problem
+from .yamlfields import Fields, Reader
 
 MAX_BLOCKS = 60
 MAX_ITEMS = 50  # people in a contact block, links in a links block
@@ -64,7 +62,6 @@ IMAGE_KEYS = ("src", "alt")
 PERSON_KEYS = ("name", "role", "organisation", "phone", "email")
 _URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
 _T = TypeVar("_T")
-_PHONE = re.compile(r"\+?[0-9][0-9 ().-]*")
 
 
 def find_issues(root: Path) -> list[Path]:
@@ -82,77 +79,13 @@ def load_issue(path: Path, network: Network | None = None) -> Issue:
     is valid or not on its own today.
     """
     source = str(path)
-    try:
-        too_big = ys.size_problem(path.stat().st_size, source)
-        if too_big:
-            raise InputError([too_big])  # refused before reading a byte of it
-        data = path.read_bytes()
-    except OSError as e:
-        raise InputError([Problem(Location(source), "",
-                                  f"cannot read the file: {e.strerror or e}")]) from None
+    data = ys.read(path)
     early: list[Problem] = []
     root = ys.parse(data, source, early)
     return _IssueReader(path, source, data, early).issue(root)
 
 
-def address_problem(text: str) -> tuple[str | None, str | None]:
-    """``(ascii address, None)`` for a usable email address, else ``(None, why)``.
-
-    The domain is IDNA-encoded so headers and the SMTP envelope stay ASCII.
-    """
-    try:
-        return checked_address(text), None
-    except AddressError as e:
-        return None, str(e)
-
-
 # --------------------------------------------------------------------------- Markdown
-
-
-class _SeeEveryLink(MarkdownIt):
-    """Parses every link, even ``javascript:`` ones, so they can be reported."""
-
-    def validateLink(self, url: str) -> bool:
-        return True
-
-
-_MD = _SeeEveryLink("commonmark")
-
-
-@dataclass(frozen=True, slots=True)
-class MarkdownPart:
-    kind: str  # "link", "image" or "html"
-    line: int  # 0-based line inside the Markdown text
-    target: str  # the href / src / HTML
-    text: str  # the link text or image alt
-
-
-def markdown_parts(markdown: str) -> Iterator[MarkdownPart]:
-    """The links, images and raw HTML in a Markdown text, with their line."""
-    for token in _MD.parse(markdown):
-        first = token.map[0] if token.map else 0
-        if token.type == "html_block":
-            yield MarkdownPart("html", first, token.content.strip(), "")
-            continue
-        if token.type != "inline" or not token.children:
-            continue
-        line = first
-        link: tuple[int, str, list[str]] | None = None
-        for child in token.children:
-            if child.type in ("softbreak", "hardbreak"):
-                line += 1
-            elif child.type == "link_open":
-                link = (line, str(child.attrs.get("href", "")), [])
-            elif child.type == "link_close" and link is not None:
-                yield MarkdownPart("link", link[0], link[1], "".join(link[2]))
-                link = None
-            elif child.type in ("text", "code_inline") and link is not None:
-                link[2].append(child.content)
-            elif child.type == "image":
-                yield MarkdownPart("image", line, str(child.attrs.get("src", "")),
-                                   child.content)
-            elif child.type == "html_inline":
-                yield MarkdownPart("html", line, child.content, "")
 
 
 def markdown_location(node: ys.Scalar, line: int, source: str, lines: list[str]) -> Location:
@@ -238,7 +171,7 @@ class _IssueReader:
         self.path = path
         self.folder = path.parent
         self.source = source
-        self.r = ys.Reader(source)
+        self.r = Reader(source)
         self.r.problems.extend(early)
         self.hash = hashlib.sha256(data)
         self.lines = data.decode("utf-8").splitlines()
@@ -299,7 +232,7 @@ class _IssueReader:
             r.error(node, ys.join(path, "type"), "required",
                     "one of " + ", ".join(BLOCK_KEYS))
             return None
-        kinds = ys.Fields(node, path, {"type": kind_node}, {})
+        kinds = Fields(node, path, {"type": kind_node}, {})
         kind = r.choice(kinds, "type", BLOCK_KEYS, what="block type")
         if kind is None:
             return None
@@ -332,7 +265,7 @@ class _IssueReader:
             return Links(title, where, items=items)
         return Section(title, where)
 
-    def event(self, f: ys.Fields, title: str, where: Location, body: str | None,
+    def event(self, f: Fields, title: str, where: Location, body: str | None,
               link: Link | None) -> Event | None:
         r = self.r
         day = r.date(f, "date")
@@ -353,7 +286,7 @@ class _IssueReader:
         return Event(title, where, date=day, start=start, end=end, location=location,
                      body=body, link=link)
 
-    def many(self, f: ys.Fields, name: str,
+    def many(self, f: Fields, name: str,
              read: Callable[[ys.Node, str], _T | None]) -> Iterator[_T | None]:
         """Each item of the list at ``name``, read by ``read``."""
         if not f.has(name):
@@ -368,7 +301,7 @@ class _IssueReader:
 
     # --- values inside blocks
 
-    def markdown(self, f: ys.Fields, name: str) -> str | None:
+    def markdown(self, f: Fields, name: str) -> str | None:
         r = self.r
         text = r.text(f, name, max_len=BODY_LEN, multiline=True)
         node = f.values.get(name)
@@ -376,7 +309,7 @@ class _IssueReader:
             return text
         key = f.key(name)
         links = 0
-        for part in markdown_parts(text):
+        for part in md.parts(text):
             where = markdown_location(node, part.line, self.source, self.lines)
             if part.kind == "link":
                 links += 1  # checks.py finds each link's place under this key
@@ -421,17 +354,15 @@ class _IssueReader:
         role = r.text(f, "role", max_len=TITLE_LEN)
         organisation = r.text(f, "organisation", max_len=TITLE_LEN)
         phone = r.text(f, "phone", max_len=40)
-        if phone is not None and not (_PHONE.fullmatch(phone)
-                                      and 3 <= sum(c.isdigit() for c in phone) <= 15):
-            r.error(f.values["phone"], f.key("phone"), f"expected a phone number, found "
-                    f"{phone!r}", "digits, spaces and a leading +, e.g. 0207 811 6077")
+        problem = None if phone is None else phone_problem(phone)
+        if problem:
+            r.error(f.values["phone"], f.key("phone"), *problem)
             phone = None
         email = r.text(f, "email", max_len=254)
         if email is not None:
             email, why = address_problem(email)
             if why:
-                r.error(f.values["email"], f.key("email"), f"not a usable email address: "
-                        f"{why[:1].lower()}{why[1:].rstrip('.')}")
+                r.error(f.values["email"], f.key("email"), why)
         if name is None:
             return None
         return Person(name, r.where(node), role=role, organisation=organisation, phone=phone,

@@ -3,30 +3,35 @@
 Bodies and intros are CommonMark written by editors. For the HTML part they go through
 markdown-it-py's "js-default" preset (raw HTML is escaped, not passed through) and then nh3
 with a small allowlist, because MRML passes anything it is given straight into the email.
-Links keep only https, mailto and tel targets (newsletter.urls decides); relative and
+Links keep only https, mailto and tel targets (addresses.url_problem decides); relative and
 protocol-relative links lose their href; images never come from Markdown (only from a
 block's ``image``). Headings inside a body become <h3>: the email's outline is h1 issue,
 h2 block, h3 inside a block.
 
 For the text part the same token stream is written out as paragraphs, wrapped by
 plaintext.py, with links as numbered references [1] collected in a LinkRefs.
+
+For the load stage, ``parts`` lists what the renderer would drop (raw HTML, images, unsafe
+links) and every link's text, parsed with the same grammar, so problems are reported on
+the line where the editor wrote them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import lru_cache
 
 import nh3
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
+from .addresses import LINK_SCHEMES, url_problem
 from .plaintext import LinkRefs, heading, wrap
-from .urls import url_problem
 
 _TAGS = frozenset({"p", "a", "strong", "em", "ul", "ol", "li", "br", "code", "pre",
                    "blockquote", "h3", "hr"})
 _ATTRIBUTES = {"a": {"href"}}
-_SCHEMES = frozenset({"https", "mailto", "tel"})
 
 
 @lru_cache(maxsize=1)
@@ -34,6 +39,57 @@ def _parser() -> MarkdownIt:
     md = MarkdownIt("js-default")
     md.disable("image")  # images come only from a block's `image`, with alt text checked
     return md
+
+
+class _SeeEverything(MarkdownIt):
+    """The renderer's grammar, but keeping what it would drop (raw HTML, images, links
+    such as ``javascript:``) as tokens, so the loader can report them on their line."""
+
+    def validateLink(self, url: str) -> bool:
+        return True
+
+
+@lru_cache(maxsize=1)
+def _inspector() -> MarkdownIt:
+    return _SeeEverything("js-default", {"html": True})
+
+
+@dataclass(frozen=True, slots=True)
+class Part:
+    kind: str  # "link", "image" or "html"
+    line: int  # 0-based line inside the Markdown text
+    target: str  # the href / src / HTML
+    text: str  # the link text or image alt
+
+
+def parts(markdown: str) -> Iterator[Part]:
+    """The links, images and raw HTML in a Markdown text, in order, with their line.
+
+    load.py refuses the HTML, images and unsafe links; checks.py reads the link texts.
+    """
+    for token in _inspector().parse(markdown):
+        first = token.map[0] if token.map else 0
+        if token.type == "html_block":
+            yield Part("html", first, token.content.strip(), "")
+            continue
+        if token.type != "inline" or not token.children:
+            continue
+        line = first
+        link: tuple[int, str, list[str]] | None = None
+        for child in token.children:
+            if child.type in ("softbreak", "hardbreak"):
+                line += 1
+            elif child.type == "link_open":
+                link = (line, str(child.attrs.get("href", "")), [])
+            elif child.type == "link_close" and link is not None:
+                yield Part("link", link[0], link[1], "".join(link[2]))
+                link = None
+            elif child.type in ("text", "code_inline") and link is not None:
+                link[2].append(child.content)
+            elif child.type == "image":
+                yield Part("image", line, str(child.attrs.get("src", "")), child.content)
+            elif child.type == "html_inline":
+                yield Part("html", line, child.content, "")
 
 
 def _keep_safe_urls(tag: str, attribute: str, value: str) -> str | None:
@@ -65,7 +121,7 @@ def to_html(markdown: str) -> str:
         html,
         tags=set(_TAGS),
         attributes={k: set(v) for k, v in _ATTRIBUTES.items()},
-        url_schemes=set(_SCHEMES),
+        url_schemes=set(LINK_SCHEMES),
         link_rel=None,
         strip_comments=True,
         attribute_filter=_keep_safe_urls,

@@ -410,15 +410,15 @@ def remove(conn: sqlite3.Connection, email: str, reason: str = "removed") -> Sub
     conn.execute("PRAGMA secure_delete = ON")
     with transaction(conn):
         row = conn.execute(SUBSCRIBER_BY_EMAIL, (normal,)).fetchone()
+        hashed = address_hash(conn, normal)
         if row is None:
-            if conn.execute(SUPPRESSED_HASH, {"hash": address_hash(conn, normal),
-                                              "list_name": None}).fetchone():
+            if conn.execute(SUPPRESSED_HASH, {"hash": hashed, "list_name": None}).fetchone():
                 raise InputError([Problem(where, "EMAIL", f"{email!r} was already removed "
                                           "(only its suppression hash is kept)")])
             raise _not_a_member(email)
         now = now_text()
-        conn.execute(SUPPRESS, {"hash": address_hash(conn, normal), "list_id": None,
-                                "reason": "removed", "now": now})
+        conn.execute(SUPPRESS, {"hash": hashed, "list_id": None, "reason": "removed",
+                                "now": now})
         conn.execute(REMOVE_MEMBERSHIPS, {"now": now, "reason": reason,
                                           "subscriber_id": row["id"]})
         conn.execute(ERASE, (row["id"],))

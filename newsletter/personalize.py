@@ -28,9 +28,9 @@ from dataclasses import dataclass
 from email.header import Header
 from email.utils import format_datetime, formataddr
 
+from .addresses import url_problem
 from .headers import HeaderValueError, ascii_address, check_value
 from .model import Issue, Network, Recipient, RenderedIssue, RenderMode, Slot
-from .urls import url_problem
 
 MAX_LINE = 998
 FOLD_AT = 78

@@ -124,32 +124,26 @@ def archive(config: Path, output: Path) -> Path:
 def import_subscribers(config: Path, csv_file: Path, list_name: str, *, consent: str | None,
                        skip_invalid: bool, dry_run: bool) -> None:
     """Validate the whole CSV first, then add its members to a list in one transaction."""
+    from contextlib import closing
+
     import click
 
     from . import db, members, subscribers
     from .config import load_network
-    from .errors import InputError, Problem
-    from .model import Location
 
     network = load_network(config)
     members.check_list_name(list_name)
     parsed = subscribers.read_csv(csv_file, consent=consent)
-    if parsed.problems and not skip_invalid:
-        bad = len({p.where for p in parsed.problems})
-        raise InputError([*parsed.problems, Problem(
-            Location(parsed.path), "", f"{bad} row(s) cannot be imported; nothing was imported",
-            hint="fix them, or use --skip-invalid to import the other rows")])
+    if not skip_invalid:
+        parsed.require_valid()
     for problem in parsed.duplicates:
         click.echo(str(problem), err=True)
     for problem in parsed.problems:
         click.echo(f"{problem} (row skipped)", err=True)
     # a dry run against no database yet is a dry run against an empty one, in memory
     fresh = dry_run and not network.database.is_file()
-    conn = db.connect(Path(":memory:") if fresh else network.database)
-    try:
+    with closing(db.connect(Path(":memory:") if fresh else network.database)) as conn:
         result = members.import_rows(conn, list_name, parsed.rows, dry_run=dry_run)
-    finally:
-        conn.close()
     for line in members.import_report(result, parsed.path):
         click.echo(line)
 

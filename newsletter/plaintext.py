@@ -46,11 +46,6 @@ def wrap(text: str, *, initial_indent: str = "", subsequent_indent: str = "") ->
         subsequent_indent=subsequent_indent, break_long_words=False, break_on_hyphens=False))
 
 
-def wrap_paragraphs(text: str) -> str:
-    """Wrap each blank-line separated paragraph of ``text``."""
-    return "\n\n".join(wrap(p) for p in re.split(r"\n\s*\n", text.strip()) if p.strip())
-
-
 def heading(text: str, char: str = "=") -> str:
     """A heading underlined with ``char`` (wrapped first when long)."""
     lines = wrap(text).split("\n")

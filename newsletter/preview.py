@@ -18,7 +18,6 @@ Bad YAML shows its messages in the page; the server keeps running.
 from __future__ import annotations
 
 import html
-import importlib
 import threading
 import webbrowser
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from .errors import NewsletterError
-from .model import Issue, Network
+from .model import Image
 
 IMAGE_BASE = "images/"
 WIDTHS = ((320, "Phone, 320 px"), (375, "Phone, 375 px"), (640, "Desktop, 640 px"))
@@ -60,7 +59,7 @@ class _State:
     text: str = ""
     title: str = ""
     problems: list[str] = field(default_factory=list)
-    images: dict[str, Path] = field(default_factory=dict)
+    images: dict[str, Image] = field(default_factory=dict)  # by published name
 
     def watched(self) -> list[Path]:
         root = self.config.parent
@@ -68,7 +67,7 @@ class _State:
         for folder in (self.issue_path.with_suffix(""), root / "templates"):
             if folder.is_dir():
                 files += sorted(p for p in folder.rglob("*") if p.is_file())
-        files += list(self.images.values())
+        files += [image.path for image in self.images.values() if image.path]
         return files
 
     def snapshot(self) -> tuple[tuple[str, float, int], ...]:
@@ -92,6 +91,7 @@ class _State:
             self.version += 1
 
     def _render(self) -> None:
+        from .checks import editorial
         from .config import load_network
         from .load import load_issue
         from .personalize import anonymous_recipient, fill
@@ -106,17 +106,8 @@ class _State:
             return
         self.html, self.text = fill(rendered, anonymous_recipient(network, issue.slug))
         self.title = issue.title
-        self.images = {i.published_name: i.path for i in local_images(issue)
-                       if i.published_name and i.path}
-        self.problems = _warnings(issue, network)
-
-
-def _warnings(issue: Issue, network: Network) -> list[str]:
-    try:
-        checks = importlib.import_module(f"{__package__}.checks")
-    except ModuleNotFoundError:
-        return []
-    return [str(p) for p in checks.editorial(issue, network)]
+        self.images = {i.published_name: i for i in local_images(issue) if i.published_name}
+        self.problems = [str(p) for p in editorial(issue, network)]
 
 
 def page(state: _State) -> str:
@@ -161,6 +152,8 @@ def _handler(state: _State) -> type[BaseHTTPRequestHandler]:
 
         def do_GET(self) -> None:
             path = unquote(urlsplit(self.path).path)
+            image = state.images.get(path.removeprefix("/" + IMAGE_BASE)) \
+                if path.startswith("/" + IMAGE_BASE) else None
             if path == "/version":
                 state.refresh()
                 self._send(str(state.version), "text/plain")
@@ -173,9 +166,8 @@ def _handler(state: _State) -> type[BaseHTTPRequestHandler]:
                 self._send(state.text, "text/plain")
             elif path == "/preview.js":
                 self._send(_SCRIPT, "text/javascript")
-            elif path.startswith("/" + IMAGE_BASE) and path[len(IMAGE_BASE) + 1:] in state.images:
-                image = state.images[path[len(IMAGE_BASE) + 1:]]
-                self._send(image.read_bytes(), _media_type(image))
+            elif image is not None and image.path is not None:
+                self._send(image.path.read_bytes(), image.media_type or "image/png")
             else:
                 self.send_error(HTTPStatus.NOT_FOUND)
 
@@ -197,14 +189,17 @@ def _handler(state: _State) -> type[BaseHTTPRequestHandler]:
     return Handler
 
 
-def _media_type(path: Path) -> str:
-    return {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg",
-            ".gif": "image/gif", ".webp": "image/webp"}.get(path.suffix.lower(),
-                                                            "application/octet-stream")
-
-
 def make_server(config: Path, issue: Path, port: int) -> ThreadingHTTPServer:
-    """A preview server bound to 127.0.0.1 (port 0: any free port), first render done."""
+    """A preview server bound to 127.0.0.1 (port 0: any free port), first render done.
+
+    A missing settings or issue file stops here (InputError), before anything is served;
+    problems inside them are shown in the page, and fixed by saving.
+    """
+    if not (config.is_file() and issue.is_file()):
+        from .config import load_network
+        from .load import load_issue
+
+        load_issue(issue, load_network(config))  # raises the "cannot read" problem
     state = _State(config=config.resolve(), issue_path=issue.resolve())
     state.refresh()
     server = ThreadingHTTPServer(("127.0.0.1", port), _handler(state))

@@ -213,7 +213,11 @@ def write_build(folder: Path, files: dict[str, bytes], images: list[Image]) -> N
         if folder.exists():
             old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
             folder.rename(old)
-            staging.rename(folder)
+            try:
+                staging.rename(folder)
+            except BaseException:
+                old.rename(folder)  # put the previous build back
+                raise
             shutil.rmtree(old, ignore_errors=True)
         else:
             staging.rename(folder)

@@ -81,6 +81,14 @@ class CsvImport:
     problems: tuple[Problem, ...]  # rows that cannot be imported
     duplicates: tuple[Problem, ...]  # rows merged into an earlier row (warnings)
 
+    def require_valid(self) -> None:
+        """InputError listing every bad row, unless there are none."""
+        if self.problems:
+            bad = len({p.where for p in self.problems})
+            raise InputError([*self.problems, Problem(
+                Location(self.path), "", f"{bad} row(s) cannot be imported; nothing was "
+                "imported", hint="fix them, or use --skip-invalid to import the other rows")])
+
 
 @dataclass(frozen=True, slots=True)
 class ExportRow:

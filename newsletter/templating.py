@@ -27,7 +27,7 @@ from markupsafe import Markup
 
 from . import markdown
 from .model import Event, RenderMode, Slot
-from .plaintext import heading, oneline, wrap, wrap_paragraphs
+from .plaintext import heading, oneline, wrap
 
 _DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 _MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",
@@ -109,7 +109,7 @@ def text_environment(root: Path) -> Environment:
         auto_reload=True,
         bytecode_cache=_bytecode_cache(),
     )
-    env.filters.update(md_text=markdown.to_text, wrap=wrap, wrap_paragraphs=wrap_paragraphs,
-                       heading=heading, long_date=long_date, when=event_when, oneline=oneline)
+    env.filters.update(md_text=markdown.to_text, wrap=wrap, heading=heading,
+                       long_date=long_date, when=event_when, oneline=oneline)
     env.globals.update(_globals())
     return env

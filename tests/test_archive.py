@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -173,6 +174,9 @@ def test_search_index_is_a_script_defining_a_global_with_every_issue(project: Pr
     script = (site / "search-index.js").read_text()
     assert script.startswith("window.NEWSLETTER_SEARCH = {")
     assert script.count('"slug":') == 3 and "zebrafish" in script
+    data = json.loads(script.removeprefix("window.NEWSLETTER_SEARCH = ").rstrip(";\n"))
+    for issue in data["issues"]:  # the title is its own field, not repeated in snippets
+        assert issue["title"] and not issue["text"].startswith(issue["title"]), issue
     search = (site / "search" / "index.html").read_text()
     assert '<script src="../search-index.js"></script>' in search
     assert '<script src="../static/search.js"></script>' in search

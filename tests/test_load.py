@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import os
 import struct
 import time
 import zlib
@@ -241,6 +242,25 @@ def test_find_issues_lists_only_yaml_files_sorted(tmp_path: Path) -> None:
 def test_a_missing_file_is_an_input_error(tmp_path: Path) -> None:
     assert problems_of(tmp_path / "issues" / "none.yaml") == [
         f"{tmp_path}/issues/none.yaml: cannot read the file: No such file or directory"]
+
+
+def test_a_folder_a_pipe_or_an_unreadable_file_is_an_input_error(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    issues = tmp_path / "issues"
+    (issues / "folder.yaml").mkdir(parents=True)
+    os.mkfifo(issues / "pipe.yaml")  # reading it would wait for ever
+    assert problems_of(issues / "folder.yaml") == [
+        f"{issues}/folder.yaml: cannot read the file: a folder"]
+    assert problems_of(issues / "pipe.yaml") == [
+        f"{issues}/pipe.yaml: cannot read the file: not a regular file"]
+    locked = issues / "locked.yaml"
+    locked.write_text("title: x\n")
+
+    def refuse(self: Path) -> bytes:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_bytes", refuse)  # chmod 000 does not stop root
+    assert problems_of(locked) == [f"{locked}: cannot read the file: Permission denied"]
 
 
 YAMLISH = st.lists(st.sampled_from([

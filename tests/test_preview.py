@@ -79,6 +79,7 @@ def test_the_preview_page_shows_phone_and_desktop_widths_and_the_text_part(previ
     assert image
     with urllib.request.urlopen(base + image.group(1), timeout=10) as response:
         assert response.read().startswith(b"\x89PNG")
+        assert response.headers["Content-Type"] == "image/png"
     assert get(base + "images/../newsletter.yaml")[0] == 404
     assert get(base + "nothing-here")[0] == 404
 
@@ -137,3 +138,14 @@ def test_the_preview_page_reloads_itself_in_the_browser(preview, browser: Any) -
             "Renamed while watching")
     finally:
         page.close()
+
+
+@pytest.mark.parametrize("args", [("preview", "issues/no-such-issue.yaml"),
+                                  ("--config", "elsewhere.yaml", "preview",
+                                   "issues/2016-12-newsletter.yaml")])
+def test_a_missing_issue_or_settings_file_stops_the_preview_with_a_message(
+        project: Project, args: tuple[str, ...]) -> None:
+    result = project.run(*args, "--port", str(free_port()), timeout=30)
+    assert result.code == 1 and "Traceback" not in result.err
+    assert result.err.count("\n") == 1 and ("cannot read the file" in result.err
+                                            or "settings file not found" in result.err)

@@ -136,6 +136,24 @@ def test_building_an_issue_twice_writes_the_same_bytes_as_the_golden_files(proje
     assert "out1" in first.out
 
 
+def test_source_date_epoch_sets_the_sample_date_and_nothing_else_changes(project,
+                                                                         monkeypatch) -> None:
+    emls = []
+    for epoch in ("1480896000", "1480896000", "1486972800"):
+        result = project.run("build", "issues/2017-02-news.yaml", "-o", "out",
+                             env={"SOURCE_DATE_EPOCH": epoch})
+        assert result.code == 0, result.err
+        emls.append((project.root / "out" / "email.eml").read_bytes())
+    assert emls[0] == emls[1]
+    assert b"\r\nDate: Mon, 05 Dec 2016 00:00:00 +0000\r\n" in b"\r\n" + emls[0]
+    assert re.sub(rb"^Date: .*\r\n", b"", emls[0]) == re.sub(rb"^Date: .*\r\n", b"", emls[2])
+    assert emls[0] != emls[2]
+    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    from newsletter.personalize import sample_date
+
+    assert sample_date(sample("2017-02-news")) == dt.datetime(2017, 2, 13, 9, 0, tzinfo=dt.UTC)
+
+
 def test_build_writes_to_build_slug_by_default_and_copies_local_images(project) -> None:
     result = project.run("build", "issues/2017-02-news.yaml")
     assert result.code == 0, result.err
@@ -417,6 +435,28 @@ def test_text_lines_wrap_at_76_columns_and_never_break_a_url() -> None:
         assert len(line) <= 76 or unbreakable, line
     assert re.search(r"^\[\d+\] " + re.escape(long_url) + "$", text, re.M)
     assert max(len(line) for line in text.splitlines() if long_url not in line) > 60
+
+
+def test_every_line_of_text_a_template_writes_wraps_at_76_columns() -> None:
+    words = "a long piece of editor's text that goes on well past the end of a line " * 2
+    person = Person(name="Dr " + words, where=HERE, role=words, phone="0121 496 0000")
+    base = sample("2014-06-network-update")
+    blocks = []
+    for block in base.blocks:
+        changes: dict[str, object] = {"title": words}
+        link, image = getattr(block, "link", None), getattr(block, "image", None)
+        if link is not None:
+            changes["link"] = replace(link, text=words)
+        if image is not None:
+            changes["image"] = replace(image, alt=words)
+        blocks.append(replace(block, **changes))
+    blocks.append(Contact(title=words, where=HERE, people=(person,)))
+    issue = replace(base, title=words, blocks=tuple(blocks))
+    for slug in SAMPLES:
+        for text in (render_text(sample(slug), network()), render_text(issue, network())):
+            long = [line for line in text.splitlines()
+                    if len(line) > 76 and not re.fullmatch(r"(\[\d+\] )?\S+", line)]
+            assert long == []
 
 
 def test_text_links_are_numbered_references_with_full_urls_at_the_end() -> None:

@@ -45,7 +45,7 @@ class Entry:
     date: dt.date
     number: int | None
     summary: str  # the preheader, or the first words of the first text
-    text: str  # every word of the issue, for search
+    text: str  # every text of the issue, for search (search_text)
     source: str  # the YAML file, relative to the project folder
     input_hash: str  # sha256 of the YAML bytes
     images: tuple[PublishedImage, ...] = ()
@@ -100,7 +100,7 @@ def entry_for(issue: Issue, root: Path, yaml_bytes: bytes) -> Entry:
             image.published_name, _relative(image.path, root), image.digest)
     return Entry(
         slug=issue.slug, title=issue.title, date=issue.date, number=issue.number,
-        summary=summary_of(issue), text=_SPACE.sub(" ", " ".join(_words(issue))).strip(),
+        summary=summary_of(issue), text=search_text(issue),
         source=_relative(Path(issue.where.path), root),
         input_hash=hashlib.sha256(yaml_bytes).hexdigest(),
         images=tuple(images[name] for name in sorted(images)),
@@ -137,6 +137,12 @@ def summary_of(issue: Issue) -> str:
             cut = words[:SUMMARY_WORDS]
             return " ".join(cut) + (" …" if len(words) > SUMMARY_WORDS else "")
     return ""
+
+
+def search_text(issue: Issue) -> str:
+    """Every text of the issue, one line: its parts apart by " · " for readable snippets."""
+    parts = (_SPACE.sub(" ", part).strip() for part in _words(issue))
+    return " · ".join(part for part in parts if part)
 
 
 def _words(issue: Issue) -> Iterator[str]:
