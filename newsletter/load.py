@@ -159,10 +159,6 @@ def _webp_size(data: bytes) -> tuple[int, int] | None:
     return None
 
 
-def _megabytes(n: int) -> str:
-    return f"{n / 1_048_576:.1f} MB" if n >= 104_858 else f"{n / 1024:.0f} KB"
-
-
 # --------------------------------------------------------------------------- the schema
 
 
@@ -394,8 +390,8 @@ class _IssueReader:
             return None
         size = file.stat().st_size
         if size > MAX_IMAGE_BYTES:
-            r.error(src_node, key, f"image is {_megabytes(size)}; the limit is "
-                    f"{_megabytes(MAX_IMAGE_BYTES)}",
+            r.error(src_node, key, f"image is {ys.size_text(size)}; the limit is "
+                    f"{ys.size_text(MAX_IMAGE_BYTES)}",
                     "compress it; 1200 pixels wide is plenty for an email")
             return None
         data = file.read_bytes()

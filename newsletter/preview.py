@@ -26,8 +26,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from .errors import NewsletterError
-from .model import Image
+from .errors import InputError, NewsletterError, Problem
+from .model import Image, Location
 
 IMAGE_BASE = "images/"
 WIDTHS = ((320, "Phone, 320 px"), (375, "Phone, 375 px"), (640, "Desktop, 640 px"))
@@ -202,7 +202,12 @@ def make_server(config: Path, issue: Path, port: int) -> ThreadingHTTPServer:
         load_issue(issue, load_network(config))  # raises the "cannot read" problem
     state = _State(config=config.resolve(), issue_path=issue.resolve())
     state.refresh()
-    server = ThreadingHTTPServer(("127.0.0.1", port), _handler(state))
+    try:
+        server = ThreadingHTTPServer(("127.0.0.1", port), _handler(state))
+    except OSError as e:
+        raise InputError([Problem(Location("command line"), "--port",
+                                  f"cannot listen on 127.0.0.1:{port}: {e.strerror or e}",
+                                  "choose another port, or --port 0 for any free one")]) from e
     server.daemon_threads = True
     return server
 

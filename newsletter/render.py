@@ -27,8 +27,8 @@ import css_inline
 import jinja2
 import mjml
 
-from .errors import RenderError
-from .model import Image, Issue, Network, RenderedIssue, RenderMode
+from .errors import InputError, Problem, RenderError
+from .model import Image, Issue, Location, Network, RenderedIssue, RenderMode
 from .plaintext import LinkRefs, tidy
 from .templating import html_environment, text_environment
 
@@ -198,9 +198,21 @@ def write_build(folder: Path, files: dict[str, bytes], images: list[Image]) -> N
     """Write a build folder all at once: a failure leaves the old folder (or nothing).
 
     Everything goes into a temporary folder beside the target, which is then renamed
-    into place; the previous build is removed only after that.
+    into place; the previous build is removed only after that. A folder that cannot be
+    written is an InputError naming it (``-o`` is the user's choice), not a traceback.
     """
-    folder = folder.resolve()
+    try:
+        _replace_folder(folder.resolve(), files, images)
+    except OSError as e:
+        why = "a file is in the way of a folder" if isinstance(
+            e, FileExistsError | NotADirectoryError) else (e.strerror or str(e))
+        at = f"{e.filename}: " if e.filename else ""
+        raise InputError([Problem(Location(str(folder)), "", f"cannot write the build: "
+                                  f"{at}{why}", "choose a folder you can write to with -o")]
+                         ) from e
+
+
+def _replace_folder(folder: Path, files: dict[str, bytes], images: list[Image]) -> None:
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:

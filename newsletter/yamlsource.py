@@ -19,7 +19,6 @@ Refused, each with a ``file:line:col`` problem:
 - duplicate keys (both lines are named) and keys that are not plain text.
 
 Key paths count list items from 1, as an editor counts: ``blocks[1]`` is the first block.
-What the values mean (text, a date, a number) is read by yamlfields.py.
 """
 
 from __future__ import annotations
@@ -185,11 +184,12 @@ def size_problem(size: int, source: str) -> Problem | None:
     """The problem with a file of ``size`` bytes, if it is too big (check before reading)."""
     if size <= MAX_BYTES:
         return None
-    return Problem(Location(source), "", f"file is {_size(size)}; the limit is {_size(MAX_BYTES)}",
-                   "split it, or move large content out of the file")
+    return Problem(Location(source), "", f"file is {size_text(size)}; the limit is "
+                   f"{size_text(MAX_BYTES)}", "split it, or move large content out of the file")
 
 
-def _size(n: int) -> str:
+def size_text(n: int) -> str:
+    """A byte count as people read it: ``1.1 MB``, ``12.0 KB``, ``300 bytes``."""
     if n >= 1_048_576:
         return f"{n / 1_048_576:.1f} MB"
     if n >= 1024:

@@ -1,4 +1,4 @@
-"""load.py and yamlsource.py: strict issue loading, in-process."""
+"""load.py, yamlsource.py and yamlfields.py: strict issue loading, in-process."""
 
 from __future__ import annotations
 

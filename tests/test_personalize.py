@@ -100,8 +100,14 @@ def assert_short_lines(raw: bytes) -> None:
     assert all(len(line) <= 76 for line in body.split(b"\r\n"))
 
 
-def test_the_wire_format_is_crlf_only_with_short_lines() -> None:
-    assert_short_lines(assemble(prepared(), recipient(), WHEN))
+@pytest.mark.parametrize("slug", ["2014-06-network-update", "2016-12-newsletter",
+                                  "2017-02-news"])
+def test_the_wire_format_is_crlf_only_with_short_lines(slug: str) -> None:
+    ready = prepared(slug)
+    for person in (recipient(), anonymous_recipient(network(), slug)):
+        raw = assemble(ready, person, WHEN)
+        assert_short_lines(raw)
+        assert all(not part.defects for part in parse(raw).walk())
 
 
 def test_long_and_non_ascii_names_are_folded_within_78_columns() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -149,3 +150,15 @@ def test_a_missing_issue_or_settings_file_stops_the_preview_with_a_message(
     assert result.code == 1 and "Traceback" not in result.err
     assert result.err.count("\n") == 1 and ("cannot read the file" in result.err
                                             or "settings file not found" in result.err)
+
+
+def test_a_port_in_use_is_reported_in_one_line(project: Project) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = project.run("preview", "issues/2016-12-newsletter.yaml", "--port", str(port),
+                             timeout=30)
+    assert result.code == 1 and "Traceback" not in result.err
+    assert result.err == (f"command line: --port: cannot listen on 127.0.0.1:{port}: Address "
+                          "already in use (choose another port, or --port 0 for any free one)\n")

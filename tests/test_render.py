@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 
 from newsletter.config import load_network
-from newsletter.errors import RenderError
+from newsletter.errors import InputError, RenderError
 from newsletter.load import load_issue
 from newsletter.model import (
     Contact,
@@ -180,6 +180,16 @@ def test_a_build_that_fails_leaves_no_output_and_keeps_the_previous_build(projec
     assert fresh.code == 1 and not (project.root / "fresh").exists()
     leftovers = [p.name for p in project.root.iterdir() if p.name.startswith(".")]
     assert leftovers == []
+
+
+@pytest.mark.parametrize("output", ["a-file/out", "/proc/no-such-folder/out"])
+def test_an_output_folder_that_cannot_be_written_is_one_line_not_a_traceback(
+        project, output: str) -> None:
+    project.write("a-file", "not a folder")
+    result = project.run("build", "issues/2016-12-newsletter.yaml", "-o", output)
+    assert result.code == 1 and "Traceback" not in result.err
+    assert result.err.startswith(f"{output}: cannot write the build: ")
+    assert result.err.count("\n") == 1
 
 
 def test_a_template_that_breaks_the_build_reports_it_and_writes_nothing(project) -> None:
@@ -500,7 +510,7 @@ def test_write_build_failing_midway_keeps_the_old_folder_and_leaves_no_staging(
     write_build(folder, {"email.html": b"old"}, [])
     missing = Image(src="gone.png", alt="gone", where=HERE, path=tmp_path / "gone.png",
                     digest="0" * 64)
-    with pytest.raises(OSError):
+    with pytest.raises(InputError, match=r"cannot write the build: .*gone\.png: No such file"):
         write_build(folder, {"email.html": b"new"}, [missing])
     assert (folder / "email.html").read_bytes() == b"old"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
