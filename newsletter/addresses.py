@@ -11,6 +11,7 @@ email has no base URL), no whitespace or control characters anywhere in the URL.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from urllib.parse import urlsplit
 
@@ -99,3 +100,13 @@ def url_problem(url: str, schemes: frozenset[str] = LINK_SCHEMES) -> str | None:
     if scheme == "tel" and not re.fullmatch(r"\+?[0-9]{3,15}", parts.path):
         return "tel: link must be digits only, e.g. tel:08000121700"
     return None
+
+
+def is_loopback(host: str) -> bool:
+    """``localhost`` or any address in 127.0.0.0/8 or ::1 (plaintext SMTP is allowed there)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from . import yamlsource as ys
-from .addresses import address_problem, phone_problem, url_problem
+from .addresses import address_problem, is_loopback, phone_problem, url_problem
 from .errors import InputError, Problem
 from .model import (
     ArchiveSettings,
@@ -50,8 +50,11 @@ SMTP_KEYS = ("host", "port", "tls", "user", "password_env", "timeout", "final_do
 LIMIT_KEYS = ("per_second", "per_minute", "per_hour", "per_day", "concurrency", "batch_size",
               "batch_pause", "retry_base", "retry_max", "retry_deadline")
 ARCHIVE_KEYS = ("noindex", "quick_exit_url")
-LOOPBACK = frozenset({"127.0.0.1", "::1", "localhost"})
 ENV_PREFIX = "NEWSLETTER_SMTP_"
+DKIM_PREFIX = "NEWSLETTER_DKIM_"
+# RFC 6376 §3.1: a selector is one or more DNS labels ("news2016", "mail.2016").
+_SELECTOR = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                       r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
 
 _HTTPS = frozenset({"https"})
 _LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
@@ -274,7 +277,6 @@ class _NetworkReader:
         password_env: str | None = None
         timeout: float | None = None
         final_dot: float | None = None
-        dkim: tuple[Path | None, str | None, str | None] = (None, None, None)
         if m is not None:
             host = r.text(m, "host", max_len=255)
             port = r.integer(m, "port", minimum=1, maximum=65535)
@@ -289,7 +291,7 @@ class _NetworkReader:
                 password_env = None
             timeout = r.number(m, "timeout", minimum=1)
             final_dot = r.number(m, "final_dot_timeout", minimum=1)
-            dkim = self.dkim(m)
+        dkim = self.dkim(m)
         host, port, tls, user = self.smtp_environment(host, port, tls, user)
         defaults = Smtp()
         smtp = Smtp(
@@ -302,30 +304,45 @@ class _NetworkReader:
         if host is not None and not _HOST.fullmatch(host):
             r.problems.append(Problem(self.smtp_where(m, "host"), "smtp.host",
                                       f"expected a host name, found {host!r}"))
-        if smtp.tls is TlsMode.NONE and smtp.host not in LOOPBACK:
+        if smtp.tls is TlsMode.NONE and not is_loopback(smtp.host):
             r.problems.append(Problem(
                 self.smtp_where(m, "tls"), "smtp.tls",
                 f"tls: none sends the password and every message in the clear to {smtp.host}",
                 "use starttls or implicit; none is only for a server on 127.0.0.1"))
         return smtp
 
-    def dkim(self, m: Fields) -> tuple[Path | None, str | None, str | None]:
-        """The DKIM key file (a secret: kept outside the repository), selector and domain."""
+    def dkim(self, m: Fields | None) -> tuple[Path | None, str | None, str | None]:
+        """The DKIM key file (a secret: kept outside the repository), selector and domain.
+
+        NEWSLETTER_DKIM_KEY, _SELECTOR and _DOMAIN override the file, as for SMTP.
+        """
         r = self.r
-        key = r.text(m, "dkim_key", max_len=1000)
-        selector = r.text(m, "dkim_selector", max_len=63)
-        domain = r.text(m, "dkim_domain", max_len=253)
-        if selector is not None and not re.fullmatch(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*)", selector):
-            r.error(m.values["dkim_selector"], m.key("dkim_selector"),
-                    f"expected a DNS label like news2016, found {selector!r}")
+        key = selector = domain = None
+        if m is not None:
+            key = r.text(m, "dkim_key", max_len=1000)
+            selector = r.text(m, "dkim_selector", max_len=63)
+            domain = r.text(m, "dkim_domain", max_len=253)
+        env = self.environ
+        key = env.get(DKIM_PREFIX + "KEY", "").strip() or key
+        selector = env.get(DKIM_PREFIX + "SELECTOR", "").strip() or selector
+        domain = env.get(DKIM_PREFIX + "DOMAIN", "").strip() or domain
+
+        def problem(name: str, message: str, hint: str | None = None) -> None:
+            variable = DKIM_PREFIX + name.upper()
+            where = (Location(f"environment variable {variable}") if env.get(variable)
+                     else self.smtp_where(m, f"dkim_{name}"))
+            r.problems.append(Problem(where, f"smtp.dkim_{name}", message, hint))
+
+        if selector is not None and not _SELECTOR.fullmatch(selector):
+            problem("selector", f"expected a DNS label like news2016, found {selector!r}")
         if domain is not None and not _LABEL.fullmatch(domain):
-            r.error(m.values["dkim_domain"], m.key("dkim_domain"),
-                    f"expected a domain like example.org, found {domain!r}")
+            problem("domain", f"expected a domain like example.org, found {domain!r}")
         if (key is None) != (selector is None):
-            missing = "dkim_selector" if selector is None else "dkim_key"
-            r.error(m.node, m.key(missing), "required with "
-                    + ("dkim_key" if selector is None else "dkim_selector"),
-                    "DKIM needs both the key file and the selector")
+            missing = "selector" if selector is None else "key"
+            problem(missing, "required with " + ("dkim_key" if selector is None
+                                                 else "dkim_selector"),
+                    "DKIM needs both the key file and the selector; or set "
+                    f"{DKIM_PREFIX}{missing.upper()}")
         return (self.root / key if key else None), selector, domain
 
     def smtp_where(self, m: Fields | None, name: str) -> Location:

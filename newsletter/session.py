@@ -18,7 +18,6 @@ gets its own, longer timeout (smtp.final_dot_timeout, RFC 5321 §4.5.3.2.6).
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import os
 import ssl
 from collections.abc import Mapping
@@ -27,6 +26,7 @@ from dataclasses import dataclass, field
 import aiosmtplib
 
 from . import ledger
+from .addresses import is_loopback
 from .errors import DeliveryError
 from .model import Smtp, TlsMode
 from .outcomes import Action, Stage, Verdict, classify, lost, parse_reply
@@ -50,15 +50,6 @@ class Transport:
     @property
     def where(self) -> str:
         return f"{self.host}:{self.port}"
-
-
-def is_loopback(host: str) -> bool:
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 def transport_for(smtp: Smtp, sender_domain: str,

@@ -89,12 +89,26 @@ def test_dkim_needs_both_the_key_file_and_the_selector(tmp_path: Path) -> None:
         "  password_env: NEWSLETTER_SMTP_PASSWORD\n",
         "  password_env: NEWSLETTER_SMTP_PASSWORD\n  dkim_key: /etc/keys/news.pem\n"))
     assert problems_of(path) == [f"{path}:33:3: smtp.dkim_selector: required with dkim_key "
-                                 "(DKIM needs both the key file and the selector)"]
+                                 "(DKIM needs both the key file and the selector; or set "
+                                 "NEWSLETTER_DKIM_SELECTOR)"]
     text = path.read_text().replace("dkim_key: /etc/keys/news.pem",
                                     "dkim_key: /etc/keys/news.pem\n  dkim_selector: news2016")
     network = load_network(write_config(tmp_path, text), {})
     assert (network.smtp.dkim_key, network.smtp.dkim_selector) == (
         Path("/etc/keys/news.pem"), "news2016")
+
+
+def test_dkim_settings_come_from_the_environment_too_and_are_checked_there(
+        tmp_path: Path) -> None:
+    path = write_config(tmp_path, CONFIG)
+    network = load_network(path, {"NEWSLETTER_DKIM_KEY": "/keys/news.pem",
+                                  "NEWSLETTER_DKIM_SELECTOR": "mail.2016"})
+    assert (network.smtp.dkim_key, network.smtp.dkim_selector) == (
+        Path("/keys/news.pem"), "mail.2016")
+    assert problems_of(path, {"NEWSLETTER_DKIM_KEY": "/keys/news.pem",
+                              "NEWSLETTER_DKIM_SELECTOR": "bad selector"}) == [
+        "environment variable NEWSLETTER_DKIM_SELECTOR: smtp.dkim_selector: expected a DNS "
+        "label like news2016, found 'bad selector'"]
 
 
 def test_a_missing_config_file_says_how_to_find_it(tmp_path: Path) -> None:

@@ -410,16 +410,10 @@ def test_dkim_signing_is_off_until_configured_and_a_bad_key_is_reported_up_front
     from newsletter.dkim import signer_for
     from newsletter.errors import InputError
 
-    assert signer_for(Smtp(), "example.org", environ={}) is None
-    with pytest.raises(InputError, match="dkim_key"):
-        signer_for(Smtp(dkim_selector="news"), "example.org", environ={})
+    assert signer_for(Smtp(), "example.org") is None
     junk = tmp_path / "junk.pem"
     junk.write_text("not a key\n")
     with pytest.raises(InputError, match="not a usable private key"):
-        signer_for(Smtp(), "example.org", environ={"NEWSLETTER_DKIM_KEY": str(junk),
-                                                  "NEWSLETTER_DKIM_SELECTOR": "news"})
-    with pytest.raises(InputError, match="dkim_selector: required"):
-        signer_for(Smtp(), "example.org", environ={"NEWSLETTER_DKIM_KEY": str(junk)})
+        signer_for(Smtp(dkim_key=junk, dkim_selector="news"), "example.org")
     with pytest.raises(InputError, match="cannot read"):
-        signer_for(Smtp(dkim_key=tmp_path / "missing.pem", dkim_selector="news"),
-                   "example.org", environ={})
+        signer_for(Smtp(dkim_key=tmp_path / "missing.pem", dkim_selector="news"), "example.org")
