@@ -21,6 +21,8 @@ from itertools import pairwise
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from newsletter.config import load_network
 from newsletter.errors import InputError, RenderError
@@ -517,3 +519,17 @@ def test_write_build_failing_midway_keeps_the_old_folder_and_leaves_no_staging(
     write_build(folder, {"email.html": b"new"}, [])
     assert (folder / "email.html").read_bytes() == b"new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.text(alphabet=st.sampled_from("ab -/:.\n\t\u00e9"), max_size=400),
+       indent=st.sampled_from(["", "  ", "* ", "[12] "]))
+def test_the_text_wrapper_makes_the_same_lines_as_textwrap(text: str, indent: str) -> None:
+    import textwrap
+
+    from newsletter.plaintext import WIDTH, oneline, wrap
+
+    expected = "\n".join(textwrap.wrap(oneline(text), width=WIDTH, initial_indent=indent,
+                                       subsequent_indent=" " * len(indent),
+                                       break_long_words=False, break_on_hyphens=False))
+    assert wrap(text, initial_indent=indent, subsequent_indent=" " * len(indent)) == expected
