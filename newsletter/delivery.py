@@ -30,9 +30,9 @@ from typing import TYPE_CHECKING
 import click
 
 from . import db, ledger, members
+from .addresses import AddressError, checked_address
 from .dkim import signer_for
 from .errors import DeliveryError, InputError, Problem, StateError, UsageError
-from .headers import HeaderValueError, ascii_address
 from .model import DeliveryState, Limits, Location, Network, Recipient, RenderedIssue
 from .outcomes import Action
 from .send import Build, RunResult, Sender
@@ -84,9 +84,10 @@ def proof(network: Network, rendered: RenderedIssue, address: str) -> int:
     from .personalize import anonymous_recipient
 
     try:
-        to = ascii_address(address.strip(), "--to")
-    except HeaderValueError as e:
-        raise InputError([Problem(Location("--to"), "", str(e).partition(": ")[2])]) from e
+        to = checked_address(address.strip())
+    except AddressError as e:
+        raise InputError([Problem(Location("--to"), "",
+                                  f"{address!r} is not a valid address ({e})")]) from e
     transport = transport_for(network.smtp, network.sender_domain)
     build = message_builder(network, rendered, subject_prefix="[TEST] ")
     stamp = f"{time.time_ns():x}"
