@@ -33,6 +33,7 @@ from . import db, ledger, members
 from .addresses import AddressError, checked_address
 from .dkim import signer_for
 from .errors import DeliveryError, InputError, Problem, StateError, UsageError
+from .limits import DAY
 from .model import DeliveryState, Limits, Location, Network, Recipient, RenderedIssue
 from .outcomes import Action
 from .send import Build, RunResult, Sender
@@ -247,7 +248,7 @@ def _limits_line(conn: sqlite3.Connection, limits: Limits, due: int, where: str)
         rate = min(rate, limits.per_hour / 3600)
     today = ""
     if limits.per_day > 0:
-        left = max(0, limits.per_day - ledger.sent_since(conn, time.time() - 86400))
+        left = max(0, limits.per_day - ledger.sent_since(conn, time.time() - DAY))
         parts.append(f"{limits.per_day}/day")
         today = f"; {left} left in the last 24 h" + (
             f" (the other {due - left} wait for a later run)" if due > left else "")
@@ -285,8 +286,8 @@ def report(conn: sqlite3.Connection, slug: str, result: RunResult | None) -> int
                    f"run the same command again after {_when(upcoming)} to retry them")
     left = c[DeliveryState.PENDING] + c[DeliveryState.ATTEMPTING]
     if result.daily_cap and left:
-        oldest = ledger.oldest_sent_since(conn, time.time() - 86400)
-        again = f" after {_when(oldest + 86400)}" if oldest else ""
+        oldest = ledger.oldest_sent_since(conn, time.time() - DAY)
+        again = f" after {_when(oldest + DAY)}" if oldest else ""
         click.echo(f"  daily cap reached: {left} still pending; run the same command again"
                    f"{again}")
     elif result.interrupted:

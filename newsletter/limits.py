@@ -25,6 +25,11 @@ from typing import Protocol
 
 from .model import Limits
 
+# The limit windows, in seconds; the daily cap is a rolling 24 h, counted from the ledger.
+MINUTE = 60.0
+HOUR = 3600.0
+DAY = 86400.0
+
 
 class Clock(Protocol):
     def now(self) -> float: ...
@@ -93,9 +98,9 @@ class Limiter:
                 else (1, 1.0 / limits.per_second)
             self.windows.append(Window(per, seconds, recent))
         if limits.per_minute > 0:
-            self.windows.append(Window(limits.per_minute, 60.0, recent))
+            self.windows.append(Window(limits.per_minute, MINUTE, recent))
         if limits.per_hour > 0:
-            self.windows.append(Window(limits.per_hour, 3600.0, recent))
+            self.windows.append(Window(limits.per_hour, HOUR, recent))
         self.daily_left = (limits.per_day - sent_today) if limits.per_day > 0 else None
         self.batch_size = limits.batch_size
         self.batch_pause = limits.batch_pause

@@ -42,7 +42,7 @@ from typing import Any, TypeVar
 
 from . import db, ledger, members
 from .errors import NewsletterError
-from .limits import Clock, Limiter, RealClock
+from .limits import DAY, HOUR, Clock, Limiter, RealClock
 from .model import DeliveryState, Limits, Recipient
 from .outcomes import Action, Verdict
 from .session import Attempt, Session, Transport
@@ -437,7 +437,7 @@ def _stopped_by(attempt: Attempt) -> str:
 
 def _recent_sends(conn: sqlite3.Connection, now: float) -> tuple[int, list[float]]:
     """(messages sent in the last 24 h, send times in the last hour), across all runs."""
-    return ledger.sent_since(conn, now - 86400), ledger.sent_times_since(conn, now - 3600)
+    return ledger.sent_since(conn, now - DAY), ledger.sent_times_since(conn, now - HOUR)
 
 
 def _begin(conn: sqlite3.Connection, job: ledger.Delivery, now: float) -> bool | None:
