@@ -23,11 +23,11 @@ import sqlite3
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import click
+import msgspec
 
 from . import db, ledger, members
 from .addresses import AddressError, checked_address
@@ -92,7 +92,7 @@ def proof(network: Network, rendered: RenderedIssue, address: str) -> int:
     transport = transport_for(network.smtp, network.sender_domain)
     build = message_builder(network, rendered, subject_prefix="[TEST] ")
     stamp = f"{time.time_ns():x}"
-    recipient = replace(anonymous_recipient(network, rendered.slug), address=to,
+    recipient = msgspec.structs.replace(anonymous_recipient(network, rendered.slug), address=to,
                         message_id=f"<{rendered.slug}.proof.{stamp}@{network.sender_domain}>")
     data = build(recipient, dt.datetime.now(dt.UTC))
     attempt = asyncio.run(send_one(transport, network.sender.address, to, data))
@@ -133,8 +133,7 @@ def dry_run(network: Network, rendered: RenderedIssue, list_name: str, folder: P
 # --------------------------------------------------------------------------- the campaign
 
 
-@dataclass(frozen=True, slots=True)
-class Plan:
+class Plan(msgspec.Struct, frozen=True):
     """What ``newsletter send`` is about to do, decided before anything is written."""
 
     due: int  # messages this run would send

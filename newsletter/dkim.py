@@ -12,9 +12,8 @@ List-Unsubscribe-Post) besides the usual ones.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import dkim as dkimpy
+import msgspec
 
 from .errors import InputError, Problem
 from .model import Location, Smtp
@@ -25,11 +24,13 @@ SIGNED_HEADERS: tuple[bytes, ...] = (
 )
 
 
-@dataclass(frozen=True, slots=True)
-class Signer:
+class Signer(msgspec.Struct, frozen=True):
     selector: str
     domain: str
-    key: bytes = field(repr=False)
+    key: bytes  # the private key: never in repr()
+
+    def __repr__(self) -> str:
+        return f"Signer(selector={self.selector!r}, domain={self.domain!r}, key=...)"
 
     def sign(self, message: bytes) -> bytes:
         signature: bytes = dkimpy.sign(

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable
-from dataclasses import dataclass
+
+import msgspec
 
 from .model import Location
 
@@ -28,8 +29,7 @@ class Severity(enum.StrEnum):
     WARNING = "warning"
 
 
-@dataclass(frozen=True, slots=True)
-class Problem:
+class Problem(msgspec.Struct, frozen=True):
     where: Location
     key: str  # dotted path inside the file: "blocks[3].image.alt"; "" for the whole file
     message: str

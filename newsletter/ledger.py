@@ -18,7 +18,8 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+
+import msgspec
 
 from .db import transaction
 from .errors import StateError
@@ -117,8 +118,7 @@ REPLY_TEXT_MAX = 500
 # --------------------------------------------------------------------------- values
 
 
-@dataclass(frozen=True, slots=True)
-class SendRecord:
+class SendRecord(msgspec.Struct, frozen=True):
     """One issue's send: the list, the rendered content it was snapshotted with."""
 
     issue: str
@@ -128,8 +128,7 @@ class SendRecord:
     created_at: float
 
 
-@dataclass(frozen=True, slots=True)
-class Delivery:
+class Delivery(msgspec.Struct, frozen=True):
     """A row that is due: who, and how many attempts it has had."""
 
     id: int
@@ -141,8 +140,7 @@ class Delivery:
     first_attempt_at: float | None
 
 
-@dataclass(frozen=True, slots=True)
-class Reply:
+class Reply(msgspec.Struct, frozen=True):
     """What ended an attempt, as recorded: code, enhanced code, text, SMTP stage."""
 
     code: int | None
@@ -151,14 +149,12 @@ class Reply:
     stage: str
 
 
-@dataclass(frozen=True, slots=True)
-class Lock:
+class Lock(msgspec.Struct, frozen=True):
     issue: str
     token: str
 
 
-@dataclass(frozen=True, slots=True)
-class Row:
+class Row(msgspec.Struct, frozen=True):
     """A ledger row as ``status`` shows it (and the CSV export writes it)."""
 
     id: int

@@ -19,9 +19,9 @@ the line where the editor wrote them.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
 from functools import lru_cache
 
+import msgspec
 import nh3
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
@@ -54,8 +54,7 @@ def _inspector() -> MarkdownIt:
     return _SeeEverything("js-default", {"html": True})
 
 
-@dataclass(frozen=True, slots=True)
-class Part:
+class Part(msgspec.Struct, frozen=True):
     kind: str  # "link", "image" or "html"
     line: int  # 0-based line inside the Markdown text
     target: str  # the href / src / HTML

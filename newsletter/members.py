@@ -19,8 +19,9 @@ import re
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
-from dataclasses import dataclass
 from pathlib import Path
+
+import msgspec
 
 from .addresses import AddressError
 from .db import connect, transaction
@@ -430,8 +431,7 @@ def remove(conn: sqlite3.Connection, email: str, reason: str = "removed") -> Sub
 # --------------------------------------------------------------------------- import / export
 
 
-@dataclass(frozen=True, slots=True)
-class ImportResult:
+class ImportResult(msgspec.Struct, frozen=True):
     list_name: str
     new: int
     already: int
@@ -492,8 +492,7 @@ def export_rows(conn: sqlite3.Connection, list_name: str | None) -> Iterator[Exp
                         consent_source=row[4], consent_date=row[5], consent_basis=row[6])
 
 
-@dataclass(frozen=True, slots=True)
-class Listing:
+class Listing(msgspec.Struct, frozen=True):
     id: int
     email: str | None
     name: str | None

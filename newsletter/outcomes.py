@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import enum
 import re
-from dataclasses import dataclass
+
+import msgspec
 
 
 class Stage(enum.StrEnum):
@@ -42,16 +43,14 @@ class Action(enum.StrEnum):
     STOP = "stop"  # our configuration is wrong (login, TLS, sender): stop the run now
 
 
-@dataclass(frozen=True, slots=True)
-class Verdict:
+class Verdict(msgspec.Struct, frozen=True):
     action: Action
     slow_down: bool = False  # back off the whole stream (421, 451, 454)
     reconnect: bool = False  # this session is finished (421, lost connection)
     why: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class Rule:
+class Rule(msgspec.Struct, frozen=True):
     """One line of the table; ``None`` matches anything."""
 
     codes: str  # "535", "4xx", "5xx", "421|451|454"

@@ -24,9 +24,10 @@ import enum
 import html
 import os
 import re
-from dataclasses import dataclass
 from email.header import Header
 from email.utils import format_datetime, formataddr
+
+import msgspec
 
 from .addresses import url_problem
 from .headers import HeaderValueError, ascii_address, check_value
@@ -50,8 +51,7 @@ class _Field(enum.Enum):
     HTML_UNSUBSCRIBE = "html_unsubscribe"
 
 
-@dataclass(frozen=True, slots=True)
-class PreparedMessage:
+class PreparedMessage(msgspec.Struct, frozen=True):
     """One issue's message, pre-encoded: literal byte segments around per-recipient fields.
 
     ``literals`` has one more element than ``fields``: literal, field, literal, ... literal.

@@ -20,11 +20,12 @@ from __future__ import annotations
 import html
 import threading
 import webbrowser
-from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
+
+import msgspec
 
 from .errors import InputError, NewsletterError, Problem
 from .model import Image, Location
@@ -46,20 +47,19 @@ _SCRIPT = """\
 """
 
 
-@dataclass
-class _State:
+class _State(msgspec.Struct):
     """The latest render and what it was made from; guarded by ``lock``."""
 
     config: Path
     issue_path: Path
-    lock: threading.Lock = field(default_factory=threading.Lock)
+    lock: threading.Lock = msgspec.field(default_factory=threading.Lock)
     version: int = 0
     stamp: tuple[tuple[str, float, int], ...] = ()
     html: str = ""
     text: str = ""
     title: str = ""
-    problems: list[str] = field(default_factory=list)
-    images: dict[str, Image] = field(default_factory=dict)  # by published name
+    problems: list[str] = msgspec.field(default_factory=list)
+    images: dict[str, Image] = msgspec.field(default_factory=dict)  # by published name
 
     def watched(self) -> list[Path]:
         root = self.config.parent

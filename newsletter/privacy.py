@@ -24,9 +24,10 @@ import json
 import re
 import sqlite3
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
+
+import msgspec
 
 from .errors import InputError, Problem, StateError
 from .model import Location, Network
@@ -68,8 +69,7 @@ def addresses(text: str) -> Iterator[tuple[int, int]]:
             yield start, m.end()
 
 
-@dataclass(frozen=True, slots=True)
-class Policy:
+class Policy(msgspec.Struct, frozen=True):
     """What may appear in public output."""
 
     hosts: frozenset[str]  # lower-case hosts written in the issues or the config
@@ -93,8 +93,7 @@ class Policy:
         return hashlib.sha256(json.dumps(data).encode()).hexdigest()
 
 
-@dataclass(frozen=True, slots=True)
-class Written:
+class Written(msgspec.Struct, frozen=True):
     """What one source file (an issue, newsletter.yaml) writes that output may repeat."""
 
     hosts: tuple[str, ...] = ()

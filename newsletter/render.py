@@ -19,13 +19,13 @@ import os
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
 import css_inline
 import jinja2
 import mjml
+import msgspec
 
 from .errors import InputError, Problem, RenderError
 from .model import Image, Issue, Location, Network, RenderedIssue, RenderMode
@@ -36,8 +36,7 @@ EMAIL_TEMPLATE = "email/base.mjml.j2"
 TEXT_TEMPLATE = "text/base.txt.j2"
 
 
-@dataclass(frozen=True, slots=True)
-class Colours:
+class Colours(msgspec.Struct, frozen=True):
     """The template palette (besides the network's brand colour); all pairs >= 4.5:1."""
 
     text: str = "#1f2933"

@@ -36,9 +36,10 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
+
+import msgspec
 
 from . import db, ledger, members
 from .errors import NewsletterError
@@ -173,11 +174,10 @@ def _settle_future(future: asyncio.Future[Any], value: Any, error: Any) -> None:
 # --------------------------------------------------------------------------- the run
 
 
-@dataclass
-class RunResult:
+class RunResult(msgspec.Struct):
     """Why a run ended and what it did (the ledger has the totals)."""
 
-    outcomes: Counter[str] = field(default_factory=Counter)
+    outcomes: Counter[str] = msgspec.field(default_factory=Counter)
     stopped: str | None = None  # why the run stopped early (None: nothing more to do now)
     fatal: bool = False  # stopped by an error the user must fix (exit 1)
     resent_after_crash: int = 0

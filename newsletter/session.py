@@ -21,9 +21,9 @@ import contextlib
 import os
 import ssl
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 
 import aiosmtplib
+import msgspec
 
 from . import ledger
 from .addresses import is_loopback
@@ -34,15 +34,14 @@ from .outcomes import Action, Stage, Verdict, classify, lost, parse_reply
 # --------------------------------------------------------------------------- the transport
 
 
-@dataclass(frozen=True, slots=True)
-class Transport:
+class Transport(msgspec.Struct, frozen=True):
     """Where and how to connect, with the password from the environment."""
 
     host: str
     port: int
     tls: TlsMode
     user: str | None
-    password: str | None = field(repr=False)
+    password: str | None  # never in repr()
     timeout: float
     final_dot_timeout: float
     local_hostname: str
@@ -50,6 +49,9 @@ class Transport:
     @property
     def where(self) -> str:
         return f"{self.host}:{self.port}"
+
+    def __repr__(self) -> str:
+        return f"Transport({self.where}, tls={self.tls}, user={self.user!r}, password=...)"
 
 
 def transport_for(smtp: Smtp, sender_domain: str,
@@ -79,8 +81,7 @@ def transport_for(smtp: Smtp, sender_domain: str,
 # --------------------------------------------------------------------------- one session
 
 
-@dataclass(frozen=True, slots=True)
-class Attempt:
+class Attempt(msgspec.Struct, frozen=True):
     """What one transmission came to."""
 
     verdict: Verdict

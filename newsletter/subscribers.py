@@ -21,8 +21,9 @@ import io
 import json
 import re
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
+
+import msgspec
 
 from .addresses import AddressError, checked_address
 from .errors import InputError, Problem, Severity
@@ -54,16 +55,14 @@ _EXTRA_UNSAFE = re.compile(r"\x00")
 # --------------------------------------------------------------------------- values
 
 
-@dataclass(frozen=True, slots=True)
-class CsvLine(Location):
+class CsvLine(Location, frozen=True):
     """A line of a CSV file (no column: a row is the unit people fix)."""
 
     def __str__(self) -> str:
         return f"{self.path}:{self.line}" if self.line else self.path
 
 
-@dataclass(frozen=True, slots=True)
-class MemberRow:
+class MemberRow(msgspec.Struct, frozen=True):
     line: int
     email: str  # normalised
     name: str | None
@@ -74,8 +73,7 @@ class MemberRow:
     consent_basis: str
 
 
-@dataclass(frozen=True, slots=True)
-class CsvImport:
+class CsvImport(msgspec.Struct, frozen=True):
     path: str
     rows: tuple[MemberRow, ...]
     problems: tuple[Problem, ...]  # rows that cannot be imported
@@ -90,8 +88,7 @@ class CsvImport:
                 "imported", hint="fix them, or use --skip-invalid to import the other rows")])
 
 
-@dataclass(frozen=True, slots=True)
-class ExportRow:
+class ExportRow(msgspec.Struct, frozen=True):
     email: str
     name: str | None
     organisation: str | None

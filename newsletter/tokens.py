@@ -17,8 +17,8 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 
+import msgspec
 from itsdangerous import BadData, URLSafeSerializer
 from itsdangerous.encoding import base64_decode, base64_encode
 
@@ -35,16 +35,17 @@ _UID = re.compile(r"^[0-9a-f]{32}$")
 _GENERATE = "python -c 'import secrets; print(secrets.token_urlsafe(32))'"
 
 
-@dataclass(frozen=True, slots=True)
-class Secrets:
+class Secrets(msgspec.Struct, frozen=True):
     """The signing key and the retired keys that still verify (never printed)."""
 
-    current: str = field(repr=False)
-    old: tuple[str, ...] = field(default=(), repr=False)
+    current: str
+    old: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:
+        return f"Secrets(current=..., old=<{len(self.old)} retired>)"
 
 
-@dataclass(frozen=True, slots=True)
-class UnsubscribeToken:
+class UnsubscribeToken(msgspec.Struct, frozen=True):
     uid: str  # subscribers.uid
     list_name: str
 

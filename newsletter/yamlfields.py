@@ -13,8 +13,9 @@ import datetime as dt
 import difflib
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import TypeVar
+
+import msgspec
 
 from .errors import InputError, Problem, Severity
 from .headers import FORBIDDEN as _HEADER_BAD
@@ -24,8 +25,7 @@ from .yamlsource import Mapping, Node, Scalar, Sequence, describe, join
 _N = TypeVar("_N", int, float)
 
 
-@dataclass
-class Fields:
+class Fields(msgspec.Struct):
     """A mapping's values by key, after unknown keys were reported."""
 
     node: Mapping

@@ -25,9 +25,9 @@ from __future__ import annotations
 
 import re
 import stat
-from dataclasses import dataclass, field
 from pathlib import Path
 
+import msgspec
 import yaml
 
 from .errors import InputError, Problem
@@ -52,8 +52,7 @@ _KEY_BAD = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 # --------------------------------------------------------------------------- nodes
 
 
-@dataclass(frozen=True, slots=True)
-class Scalar:
+class Scalar(msgspec.Struct, frozen=True):
     text: str
     plain: bool  # written without quotes, block indicator or tag
     style: str | None  # None (plain), "'", '"', "|", ">"
@@ -65,15 +64,13 @@ class Scalar:
         return self.plain and self.text in _NULLS
 
 
-@dataclass(frozen=True, slots=True)
-class Mapping:
+class Mapping(msgspec.Struct, frozen=True):
     items: tuple[tuple[Scalar, Node], ...]
     line: int
     col: int
 
 
-@dataclass(frozen=True, slots=True)
-class Sequence:
+class Sequence(msgspec.Struct, frozen=True):
     items: tuple[Node, ...]
     line: int
     col: int
@@ -215,17 +212,16 @@ def _tag_name(tag: str) -> str:
     return tag.replace("tag:yaml.org,2002:", "!!")
 
 
-@dataclass
-class _Frame:
+class _Frame(msgspec.Struct):
     kind: str  # "map" or "seq"
     path: str
     line: int
     col: int
-    nodes: list[Node] = field(default_factory=list)  # a sequence's items
-    pairs: list[tuple[Scalar, Node]] = field(default_factory=list)  # a mapping's items
+    nodes: list[Node] = msgspec.field(default_factory=list)  # a sequence's items
+    pairs: list[tuple[Scalar, Node]] = msgspec.field(default_factory=list)  # a mapping's items
     key: Scalar | None = None  # a mapping's key waiting for its value
     duplicate: bool = False  # the waiting key was seen before: its value is dropped
-    seen: dict[str, int] = field(default_factory=dict)  # key text -> line
+    seen: dict[str, int] = msgspec.field(default_factory=dict)  # key text -> line
 
 
 class _Builder:

@@ -178,7 +178,7 @@ def test_recipient_values_are_exact(conn: sqlite3.Connection) -> None:
 
 def test_without_a_mailto_the_list_unsubscribe_has_only_the_https_link(
         conn: sqlite3.Connection) -> None:
-    from dataclasses import replace
+    from msgspec.structs import replace
 
     add(conn, "news", "jane@example.org,Jane,")
     (jane,) = members.recipients(conn, "news")

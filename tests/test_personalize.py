@@ -7,12 +7,12 @@ import email
 import email.policy
 import re
 import time
-from dataclasses import replace
 from email.header import decode_header, make_header
 from email.message import EmailMessage, Message
 from pathlib import Path
 
 import pytest
+from msgspec.structs import replace
 
 from newsletter.config import load_network
 from newsletter.headers import HeaderValueError, ascii_address, check_value

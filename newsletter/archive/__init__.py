@@ -24,8 +24,9 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
+
+import msgspec
 
 from .. import privacy
 from ..errors import InputError, Problem
@@ -46,8 +47,7 @@ __all__ = ["BuildReport", "build_site"]
 SEARCH_INDEX = "search-index.js"
 
 
-@dataclass(frozen=True, slots=True)
-class BuildReport:
+class BuildReport(msgspec.Struct, frozen=True):
     output: Path
     issues: int
     written: tuple[str, ...]  # files whose bytes are new in this build

@@ -12,9 +12,10 @@ import hashlib
 import html
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from ..model import Article, Block, Callout, Contact, Event, Image, Issue, Links
 from ..privacy import Written, written_in
@@ -29,15 +30,13 @@ _EMPHASIS = re.compile(r"(?<!\w)[*_]{1,3}|[*_]{1,3}(?!\w)|`+")
 _SPACE = re.compile(r"\s+")
 
 
-@dataclass(frozen=True, slots=True)
-class PublishedImage:
+class PublishedImage(msgspec.Struct, frozen=True):
     name: str  # the content-hashed file name beside the page (Image.published_name)
     source: str  # the local file, relative to the project folder
     digest: str  # sha256 of its bytes
 
 
-@dataclass(frozen=True, slots=True)
-class Entry:
+class Entry(msgspec.Struct, frozen=True):
     """One issue as the site sees it (no rendered HTML: that lives in its page)."""
 
     slug: str
@@ -50,7 +49,7 @@ class Entry:
     input_hash: str  # sha256 of the YAML bytes
     images: tuple[PublishedImage, ...] = ()
     # what the privacy gate lets pages repeat from this issue
-    written: Written = field(default_factory=Written)
+    written: Written = msgspec.field(default_factory=Written)
 
     @property
     def href(self) -> str:

@@ -12,11 +12,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import jinja2
+import msgspec
 from markupsafe import Markup
 
 from ..errors import RenderError
@@ -31,8 +31,7 @@ CSS_START = '<style id="issue-css">\n'
 CSS_END = "\n</style>"
 
 
-@dataclass(frozen=True, slots=True)
-class Site:
+class Site(msgspec.Struct, frozen=True):
     """What every page template may use about the network."""
 
     name: str
@@ -58,8 +57,7 @@ class Site:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class FeedItem:
+class FeedItem(msgspec.Struct, frozen=True):
     entry: Entry
     content: str  # the issue's HTML; escaped once by the template
     timestamp: str

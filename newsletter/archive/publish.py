@@ -29,9 +29,10 @@ import os
 import shutil
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 from ..errors import InputError, Problem, StateError
 from ..model import Location
@@ -40,13 +41,12 @@ from .entries import Entry
 MANIFEST_VERSION = 2  # 2: beside the site instead of inside it
 
 
-@dataclass(frozen=True, slots=True)
-class Manifest:
+class Manifest(msgspec.Struct, frozen=True):
     fingerprint: str = ""
     policy: str = ""
-    entries: dict[str, Entry] = field(default_factory=dict)  # by slug (text left out)
-    pages: dict[str, str] = field(default_factory=dict)  # slug -> page key
-    files: dict[str, str] = field(default_factory=dict)  # relative path -> sha256
+    entries: dict[str, Entry] = msgspec.field(default_factory=dict)  # by slug (text left out)
+    pages: dict[str, str] = msgspec.field(default_factory=dict)  # slug -> page key
+    files: dict[str, str] = msgspec.field(default_factory=dict)  # relative path -> sha256
 
     def to_bytes(self) -> bytes:
         entries = []
