@@ -10,7 +10,7 @@ compiles the very same MJML ROUNDS times in one node process, and per-compile ti
 compared with our whole in-process render.
 
 As a user runs them: `newsletter build` as a whole process beside the `mjml` command line
-(node_modules/.bin/mjml) on the same MJML, each run 5 times (median).
+(node_modules/.bin/mjml) on the same MJML, taking turns 11 times (medians).
 
 Targets: the whole in-process render no slower than the official MJML compile alone;
 `newsletter build` at least 3x faster than the mjml command.
@@ -80,23 +80,31 @@ def median_ms(func: Callable[[], Any], rounds: int) -> float:
     return statistics.median(times) * 1000
 
 
-def process_ms(command: list[str], cwd: Path, runs: int = 5) -> tuple[float, float]:
-    """Median wall-clock and CPU (user + system) milliseconds of a command.
+def processes_ms(commands: dict[str, tuple[list[str], Path]], runs: int = 11
+                 ) -> dict[str, tuple[float, float]]:
+    """Median wall-clock and CPU (user + system) milliseconds of each command.
 
-    One untimed run first, with bytecode caching allowed, as an installed program has it
-    (a PYTHONDONTWRITEBYTECODE left in the environment would recompile every module).
+    The commands take turns, run after run, so a slow spell of this shared machine falls
+    on all of them alike instead of on whichever happened to be running. One untimed run
+    of each first, with bytecode caching allowed, as an installed program has it (a
+    PYTHONDONTWRITEBYTECODE left in the environment would recompile every module).
     """
     env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
-    subprocess.run(command, cwd=cwd, check=True, capture_output=True, env=env)
-    walls, cpus = [], []
-    for _ in range(runs):
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        started = time.perf_counter()
+    for command, cwd in commands.values():
         subprocess.run(command, cwd=cwd, check=True, capture_output=True, env=env)
-        walls.append(time.perf_counter() - started)
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
-    return statistics.median(walls) * 1000, statistics.median(cpus) * 1000
+    walls: dict[str, list[float]] = {name: [] for name in commands}
+    cpus: dict[str, list[float]] = {name: [] for name in commands}
+    for _ in range(runs):
+        for name, (command, cwd) in commands.items():
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            started = time.perf_counter()
+            subprocess.run(command, cwd=cwd, check=True, capture_output=True, env=env)
+            walls[name].append(time.perf_counter() - started)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpus[name].append(after.ru_utime - before.ru_utime
+                              + after.ru_stime - before.ru_stime)
+    return {name: (statistics.median(walls[name]) * 1000, statistics.median(cpus[name]) * 1000)
+            for name in commands}
 
 
 def main(rounds: int) -> None:
@@ -177,12 +185,17 @@ def main(rounds: int) -> None:
         shutil.copytree(REPO / "templates", project / "templates")
         shutil.copy(ISSUE, project / "issue.yaml")
         shutil.copytree(ISSUE.with_suffix(""), project / ISSUE.with_suffix("").name)
-        ours, ours_cpu = process_ms([sys.executable, "-m", "newsletter", "build",
-                                     "issue.yaml", "-o", "out"], project)
-        theirs, theirs_cpu = process_ms([str(mjml_cli), str(folder / "issue.mjml"), "-o",
-                                         str(folder / "official.html"),
-                                         "--config.validationLevel", "skip"], folder)
-        print("\nWhole processes (median of 5; wall clock, then CPU time):")
+        newsletter = shutil.which("newsletter", path=str(Path(sys.executable).parent))
+        times = processes_ms({
+            # the installed command, as an editor runs it
+            "ours": ([newsletter or sys.executable, *([] if newsletter else ["-m", "newsletter"]),
+                      "build", "issue.yaml", "-o", "out"], project),
+            "theirs": ([str(mjml_cli), str(folder / "issue.mjml"), "-o",
+                        str(folder / "official.html"), "--config.validationLevel", "skip"],
+                       folder),
+        })
+        (ours, ours_cpu), (theirs, theirs_cpu) = times["ours"], times["theirs"]
+        print("\nWhole processes (median of 11, taking turns; wall clock, then CPU time):")
         print(f"  newsletter build (YAML -> html, txt, eml, images): {ours:7.1f} ms wall "
               f"{ours_cpu:7.1f} ms CPU")
         print(f"  mjml command line (MJML -> html only):             {theirs:7.1f} ms wall "
