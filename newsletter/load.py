@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import TypeVar
 
+from . import deadline
 from . import markdown as md
 from . import yamlsource as ys
 from .addresses import address_problem, phone_problem, url_problem
@@ -48,7 +49,8 @@ TITLE_LEN = 200
 BODY_LEN = 20_000
 SLUG = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 
-ISSUE_KEYS = ("version", "title", "date", "number", "subject", "preheader", "intro", "blocks")
+ISSUE_KEYS = ("version", "title", "date", "send_by", "number", "subject", "preheader", "intro",
+              "blocks")
 BLOCK_KEYS: dict[str, tuple[str, ...]] = {
     "article": ("type", "title", "body", "image", "link"),
     "event": ("type", "title", "date", "start", "end", "location", "body", "link"),
@@ -191,6 +193,7 @@ class _IssueReader:
                     "this program reads version 1")
         title = r.text(f, "title", max_len=TITLE_LEN, header=True)
         date = r.date(f, "date")
+        send_by = deadline.read(r, f, date)
         number = r.integer(f, "number", minimum=1)
         subject = r.text(f, "subject", max_len=TITLE_LEN, header=True)
         preheader = r.text(f, "preheader", max_len=300)
@@ -211,7 +214,7 @@ class _IssueReader:
         assert title is not None and date is not None  # required: reported otherwise
         return Issue(
             slug=slug, title=title, date=date, blocks=tuple(blocks), where=r.where(root),
-            number=number, subject=subject, preheader=preheader, intro=intro,
+            number=number, subject=subject, preheader=preheader, intro=intro, send_by=send_by,
             source_hash=self.hash.hexdigest(), locations=tuple(r.locations.items()),
         )
 

@@ -277,6 +277,9 @@ class Issue(msgspec.Struct, frozen=True):
     subject: str | None = None  # defaults to title
     preheader: str | None = None
     intro: str | None = None  # Markdown
+    # The send-by deadline, UK local time like event times (deadline.py): a datetime, or
+    # a plain date meaning until the end of that day. No message to a list starts after it.
+    send_by: dt.datetime | dt.date | None = None
     source_hash: str = ""  # sha256 of the YAML bytes and local image bytes
     # Where each value was written, by key path ("subject", "blocks[2].body"): for messages.
     locations: tuple[tuple[str, Location], ...] = ()
