@@ -3,7 +3,8 @@
 In: model.Limits, the count of messages the ledger says were sent recently (so a restart
 does not get a fresh budget), and a clock. Out: ``await limiter.acquire()`` before each
 message, which returns when sending it keeps every budget, or False when the daily cap
-is used up.
+is used up (or when the budgets allow no message before ``until``, the send-by deadline:
+the run ends then rather than wait for a message it may not start).
 
 Each per-second/minute/hour limit is a token bucket whose tokens carry the time they were
 spent: a token comes back exactly one window after it was used. A classic refilling bucket
@@ -111,14 +112,24 @@ class Limiter:
         self._complaints = 0
         self._lock = asyncio.Lock()
 
-    async def acquire(self) -> bool:
-        """Wait until one more message keeps every budget; False when today's cap is used."""
+    @property
+    def day_used_up(self) -> bool:
+        return self.daily_left is not None and self.daily_left <= 0
+
+    async def acquire(self, until: float | None = None) -> bool:
+        """Wait until one more message keeps every budget; False when today's cap is used.
+
+        Also False, at once, when the budgets would only allow the message at or after
+        ``until`` (the send-by deadline).
+        """
         async with self._lock:  # one waiter at a time: first come, first served
-            if self.daily_left is not None and self.daily_left <= 0:
+            if self.day_used_up:
                 return False
             while True:
                 now = self.clock.now()
                 wait = max([self.paused_until - now, *(w.wait(now) for w in self.windows)])
+                if until is not None and now + max(0.0, wait) >= until:
+                    return False
                 if wait <= 0:
                     break
                 await self.clock.sleep(wait)

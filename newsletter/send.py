@@ -14,6 +14,11 @@ connection, so concurrency means several of them):
     MAIL, RCPT, DATA             the raw bytes, one recipient, never re-serialised
     record the outcome           sent / deferred (next_attempt_at) / failed / unknown
 
+With a send-by deadline (deadline.py), no message starts at or after it: the run stops
+as at the daily cap, the rest stay pending, and a deferred row whose next attempt falls
+after it is left deferred rather than waited for (moving send_by in the issue lets the
+next run send both).
+
 A kill at any point leaves each row either untouched, ``attempting`` (resent on the next
 run, same Message-ID: the only possible duplicate) or settled. Outcomes are classified
 by outcomes.py. The database is touched by one thread (LedgerThread), which commits
@@ -182,6 +187,7 @@ class RunResult(msgspec.Struct):
     fatal: bool = False  # stopped by an error the user must fix (exit 1)
     resent_after_crash: int = 0
     daily_cap: bool = False
+    past_deadline: bool = False  # stopped by the send-by deadline
     interrupted: bool = False
 
 
@@ -192,7 +198,8 @@ class Sender:
                  database: Path, build: Build, lock: ledger.Lock | None = None,
                  clock: Clock | None = None, retry_unknown: bool = False,
                  on_outcome: Callable[[str], None] | None = None,
-                 synchronous: str = "FULL") -> None:
+                 synchronous: str = "FULL", deadline: float | None = None) -> None:
+        """``deadline``: the send-by deadline as POSIX time; no message starts at or after it."""
         self.issue = issue
         self.sender = sender
         self.transport = transport
@@ -200,6 +207,7 @@ class Sender:
         self.build = build
         self.clock = clock or RealClock()
         self.retry_unknown = retry_unknown
+        self.deadline = deadline
         self.on_outcome = on_outcome or (lambda action: None)
         self.db = LedgerThread(database, lock, synchronous=synchronous)
         self.result = RunResult()
@@ -257,8 +265,8 @@ class Sender:
                 if self.stopping:
                     break
                 upcoming = await self.db(lambda c: ledger.next_deferred(c, self.issue))
-                if upcoming is None:
-                    break
+                if upcoming is None or (self.deadline is not None and upcoming >= self.deadline):
+                    break  # a retry due after the deadline stays deferred
                 wait = upcoming - self.clock.now()
                 if wait > LINGER:
                     break
@@ -317,14 +325,21 @@ class Sender:
 
     async def _deliver(self, job: ledger.Delivery, session: Session) -> None:
         assert self.limiter is not None
-        if not await self.limiter.acquire():
-            self.result.daily_cap = True
-            self.stop("the daily cap (limits.per_day) is reached")
+        if not await self.limiter.acquire(until=self.deadline):
+            if self.limiter.day_used_up:
+                self.result.daily_cap = True
+                self.stop("the daily cap (limits.per_day) is reached")
+            else:
+                self._deadline_reached()
             return
         if not await self._connected(session):
             self.limiter.give_back()
             return  # the run is stopping; the row was not touched
         now = self.clock.now()
+        if self.deadline is not None and now >= self.deadline:  # connecting took that long
+            self.limiter.give_back()
+            self._deadline_reached()
+            return
         started = await self.db(lambda c: _begin(c, job, now))
         if not started:
             self.limiter.give_back()
@@ -338,6 +353,11 @@ class Sender:
         else:
             attempt = await session.send(self.sender, job.recipient.address, data)
         await self._settle(job, attempt, now)
+
+    def _deadline_reached(self) -> None:
+        if not self.stopping:
+            self.result.past_deadline = True
+            self.stop("the send-by deadline (send_by in the issue) is reached")
 
     async def _connected(self, session: Session) -> bool:
         """Open the session before a row is touched, retrying with growing pauses.
