@@ -6,7 +6,8 @@ editor reads (the plan before, a progress bar or log lines during, the report af
 pipeline.send() calls these in order; the engine itself is send.py (one SMTP connection:
 session.py).
 
-    plan -> confirm -> snapshot -> deliver -> report    newsletter send ISSUE --list NAME
+    plan -> on time? -> confirm -> snapshot -> deliver -> report
+                                                         newsletter send ISSUE --list NAME
     proof(network, rendered, address)                    newsletter send ISSUE --to ADDRESS
     dry_run(network, rendered, list_name, folder)        newsletter send ISSUE --dry-run DIR
     status(network, issue | None, csv_out)               newsletter status [ISSUE]
@@ -29,12 +30,12 @@ from typing import TYPE_CHECKING
 import click
 import msgspec
 
-from . import db, ledger, members
+from . import db, deadline, ledger, members
 from .addresses import AddressError, checked_address
 from .dkim import signer_for
 from .errors import DeliveryError, InputError, Problem, StateError, UsageError
 from .limits import DAY
-from .model import DeliveryState, Limits, Location, Network, Recipient, RenderedIssue
+from .model import DeliveryState, Issue, Limits, Location, Network, Recipient, RenderedIssue
 from .outcomes import Action
 from .send import Build, RunResult, Sender
 from .session import Transport, send_one, transport_for
@@ -159,6 +160,32 @@ def plan(conn: sqlite3.Connection, network: Network, rendered: RenderedIssue, li
                                         transport.where))
 
 
+def refuse_if_late(issue: Issue, plan: Plan, list_name: str, now: float) -> None:
+    """A run started at or after the issue's send-by deadline sends nothing: DeliveryError.
+
+    Called once the plan has counted who is still due, before anything is written and
+    before any connection. A run with nothing due is not refused: it only reports.
+    """
+    if not plan.due or issue.send_by is None or not deadline.passed(issue.send_by, now):
+        return
+    members_left = f"{plan.due} member{'s' * (plan.due != 1)} of list {list_name}"
+    raise DeliveryError(
+        f"not sending {issue.slug}: its send-by deadline, {deadline.words(issue.send_by)}, "
+        f"has passed (it is now {deadline.uk_time(now)})\n"
+        f"  {members_left} {'are' if plan.due != 1 else 'is'} still pending; nothing was "
+        "sent and nothing was changed\n"
+        f"  to send it anyway, move or remove send_by ({issue.location_of('send_by')}) and "
+        "run the same command again")
+
+
+def late_note(issue: Issue, now: float) -> str | None:
+    """For a proof or a dry run, which are not refused: the deadline has passed."""
+    if issue.send_by is None or not deadline.passed(issue.send_by, now):
+        return None
+    return (f"note: the send-by deadline of {issue.slug}, {deadline.words(issue.send_by)}, "
+            "has passed: sending it to a list would be refused")
+
+
 def confirm(assume_yes: bool) -> None:
     """Ask at a terminal; without one, refuse unless --yes (nothing is changed either way)."""
     if assume_yes:
@@ -182,13 +209,15 @@ def snapshot(conn: sqlite3.Connection, network: Network, rendered: RenderedIssue
 
 
 def deliver(network: Network, slug: str, transport: Transport, build: Build,
-            lock: ledger.Lock, *, due: int, retry_unknown: bool) -> RunResult:
+            lock: ledger.Lock, *, due: int, retry_unknown: bool,
+            send_by: dt.date | None = None) -> RunResult:
     """Run the send engine over the due rows, with a progress bar or log lines."""
     with _Progress(due) as progress:
         sender = Sender(issue=slug, sender=network.sender.address, transport=transport,
                         limits=network.limits, database=network.database, build=build,
                         lock=lock, retry_unknown=retry_unknown, on_outcome=progress,
-                        synchronous=LEDGER_SYNC)
+                        synchronous=LEDGER_SYNC,
+                        deadline=None if send_by is None else deadline.instant(send_by))
         return asyncio.run(sender.run())
 
 
@@ -260,8 +289,10 @@ def _limits_line(conn: sqlite3.Connection, limits: Limits, due: int, where: str)
             f"{', '.join(parts) or 'none'}{today}; {due} to send, {estimate}")
 
 
-def report(conn: sqlite3.Connection, slug: str, result: RunResult | None) -> int:
-    """Print where the send stands; the exit code (1: recipients failed for good).
+def report(conn: sqlite3.Connection, slug: str, result: RunResult | None,
+           send_by: dt.date | None = None) -> int:
+    """Print where the send stands; the exit code (1: recipients failed for good, or left
+    unsent by the send-by deadline).
 
     ``result`` is None when nothing was due. DeliveryError when the run was stopped by an
     error the user must fix.
@@ -279,16 +310,31 @@ def report(conn: sqlite3.Connection, slug: str, result: RunResult | None) -> int
         click.echo(f"  {c[DeliveryState.UNKNOWN]} unknown: the connection was lost after the "
                    "message was sent; `newsletter status` lists them; --retry-unknown resends "
                    "them with the same Message-ID")
-    if c[DeliveryState.DEFERRED]:
+    late = 0  # deferred rows whose next attempt falls after the send-by deadline
+    if c[DeliveryState.DEFERRED] and send_by is not None:
+        cutoff = deadline.instant(send_by)
+        late = sum(1 for row in ledger.rows(conn, slug, problems_only=True)
+                   if row.state is DeliveryState.DEFERRED
+                   and (row.next_attempt_at or 0.0) >= cutoff)
+    if c[DeliveryState.DEFERRED] > late:
         upcoming = ledger.next_deferred(conn, slug)
-        click.echo(f"  {c[DeliveryState.DEFERRED]} deferred (the server said 'try later'): "
-                   f"run the same command again after {_when(upcoming)} to retry them")
+        click.echo(f"  {c[DeliveryState.DEFERRED] - late} deferred (the server said 'try "
+                   f"later'): run the same command again after {_when(upcoming)} to retry "
+                   "them")
+    if late and send_by is not None:
+        click.echo(f"  {late} deferred whose next attempt falls after the send-by deadline "
+                   f"({deadline.words(send_by)}): they are not retried; move send_by in the "
+                   "issue to retry them", err=True)
     left = c[DeliveryState.PENDING] + c[DeliveryState.ATTEMPTING]
     if result.daily_cap and left:
         oldest = ledger.oldest_sent_since(conn, time.time() - DAY)
         again = f" after {_when(oldest + DAY)}" if oldest else ""
         click.echo(f"  daily cap reached: {left} still pending; run the same command again"
                    f"{again}")
+    elif result.past_deadline and left and send_by is not None:
+        click.echo(f"  send-by deadline reached ({deadline.words(send_by)}): {left} still "
+                   "pending and not sent; to send them anyway, move send_by in the issue and "
+                   "run the same command again", err=True)
     elif result.interrupted:
         click.echo(f"  stopped: {left} still pending; run the same command to continue")
     failed = c[DeliveryState.FAILED] + c[DeliveryState.EXPIRED]
@@ -302,6 +348,8 @@ def report(conn: sqlite3.Connection, slug: str, result: RunResult | None) -> int
         click.echo(f"  {failed} failed for good: `newsletter status {slug}` shows why",
                    err=True)
         return 1
+    if late or (result.past_deadline and left):
+        return 1  # members the deadline keeps from getting it: not done, and not by itself
     return 0
 
 
@@ -371,11 +419,13 @@ class _Progress:
 # --------------------------------------------------------------------------- status
 
 
-def status(network: Network, issue: Path | None, csv_out: Path | None) -> None:
+def status(network: Network, issue: Path | None, csv_out: Path | None,
+           send_by: dt.date | None = None) -> None:
     """Counts per issue; for one issue every failure, deferral and unknown; CSV export.
 
     An issue is found in the ledger by its slug (the file name), so the status of a sent
-    issue still shows after its file is renamed or removed.
+    issue still shows after its file is renamed or removed. ``send_by``: that one issue's
+    send-by deadline, shown with whether it has passed.
     """
     slug = issue.stem if issue is not None else None
     conn = db.connect(network.database)
@@ -389,12 +439,18 @@ def status(network: Network, issue: Path | None, csv_out: Path | None) -> None:
                     f"{slug!r}", hint="`newsletter status` lists every issue sent")])
             if not sends:
                 click.echo(f"{slug}: not sent yet (newsletter send {issue} --list NAME)")
+            if not sends and send_by is not None:
+                click.echo(_deadline_line(send_by, time.time(), None))
         elif not sends:
             click.echo("nothing has been sent yet")
         for record in sends:
             c = ledger.counts(conn, record.issue)
             click.echo(f"{record.issue}  list {record.list_name}  started "
                        f"{_when(record.created_at)}  {_counts_text(c)}")
+            if issue is not None and send_by is not None:
+                left = sum(c[s] for s in (DeliveryState.PENDING, DeliveryState.ATTEMPTING,
+                                          DeliveryState.DEFERRED))
+                click.echo(_deadline_line(send_by, time.time(), left))
             if issue is not None:
                 for line in _problem_lines(conn, record.issue):
                     click.echo(line)
@@ -403,6 +459,18 @@ def status(network: Network, issue: Path | None, csv_out: Path | None) -> None:
             click.echo(f"wrote {csv_out}")
     finally:
         conn.close()
+
+
+def _deadline_line(send_by: dt.date, now: float, left: int | None) -> str:
+    """``left``: recipients still to send (None: not sent yet)."""
+    due = deadline.instant(send_by)
+    if now < due:
+        return f"  send-by {deadline.words(send_by)}: {_duration(due - now)} from now"
+    if left == 0:
+        return f"  send-by {deadline.words(send_by)}: passed"
+    who = "sending to a list" if left is None else f"sending to the {left} still pending"
+    return (f"  send-by {deadline.words(send_by)}: passed; {who} is refused (move send_by "
+            "in the issue to send anyway)")
 
 
 def _problem_lines(conn: sqlite3.Connection, slug: str) -> Iterator[str]:

@@ -253,9 +253,12 @@ def send(config: Path, issue: Path, list_name: str | None, *, proof_to: str | No
          dry_run: Path | None, assume_yes: bool, retry_unknown: bool) -> int:
     """Send (or resume sending) an issue; return the exit code.
 
-    Render once; then a proof (--to), a dry run (--dry-run) or the campaign: plan, confirm,
-    snapshot the list into the ledger (before any connection), deliver, report.
+    Render once; then a proof (--to), a dry run (--dry-run) or the campaign: plan, refuse
+    if the send-by deadline has passed, confirm, snapshot the list into the ledger (before
+    any connection), deliver, report.
     """
+    import time
+
     import click
 
     from . import db, delivery, ledger
@@ -269,7 +272,11 @@ def send(config: Path, issue: Path, list_name: str | None, *, proof_to: str | No
     if warning := python_warning():
         click.echo(warning, err=True)
     network = load_network(config)
-    rendered = render_issue(load_issue(issue, network), network)
+    loaded = load_issue(issue, network)
+    rendered = render_issue(loaded, network)
+    late = delivery.late_note(loaded, time.time())
+    if late and (proof_to is not None or dry_run is not None):  # not refused: told
+        click.echo(late, err=True)
     if proof_to is not None:
         return delivery.proof(network, rendered, proof_to)
     assert list_name is not None  # the CLI requires --list without --to
@@ -282,6 +289,7 @@ def send(config: Path, issue: Path, list_name: str | None, *, proof_to: str | No
     try:
         plan = delivery.plan(conn, network, rendered, list_name, transport,
                              retry_unknown=retry_unknown)
+        delivery.refuse_if_late(loaded, plan, list_name, time.time())
         click.echo(plan.text)
         result = None
         if plan.due:
@@ -290,19 +298,28 @@ def send(config: Path, issue: Path, list_name: str | None, *, proof_to: str | No
                 if not plan.resuming:
                     delivery.snapshot(conn, network, rendered, list_name, secrets)
                 result = delivery.deliver(network, rendered.slug, transport, build, lock,
-                                          due=plan.due, retry_unknown=retry_unknown)
-        return delivery.report(conn, rendered.slug, result)
+                                          due=plan.due, retry_unknown=retry_unknown,
+                                          send_by=loaded.send_by)
+        return delivery.report(conn, rendered.slug, result, loaded.send_by)
     finally:
         conn.close()
 
 
 def status(config: Path, issue: Path | None, csv_out: Path | None) -> None:
-    """Counts by state per issue; one issue's failures, deferrals and unknowns; CSV."""
+    """Counts by state per issue; one issue's failures, deferrals, unknowns, deadline; CSV."""
+    from contextlib import suppress
+
     from . import delivery
     from .config import load_network
+    from .errors import InputError
+    from .load import load_issue
 
     network = load_network(config)
-    delivery.status(network, issue, csv_out)
+    send_by = None
+    if issue is not None and issue.is_file():
+        with suppress(InputError):  # the ledger's story stands alone; `check` reports the file
+            send_by = load_issue(issue, network).send_by
+    delivery.status(network, issue, csv_out, send_by)
 
 
 def demo(config: Path, output: Path) -> None:
