@@ -93,5 +93,5 @@ def words(send_by: dt.date) -> str:
 
 
 def uk_time(timestamp: float) -> str:
-    """A moment on the same clock as the deadline: ``2017-03-10 09:00 UK time``."""
-    return f"{dt.datetime.fromtimestamp(timestamp, _zone()):%Y-%m-%d %H:%M} UK time"
+    """A moment on the same clock as the deadline: ``2017-03-10 09:00:12 UK time``."""
+    return f"{dt.datetime.fromtimestamp(timestamp, _zone()):%Y-%m-%d %H:%M:%S} UK time"
