@@ -332,7 +332,7 @@ def report(conn: sqlite3.Connection, slug: str, result: RunResult | None,
         click.echo(f"  daily cap reached: {left} still pending; run the same command again"
                    f"{again}")
     elif result.past_deadline and left and send_by is not None:
-        click.echo(f"  send-by deadline reached ({deadline.words(send_by)}): {left} still "
+        click.echo(f"  {result.stopped} ({deadline.words(send_by)}): {left} still "
                    "pending and not sent; to send them anyway, move send_by in the issue and "
                    "run the same command again", err=True)
     elif result.interrupted:

@@ -357,7 +357,9 @@ class Sender:
     def _deadline_reached(self) -> None:
         if not self.stopping:
             self.result.past_deadline = True
-            self.stop("the send-by deadline (send_by in the issue) is reached")
+            self.stop("send-by deadline reached" if self.clock.now() >= (self.deadline or 0.0)
+                      else "the sending limits allow no more messages before the send-by "
+                      "deadline")
 
     async def _connected(self, session: Session) -> bool:
         """Open the session before a row is touched, retrying with growing pauses.

@@ -147,7 +147,7 @@ def test_a_run_that_crosses_the_deadline_starts_no_message_after_it_and_leaves_t
     with SmtpServer(Scripted(dot=dot)) as server:
         result = run(campaign, server, one_at_a_time, deadline_at=deadline_at, clock=clock)
     assert result.past_deadline and not result.fatal and not result.daily_cap
-    assert result.stopped is not None and "send-by deadline" in result.stopped
+    assert result.stopped == "send-by deadline reached"
     assert campaign.states() == {DeliveryState.SENT: 5, DeliveryState.PENDING: 15}
     assert len(server.received) == 5 and all(t < deadline_at for t in seen)
 
@@ -160,6 +160,19 @@ def test_a_run_started_after_the_deadline_neither_connects_nor_touches_a_row(
     assert result.past_deadline
     assert server.sessions == 0 and not server.received
     assert campaign.states() == {DeliveryState.PENDING: 6}
+
+
+def test_a_run_whose_limits_allow_nothing_more_before_the_deadline_ends_at_once(
+        tmp_path: Path) -> None:
+    campaign = Campaign(tmp_path, 5)
+    started = time.monotonic()
+    with SmtpServer() as server:
+        result = run(campaign, server, Limits(per_minute=2, per_day=0, concurrency=1),
+                     deadline_at=time.time() + 20)
+    assert time.monotonic() - started < 10  # not a minute's wait for a message it may not send
+    assert result.past_deadline and result.stopped == (
+        "the sending limits allow no more messages before the send-by deadline")
+    assert campaign.states() == {DeliveryState.SENT: 2, DeliveryState.PENDING: 3}
 
 
 def test_a_retry_that_would_fall_after_the_deadline_stays_deferred_and_is_not_waited_for(
