@@ -17,11 +17,14 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import re
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import TYPE_CHECKING
 
 from .errors import NewsletterError
 from .yamlfields import Fields, Reader
 from .yamlsource import Scalar, describe
+
+if TYPE_CHECKING:
+    from zoneinfo import ZoneInfo
 
 ZONE = "Europe/London"
 KEY = "send_by"
@@ -62,6 +65,9 @@ def _day(send_by: dt.date) -> dt.date:
 
 @functools.cache
 def _zone() -> ZoneInfo:
+    # imported here: only the send stage needs the zone, and every build loads this module
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
     try:
         return ZoneInfo(ZONE)
     except (ZoneInfoNotFoundError, ValueError) as e:
