@@ -146,12 +146,10 @@ def clear_cache() -> None:
     _PARSED.clear()
 
 
-def to_html(markdown: str) -> str:
-    """Sanitised HTML for a Markdown body (safe to place inside an <mj-text>)."""
-    md = _parser()
-    html = md.renderer.render(list(_tokens(markdown)), md.options, {})
-    cleaned: str = nh3.clean(
-        html,
+@lru_cache(maxsize=1)
+def _cleaner() -> nh3.Cleaner:
+    """nh3's sanitiser, configured once (half the cost of ``nh3.clean`` per body)."""
+    return nh3.Cleaner(
         tags=set(_TAGS),
         attributes={k: set(v) for k, v in _ATTRIBUTES.items()},
         url_schemes=set(LINK_SCHEMES),
@@ -159,6 +157,13 @@ def to_html(markdown: str) -> str:
         strip_comments=True,
         attribute_filter=_keep_safe_urls,
     )
+
+
+def to_html(markdown: str) -> str:
+    """Sanitised HTML for a Markdown body (safe to place inside an <mj-text>)."""
+    md = _parser()
+    html = md.renderer.render(list(_tokens(markdown)), md.options, {})
+    cleaned: str = _cleaner().clean(html)
     return cleaned.strip()
 
 
