@@ -105,7 +105,7 @@ class _NetworkReader:
         self.source = source
         self.root = root
         self.environ = environ
-        self.r = Reader(source)
+        self.r = Reader(source, keep_locations=False)  # a Network keeps none
 
     def network(self, node: ys.Node) -> Network:
         r = self.r

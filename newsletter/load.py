@@ -13,6 +13,7 @@ editor hears about it from ``check``, on the right line.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 import struct
@@ -408,6 +409,11 @@ class _IssueReader:
         return Image(src, alt, where, path=file, media_type=media_type, width=width,
                      height=height, size=size, digest=hashlib.sha256(data).hexdigest())
 
+    @functools.cached_property
+    def resolved_folder(self) -> Path:
+        """The issue's folder, resolved once for all its images (an lstat per folder)."""
+        return self.folder.resolve()
+
     def local_file(self, src: str, node: ys.Node, key: str) -> Path | None:
         r = self.r
         relative = PurePosixPath(src)
@@ -420,9 +426,8 @@ class _IssueReader:
             return None
         file = self.folder / relative
         try:
-            folder = self.folder.resolve()
             resolved = file.resolve()
-            inside = resolved.is_relative_to(folder)
+            inside = resolved.is_relative_to(self.resolved_folder)
             found = resolved.is_file()
         except (OSError, RuntimeError):
             inside, found = True, False

@@ -13,13 +13,15 @@ plaintext.py, with links as numbered references [1] collected in a LinkRefs.
 
 For the load stage, ``parts`` lists what the renderer would drop (raw HTML, images, unsafe
 links) and every link's text, parsed with the same grammar, so problems are reported on
-the line where the editor wrote them.
+the line where the editor wrote them. When a text holds none of that (the usual case) the
+two grammars give the same tokens, and the loader's parse is kept for the renderer.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from functools import lru_cache
+from typing import Any
 
 import msgspec
 import nh3
@@ -66,7 +68,11 @@ def parts(markdown: str) -> Iterator[Part]:
 
     load.py refuses the HTML, images and unsafe links; checks.py reads the link texts.
     """
-    for token in _inspector().parse(markdown):
+    env: dict[str, Any] = {}
+    tokens = _inspector().parse(markdown, env)
+    if _renders_alike(markdown, tokens, env):
+        _remember(markdown, tokens)
+    for token in tokens:
         first = token.map[0] if token.map else 0
         if token.type == "html_block":
             yield Part("html", first, token.content.strip(), "")
@@ -97,27 +103,52 @@ def _keep_safe_urls(tag: str, attribute: str, value: str) -> str | None:
     return value
 
 
-@lru_cache(maxsize=512)
-def _tokens(markdown: str) -> tuple[Token, ...]:
-    """Parsed once for both parts (the HTML and the text); the tokens are only read."""
-    tokens = _parser().parse(markdown)
+def _renders_alike(markdown: str, tokens: list[Token], env: dict[str, Any]) -> bool:
+    """Whether the inspector's tokens are exactly the renderer's for this text.
+
+    The two grammars differ only in raw HTML and images (both need a ``<`` or ``![``) and
+    in the links the renderer's validateLink refuses (``javascript:`` and the like), which
+    the inspector keeps as links or reference definitions.
+    """
+    if "<" in markdown or "![" in markdown:
+        return False
+    definitions = [*env.get("references", {}).values(), *env.get("duplicate_refs", ())]
+    hrefs = [str(definition["href"]) for definition in definitions]
+    for token in tokens:
+        hrefs += [str(c.attrs["href"]) for c in token.children or () if c.type == "link_open"]
+    return all(_parser().validateLink(href) for href in hrefs)
+
+
+_PARSED: dict[str, tuple[Token, ...]] = {}
+_PARSED_MAX = 512
+
+
+def _remember(markdown: str, tokens: list[Token]) -> tuple[Token, ...]:
+    """Keep a parse for the renderer (headings made <h3>); the tokens are only read."""
     for token in tokens:
         if token.type in ("heading_open", "heading_close"):
             token.tag = "h3"
-    return tuple(tokens)
+    if len(_PARSED) >= _PARSED_MAX:
+        _PARSED.pop(next(iter(_PARSED)))  # the oldest
+    parsed = _PARSED[markdown] = tuple(tokens)
+    return parsed
+
+
+def _tokens(markdown: str) -> tuple[Token, ...]:
+    """Parsed once for both parts (the HTML and the text), and for the loader when it can."""
+    parsed = _PARSED.get(markdown)
+    return parsed if parsed is not None else _remember(markdown, _parser().parse(markdown))
 
 
 def clear_cache() -> None:
     """Forget parsed Markdown (benchmarks measure a cold render)."""
-    _tokens.cache_clear()
+    _PARSED.clear()
 
 
-def to_html(markdown: str) -> str:
-    """Sanitised HTML for a Markdown body (safe to place inside an <mj-text>)."""
-    md = _parser()
-    html = md.renderer.render(list(_tokens(markdown)), md.options, {})
-    cleaned: str = nh3.clean(
-        html,
+@lru_cache(maxsize=1)
+def _cleaner() -> nh3.Cleaner:
+    """nh3's sanitiser, configured once (half the cost of ``nh3.clean`` per body)."""
+    return nh3.Cleaner(
         tags=set(_TAGS),
         attributes={k: set(v) for k, v in _ATTRIBUTES.items()},
         url_schemes=set(LINK_SCHEMES),
@@ -125,6 +156,13 @@ def to_html(markdown: str) -> str:
         strip_comments=True,
         attribute_filter=_keep_safe_urls,
     )
+
+
+def to_html(markdown: str) -> str:
+    """Sanitised HTML for a Markdown body (safe to place inside an <mj-text>)."""
+    md = _parser()
+    html = md.renderer.render(list(_tokens(markdown)), md.options, {})
+    cleaned: str = _cleaner().clean(html)
     return cleaned.strip()
 
 

@@ -96,7 +96,9 @@ class _State(msgspec.Struct):
         from .load import load_issue
         from .personalize import anonymous_recipient, fill
         from .render import local_images, render_issue
+        from .templating import forget_templates
 
+        forget_templates()  # something changed: templates may have been edited
         try:
             network = load_network(self.config)
             issue = load_issue(self.issue_path, network)

@@ -88,7 +88,8 @@ def _context(issue: Issue, network: Network, mode: RenderMode,
 def render_mjml(issue: Issue, network: Network, mode: RenderMode = RenderMode.EMAIL, *,
                 image_base: str | None = None) -> str:
     """Stage 1: the MJML document for an issue."""
-    env = html_environment(network.root.resolve())
+    # absolute(), not resolve(): resolve() would lstat each folder of the path every time
+    env = html_environment(network.root.absolute())
     context = _context(issue, network, mode, image_base)
     try:
         return env.get_template(EMAIL_TEMPLATE).render(context)
@@ -129,7 +130,7 @@ def render_html(issue: Issue, network: Network, mode: RenderMode = RenderMode.EM
 
 def render_text(issue: Issue, network: Network, mode: RenderMode = RenderMode.EMAIL) -> str:
     """The plain-text part from the model: wrapped, links as numbered references."""
-    env = text_environment(network.root.resolve())
+    env = text_environment(network.root.absolute())
     context = _context(issue, network, mode)
     context["refs"] = LinkRefs()
     try:

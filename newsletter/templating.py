@@ -8,6 +8,10 @@ Two environments, both loading from ``<network.root>/templates``:
 
 Author content is only ever passed as data: nothing here compiles a string from an issue,
 so ``{{ config }}`` in a body reaches the reader literally.
+
+Templates are read once per process (no ``auto_reload``: it would stat every template on
+every render, includes too). The preview, which renders again after an edit, calls
+``forget_templates`` first.
 """
 
 from __future__ import annotations
@@ -86,7 +90,7 @@ def html_environment(root: Path) -> Environment:
         autoescape=True,
         undefined=StrictUndefined,
         keep_trailing_newline=True,
-        auto_reload=True,
+        auto_reload=False,  # see forget_templates
         bytecode_cache=_bytecode_cache(),
     )
     env.filters.update(markdown=_markdown_html, long_date=long_date, when=event_when,
@@ -106,10 +110,17 @@ def text_environment(root: Path) -> Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=True,
-        auto_reload=True,
+        auto_reload=False,  # see forget_templates
         bytecode_cache=_bytecode_cache(),
     )
     env.filters.update(md_text=markdown.to_text, wrap=wrap, heading=heading,
                        long_date=long_date, when=event_when, oneline=oneline)
     env.globals.update(_globals())
     return env
+
+
+def forget_templates() -> None:
+    """Drop the environments and their compiled templates, so edited templates are read
+    again (for the preview server; builds read each template once)."""
+    html_environment.cache_clear()
+    text_environment.cache_clear()

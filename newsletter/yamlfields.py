@@ -53,13 +53,16 @@ class Reader:
     """Reads typed values out of nodes, collecting every problem instead of stopping.
 
     Each method returns None (and records a problem) when the value is missing or wrong,
-    so a loader reads the whole file and reports everything at once.
+    so a loader reads the whole file and reports everything at once. ``locations`` maps
+    the key of each value read to where it is (an Issue keeps them for checks.py); a
+    loader that keeps none passes ``keep_locations=False``, saving a Location per value.
     """
 
-    def __init__(self, source: str) -> None:
+    def __init__(self, source: str, *, keep_locations: bool = True) -> None:
         self.source = source
         self.problems: list[Problem] = []
         self.locations: dict[str, Location] = {}
+        self.keep_locations = keep_locations
 
     # --- problems and places
 
@@ -114,7 +117,8 @@ class Reader:
         value = f.values.get(name)
         if value is None or (isinstance(value, Scalar) and value.is_null):
             return None
-        self.locations[f.key(name)] = self.where(value)
+        if self.keep_locations:
+            self.locations[f.key(name)] = self.where(value)
         return value
 
     def _scalar(self, node: Node, key: str, expected: str) -> Scalar | None:

@@ -45,7 +45,8 @@ _SURROGATE = re.compile("[\ud800-\udfff]")
 _NULLS = frozenset({"", "~", "null", "Null", "NULL"})
 # libyaml's parser when PyYAML was built with it (about 10x faster); same events and marks
 _FAST_LOADER: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-_STR_TAGS = frozenset({"!", "tag:yaml.org,2002:str"})
+_STR_TAGS = frozenset({"!", "tag:yaml.org,2002:str"})  # allowed on a scalar
+_ANY_TAGS = frozenset({"!"})  # on a list or mapping
 _KEY_BAD = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
 
 
@@ -212,6 +213,12 @@ def _tag_name(tag: str) -> str:
     return tag.replace("tag:yaml.org,2002:", "!!")
 
 
+def _at(event: yaml.Event) -> tuple[int, int]:
+    """An event's 1-based (line, column)."""
+    mark = event.start_mark
+    return (mark.line + 1, mark.column + 1) if mark is not None else (0, 0)
+
+
 class _Frame(msgspec.Struct):
     kind: str  # "map" or "seq"
     path: str
@@ -240,50 +247,22 @@ class _Builder:
         stack: list[_Frame] = []
         root: Node | None = None
         documents = 0
+        # The most frequent events first: this loop is most of the time a file takes to load.
         for event in yaml.parse(text, Loader=loader):
-            mark = event.start_mark
-            at = (mark.line + 1, mark.column + 1) if mark is not None else (0, 0)
-            if isinstance(event, yaml.DocumentStartEvent):
-                documents += 1
-                if documents > 1:
-                    raise self.fail(at, "", "more than one YAML document",
-                                    "an issue is one document: remove the '---' line")
-                continue
-            if isinstance(event, yaml.AliasEvent):
-                raise self.fail(at, self._path(stack), f"alias *{event.anchor} is not allowed",
-                                "write the value out in full")
-            if isinstance(event, yaml.NodeEvent) and event.anchor is not None:
-                raise self.fail(at, self._path(stack), f"anchor &{event.anchor} is not allowed",
-                                "write the value out in full")
             if isinstance(event, yaml.ScalarEvent):
-                if event.tag is not None and event.tag not in _STR_TAGS:
-                    raise self.fail(at, self._path(stack),
-                                    f"tag {_tag_name(event.tag)} is not allowed",
-                                    "write plain values without tags")
+                self._check_properties(event, stack, _STR_TAGS)
                 scalar = Scalar(event.value, event.style is None and event.tag is None,
-                                event.style, *at)
-                if _SURROGATE.search(scalar.text):
+                                event.style, *_at(event))
+                # Only a "\u" escape can make a lone surrogate: decode() refused the rest.
+                if event.style == '"' and _SURROGATE.search(scalar.text):
                     # "\ud83d\ude00" escapes decode to two lone halves that no file can hold.
                     self.problems.append(Problem(
-                        Location(self.source, *at), self._path(stack),
+                        Location(self.source, scalar.line, scalar.col), self._path(stack),
                         "a \\u escape here makes an invalid character",
                         "write the character itself, or one \\U00XXXXXX escape"))
                     scalar = Scalar(_SURROGATE.sub("\ufffd", scalar.text), scalar.plain,
-                                    scalar.style, *at)
+                                    scalar.style, scalar.line, scalar.col)
                 root = self._add(stack, scalar) or root
-            elif isinstance(event, yaml.CollectionStartEvent):
-                if event.tag is not None and event.tag != "!":
-                    raise self.fail(at, self._path(stack),
-                                    f"tag {_tag_name(event.tag)} is not allowed",
-                                    "write plain values without tags")
-                if len(stack) >= MAX_DEPTH:
-                    raise self.fail(at, "", f"nested more than {MAX_DEPTH} levels deep",
-                                    "flatten the structure")
-                kind = "map" if isinstance(event, yaml.MappingStartEvent) else "seq"
-                path = self._path(stack)
-                if stack and stack[-1].kind == "map" and stack[-1].key is None:
-                    raise self.fail(at, path, "a key must be plain text, not a list or mapping")
-                stack.append(_Frame(kind, path, *at))
             elif isinstance(event, yaml.CollectionEndEvent):
                 frame = stack.pop()
                 node: Node
@@ -292,7 +271,36 @@ class _Builder:
                 else:
                     node = Sequence(tuple(frame.nodes), frame.line, frame.col)
                 root = self._add(stack, node) or root
+            elif isinstance(event, yaml.CollectionStartEvent):
+                self._check_properties(event, stack, _ANY_TAGS)
+                at = _at(event)
+                if len(stack) >= MAX_DEPTH:
+                    raise self.fail(at, "", f"nested more than {MAX_DEPTH} levels deep",
+                                    "flatten the structure")
+                path = self._path(stack)
+                if stack and stack[-1].kind == "map" and stack[-1].key is None:
+                    raise self.fail(at, path, "a key must be plain text, not a list or mapping")
+                kind = "map" if isinstance(event, yaml.MappingStartEvent) else "seq"
+                stack.append(_Frame(kind, path, *at))
+            elif isinstance(event, yaml.DocumentStartEvent):
+                documents += 1
+                if documents > 1:
+                    raise self.fail(_at(event), "", "more than one YAML document",
+                                    "an issue is one document: remove the '---' line")
+            elif isinstance(event, yaml.AliasEvent):
+                raise self.fail(_at(event), self._path(stack), f"alias *{event.anchor} is not "
+                                "allowed", "write the value out in full")
         return root
+
+    def _check_properties(self, event: yaml.ScalarEvent | yaml.CollectionStartEvent,
+                          stack: list[_Frame], tags: frozenset[str]) -> None:
+        """Refuse an anchor, or a tag other than ``tags``."""
+        if event.anchor is not None:
+            raise self.fail(_at(event), self._path(stack), f"anchor &{event.anchor} is not "
+                            "allowed", "write the value out in full")
+        if event.tag is not None and event.tag not in tags:
+            raise self.fail(_at(event), self._path(stack), f"tag {_tag_name(event.tag)} is "
+                            "not allowed", "write plain values without tags")
 
     @staticmethod
     def _path(stack: list[_Frame]) -> str:

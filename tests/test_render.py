@@ -20,7 +20,7 @@ from itertools import pairwise
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from msgspec.structs import replace
 
@@ -290,6 +290,29 @@ def test_markdown_headings_in_a_body_become_h3() -> None:
     headings = Elements(render_html(issue, network())).headings
     assert ("h3", "A big heading") in headings
     assert [t for t, _ in headings].count("h1") == 1
+
+
+_MARKDOWN_PIECES = ["word", " ", "\n", "\n\n", "[", "]", "(", ")", "[x]: ", "[x]", "![", "<",
+                    ">", "*", "_", "`", "# ", "- ", "1. ", "> ", "\\", ":", "&#58;", "&amp;",
+                    "https://example.org/a", "javascript:", "JavaScript&#58;", "data:",
+                    "mailto:a@example.org", "<https://example.org>", '"t"', "    ", "<b>",
+                    "</b>", "<div>\n", "[a](javascript:x)", "![a](https://example.org/a)"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(pieces=st.lists(st.sampled_from(_MARKDOWN_PIECES), max_size=30))
+@example(pieces=["[x]: https://example.org/a\n", "[x]: javascript:y\n", "[x]"])  # a duplicate
+def test_markdown_parsed_by_the_loader_renders_as_if_parsed_afresh(pieces: list[str]) -> None:
+    from newsletter import markdown
+    from newsletter.plaintext import LinkRefs
+
+    text = "".join(pieces)
+    markdown.clear_cache()
+    list(markdown.parts(text))  # may keep its parse for the renderer
+    kept = markdown._tokens(text), markdown.to_html(text), markdown.to_text(text, LinkRefs())
+    markdown.clear_cache()
+    fresh = markdown._tokens(text), markdown.to_html(text), markdown.to_text(text, LinkRefs())
+    assert kept == fresh
 
 
 def test_the_preheader_is_hidden_without_a_low_contrast_colour() -> None:
