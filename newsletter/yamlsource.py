@@ -251,8 +251,9 @@ class _Builder:
         for event in yaml.parse(text, Loader=loader):
             if isinstance(event, yaml.ScalarEvent):
                 self._check_properties(event, stack, _STR_TAGS)
-                scalar = Scalar(event.value, event.style is None and event.tag is None,
-                                event.style, *_at(event))
+                style = event.style or None  # libyaml says '' for plain, PyYAML None
+                scalar = Scalar(event.value, style is None and event.tag is None, style,
+                                *_at(event))
                 # Only a "\u" escape can make a lone surrogate: decode() refused the rest.
                 if event.style == '"' and _SURROGATE.search(scalar.text):
                     # "\ud83d\ude00" escapes decode to two lone halves that no file can hold.

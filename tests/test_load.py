@@ -133,6 +133,16 @@ def test_yaml_1_1_words_and_numbers_stay_text_where_text_is_expected(tmp_path: P
     assert issue.blocks[0].title == "off"
 
 
+def test_an_empty_or_null_value_is_no_value_but_quoted_tilde_is_text(tmp_path: Path) -> None:
+    # libyaml marks plain scalars with style '' where PyYAML says None: both are plain
+    path = write_issue(tmp_path, "title: T\ndate: 2016-12-05\nsubject:\npreheader: ~\n"
+                                 "intro: null\nblocks:\n  - {type: section, title: '~'}\n")
+    issue = load_issue(path)
+    assert (issue.subject, issue.preheader, issue.intro) == (None, None, None)
+    assert issue.subject_line == "T"
+    assert issue.blocks[0].title == "~"
+
+
 def test_every_problem_in_a_file_is_reported_at_once_in_file_order(tmp_path: Path) -> None:
     path = write_issue(tmp_path, "title: x\ndate: 2016-02-30\nnumber: 0123\nblocks:\n"
                                  "  - {type: section}\n  - {type: callout, title: y, "
