@@ -8,7 +8,9 @@ top of this file; the schema is ``migrations/0001_members.sql``.
 Rules kept here: a member who unsubscribed, bounced or was removed is in the suppression
 list (a salted sha256 of the address, the salt created at random with the database) and
 no import ever subscribes them again; subscriber rows are never deleted (the delivery
-ledger refers to them), removal erases the personal fields instead.
+ledger refers to them), removal erases the personal fields instead. An import with
+``update`` changes only the profile (name, organisation, other columns) of members it does
+not skip, never with an empty cell, and never a status or a consent record.
 """
 
 from __future__ import annotations
