@@ -125,13 +125,16 @@ def subscribers() -> None:
                    "conference'.")
 @click.option("--skip-invalid", is_flag=True, help="Import the good rows, report the bad.")
 @click.option("--dry-run", is_flag=True, help="Show what would change; change nothing.")
+@click.option("--update", is_flag=True,
+              help="Members already on file take the CSV's name, organisation and other "
+                   "columns (empty cells change nothing; status and consent never change).")
 @click.pass_context
 @_reported
 def subscribers_import(ctx: click.Context, csv_file: str, list_name: str, consent: str | None,
-                       skip_invalid: bool, dry_run: bool) -> None:
+                       skip_invalid: bool, dry_run: bool, update: bool) -> None:
     """Import members from a CSV file (an 'email' column is required)."""
     pipeline.import_subscribers(_config(ctx), Path(csv_file), list_name, consent=consent,
-                                skip_invalid=skip_invalid, dry_run=dry_run)
+                                skip_invalid=skip_invalid, dry_run=dry_run, update=update)
 
 
 @subscribers.command("export")

@@ -8,13 +8,16 @@ top of this file; the schema is ``migrations/0001_members.sql``.
 Rules kept here: a member who unsubscribed, bounced or was removed is in the suppression
 list (a salted sha256 of the address, the salt created at random with the database) and
 no import ever subscribes them again; subscriber rows are never deleted (the delivery
-ledger refers to them), removal erases the personal fields instead.
+ledger refers to them), removal erases the personal fields instead. An import with
+``update`` changes only the profile (name, organisation, other columns) of members it does
+not skip, never with an empty cell, and never a status or a consent record.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import re
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -146,6 +149,22 @@ IMPORT_CONSENT = """
                         AND c.source = r.consent_source AND c.basis = r.consent_basis
                         AND c.date IS r.consent_date)
     ORDER BY r.line
+"""
+# Members already on file whose row differs; the rows an import skips are left alone whole.
+# A NULL (empty) cell never counts as different: a partial spreadsheet cannot blank anyone.
+IMPORT_PROFILES = """
+    SELECT r.line, r.email, s.id, s.name AS old_name, s.organisation AS old_organisation,
+           s.extra AS old_extra, r.name, r.organisation, r.extra
+    FROM temp.import_rows r JOIN subscribers s ON s.email = r.email
+    WHERE r.outcome != 'suppressed' AND s.email IS NOT NULL
+      AND ((r.name IS NOT NULL AND r.name IS NOT s.name)
+           OR (r.organisation IS NOT NULL AND r.organisation IS NOT s.organisation)
+           OR r.extra != s.extra)
+    ORDER BY r.line
+"""
+UPDATE_PROFILE = """
+    UPDATE subscribers SET name = :name, organisation = :organisation, extra = :extra
+    WHERE id = :id AND email IS NOT NULL
 """
 IMPORT_OUTCOMES = "SELECT outcome, count(*) FROM temp.import_rows GROUP BY outcome"
 IMPORT_SKIPPED = """
@@ -431,12 +450,60 @@ def remove(conn: sqlite3.Connection, email: str, reason: str = "removed") -> Sub
 # --------------------------------------------------------------------------- import / export
 
 
+class ProfileChange(msgspec.Struct, frozen=True):
+    """A member on file whose CSV row differs: the line, the address, which columns.
+
+    Column names only, never the values: the report goes to a terminal or a log.
+    """
+
+    line: int
+    email: str
+    columns: tuple[str, ...]  # name, organisation, then other columns in file order
+
+
 class ImportResult(msgspec.Struct, frozen=True):
     list_name: str
     new: int
     already: int
     skipped: tuple[tuple[int, str], ...]  # (line, address) suppressed: never resubscribed
     dry_run: bool
+    changed: tuple[ProfileChange, ...] = ()  # members on file whose row differs
+    update: bool = False  # whether ``changed`` was (or, dry run, would be) written
+
+
+SHOWN_CHANGES = 10  # per-line report of profile changes; the rest are counted
+
+
+def _or_list(words: list[str]) -> str:
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
+
+
+def profile_report(result: ImportResult, path: str) -> list[str]:
+    """What --update changed (would change), or, without it, that the CSV differs."""
+    changed = result.changed
+    columns: dict[str, int] = {}
+    for change in changed:
+        for column in change.columns:
+            columns[column] = columns.get(column, 0) + 1
+    n = len(changed)
+    members_word = "member" if n == 1 else "members"
+    if not result.update:
+        if not changed:
+            return []
+        have = "has" if n == 1 else "have"
+        return [f"{n} existing {members_word} {have} a different {_or_list(list(columns))} "
+                "in the CSV; --update takes them"]
+    verb = "would update" if result.dry_run else "updated"
+    if not changed:
+        return [f"{result.list_name}: {verb} 0 existing members (none differs from the CSV)"]
+    counted = ", ".join(f"{column} {count}" for column, count in columns.items())
+    lines = [f"{result.list_name}: {verb} {n} existing {members_word} ({counted})"]
+    for change in changed[:SHOWN_CHANGES]:
+        lines.append(f"{path}:{change.line}: {verb} {change.email}: "
+                     f"{', '.join(change.columns)}")
+    if n > SHOWN_CHANGES:
+        lines.append(f"... and {n - SHOWN_CHANGES} more")
+    return lines
 
 
 def import_report(result: ImportResult, path: str) -> list[str]:
@@ -447,14 +514,50 @@ def import_report(result: ImportResult, path: str) -> list[str]:
     for line, email in result.skipped:
         lines.append(f"{path}:{line}: skipped: {email} left or was removed earlier "
                      "(an import never resubscribes anyone)")
+    lines.extend(profile_report(result, path))
     if result.dry_run:
         lines.append("dry run: nothing was changed")
     return lines
 
 
+def _profile_change(row: sqlite3.Row) -> tuple[ProfileChange, dict[str, object]] | None:
+    """How a member on file would change; None when nothing does (empty cells never count).
+
+    Other columns merge one by one: a column missing from this CSV, or empty in it, keeps
+    the stored value.
+    """
+    columns: list[str] = []
+    name, organisation = row["old_name"], row["old_organisation"]
+    if row["name"] is not None and row["name"] != name:
+        columns.append("name")
+        name = row["name"]
+    if row["organisation"] is not None and row["organisation"] != organisation:
+        columns.append("organisation")
+        organisation = row["organisation"]
+    extra = row["old_extra"]
+    if row["extra"] != extra:
+        stored: dict[str, str] = json.loads(extra)
+        merged = dict(stored)
+        for column, value in json.loads(row["extra"]).items():
+            if value.strip() and stored.get(column) != value:
+                columns.append(column)
+                merged[column] = value
+        if merged != stored:
+            extra = json.dumps(merged, ensure_ascii=False, separators=(",", ":"))
+    if not columns:
+        return None
+    return (ProfileChange(row["line"], row["email"], tuple(columns)),
+            {"id": row["id"], "name": name, "organisation": organisation, "extra": extra})
+
+
 def import_rows(conn: sqlite3.Connection, list_name: str, rows: tuple[MemberRow, ...], *,
-                dry_run: bool = False) -> ImportResult:
-    """Add validated rows to a list in one transaction (rolled back when ``dry_run``)."""
+                dry_run: bool = False, update: bool = False) -> ImportResult:
+    """Add validated rows to a list in one transaction (rolled back when ``dry_run``).
+
+    Members already on file keep their status and consent records whatever ``update`` says;
+    with ``update`` their name, organisation and other columns take the CSV's non-empty
+    values. Without it, the result still says who differs.
+    """
     now = now_text()
     hashed = address_hasher(conn)
     if conn.in_transaction:
@@ -470,6 +573,9 @@ def import_rows(conn: sqlite3.Connection, list_name: str, rows: tuple[MemberRow,
              r.consent_source, r.consent_date, r.consent_basis) for r in rows))
         params = {"list_id": list_id, "now": now}
         conn.execute(IMPORT_CLASSIFY, params)
+        found = [c for c in map(_profile_change, conn.execute(IMPORT_PROFILES)) if c]
+        if update:
+            conn.executemany(UPDATE_PROFILE, (values for _, values in found))
         conn.execute(IMPORT_NEW_SUBSCRIBERS, params)
         conn.execute(IMPORT_MEMBERSHIPS, params)
         conn.execute(IMPORT_CONSENT, params)
@@ -481,7 +587,7 @@ def import_rows(conn: sqlite3.Connection, list_name: str, rows: tuple[MemberRow,
         raise
     conn.execute("ROLLBACK" if dry_run else "COMMIT")
     return ImportResult(list_name, outcomes.get("new", 0), outcomes.get("already", 0), skipped,
-                        dry_run)
+                        dry_run, tuple(change for change, _ in found), update)
 
 
 def export_rows(conn: sqlite3.Connection, list_name: str | None) -> Iterator[ExportRow]:

@@ -122,8 +122,12 @@ def archive(config: Path, output: Path) -> Path:
 
 
 def import_subscribers(config: Path, csv_file: Path, list_name: str, *, consent: str | None,
-                       skip_invalid: bool, dry_run: bool) -> None:
-    """Validate the whole CSV first, then add its members to a list in one transaction."""
+                       skip_invalid: bool, dry_run: bool, update: bool = False) -> None:
+    """Validate the whole CSV first, then add its members to a list in one transaction.
+
+    With ``update``, members already on file also take the CSV's names, organisations and
+    other columns (same transaction; never their status or consent).
+    """
     from contextlib import closing
 
     import click
@@ -143,7 +147,8 @@ def import_subscribers(config: Path, csv_file: Path, list_name: str, *, consent:
     # a dry run against no database yet is a dry run against an empty one, in memory
     fresh = dry_run and not network.database.is_file()
     with closing(db.connect(Path(":memory:") if fresh else network.database)) as conn:
-        result = members.import_rows(conn, list_name, parsed.rows, dry_run=dry_run)
+        result = members.import_rows(conn, list_name, parsed.rows, dry_run=dry_run,
+                                     update=update)
     for line in members.import_report(result, parsed.path):
         click.echo(line)
 

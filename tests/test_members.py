@@ -235,3 +235,31 @@ def test_a_uid_leads_to_the_member_only_on_their_own_lists(conn: sqlite3.Connect
     # A removed member's old link still names a past membership: unsubscribing is a no-op.
     assert members.member_id_for(conn, member.uid, "news") == member.id
     assert members.unsubscribe(conn, member.id, "news", "one-click") is False
+
+
+def test_an_update_is_rolled_back_with_the_rest_of_the_import(conn: sqlite3.Connection
+                                                              ) -> None:
+    add(conn, "news", "a@example.org,Al,Old Org")
+    parsed = parse_csv(b"email,name,organisation\r\na@example.org,Alan,New Org\r\n"
+                       b"b@example.org,Bo,\r\n", "t.csv", consent="x")
+    conn.execute("CREATE TRIGGER fail BEFORE INSERT ON consent "
+                 "BEGIN SELECT raise(ABORT, 'disk on fire'); END")
+    with pytest.raises(sqlite3.IntegrityError):
+        members.import_rows(conn, "news", parsed.rows, update=True)
+    assert [tuple(r) for r in conn.execute("SELECT email, name, organisation FROM subscribers"
+                                           )] == [("a@example.org", "Al", "Old Org")]
+
+
+def test_a_member_on_file_joining_another_list_is_updated_and_keeps_their_consent(
+        conn: sqlite3.Connection) -> None:
+    add(conn, "news", "a@example.org,Al,Old Org")
+    consent_before = [tuple(r) for r in conn.execute("SELECT * FROM consent")]
+    parsed = parse_csv(b"email,name,organisation\r\na@example.org,Alan,\r\n", "t.csv",
+                       consent="events sign-up sheet")
+    result = members.import_rows(conn, "events", parsed.rows, update=True)
+    assert (result.new, result.changed) == (1, (members.ProfileChange(2, "a@example.org",
+                                                                      ("name",)),))
+    assert [tuple(r) for r in conn.execute("SELECT name, organisation FROM subscribers")] == [
+        ("Alan", "Old Org")]
+    assert [tuple(r) for r in conn.execute("SELECT * FROM consent")][:1] == consent_before
+    assert emails(conn, "news") == emails(conn, "events") == ["a@example.org"]
