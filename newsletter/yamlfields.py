@@ -10,7 +10,6 @@ mean" and missing required ones.
 from __future__ import annotations
 
 import datetime as dt
-import difflib
 import re
 from collections.abc import Iterable
 from typing import TypeVar
@@ -47,6 +46,13 @@ _INT = re.compile(r"0|[1-9][0-9]*")
 _NUMBER = re.compile(r"[0-9]+(\.[0-9]+)?")
 _DATE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})")
 _DATETIME = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})[T ]([0-9]{2}):([0-9]{2})(?::([0-9]{2}))?")
+
+
+def _closest(word: str, choices: list[str]) -> list[str]:
+    """The "did you mean" candidate, if any (difflib loads only when a word is wrong)."""
+    import difflib
+
+    return difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
 
 
 class Reader:
@@ -89,7 +95,7 @@ class Reader:
         keys: dict[str, Scalar] = {}
         for key, value in node.items:
             if key.text not in allowed:
-                close = difflib.get_close_matches(key.text, allowed, n=1, cutoff=0.6)
+                close = _closest(key.text, allowed)
                 hint = f"did you mean '{close[0]}'?" if close else \
                     "allowed keys: " + ", ".join(allowed)
                 label = f"unknown key in {what}" if what else "unknown key"
@@ -284,7 +290,7 @@ class Reader:
         text = scalar.text.strip()
         if text in options:
             return text
-        close = difflib.get_close_matches(text, options, n=1, cutoff=0.6)
+        close = _closest(text, options)
         hint = f"did you mean '{close[0]}'?" if close else "use one of " + ", ".join(options)
         self.error(scalar, key, f"unknown {what} {describe(scalar)}", hint)
         return None
