@@ -210,6 +210,19 @@ def test_more_than_thirty_requests_a_minute_from_one_client_get_429(server: Serv
     assert httpx.get(f"{server.url}/").status_code == 200  # the archive is not limited
 
 
+def test_behind_a_proxy_on_this_machine_each_forwarded_client_has_its_own_limit(
+        server: Server) -> None:
+    # uvicorn trusts X-Forwarded-For from 127.0.0.1 (FORWARDED_ALLOW_IPS widens that), so
+    # members behind one reverse proxy do not share one allowance
+    url = f"{server.url}/unsubscribe/garbage"
+    first = {"x-forwarded-for": "203.0.113.7"}
+    with httpx.Client() as client:
+        codes = [client.get(url, headers=first).status_code for _ in range(31)]
+        other = client.get(url, headers={"x-forwarded-for": "198.51.100.23"}).status_code
+    assert codes[30] == 429
+    assert other == 400
+
+
 def test_a_retired_secret_works_only_while_listed_in_old_secrets(members_project: Project
                                                                  ) -> None:
     email = "h.carter@birmingham.example.net"
