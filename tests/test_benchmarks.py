@@ -1,0 +1,33 @@
+"""The benchmarks still run (on tiny inputs): a figure in the README must stay reproducible.
+
+Only that they finish and print their comparison; timings are not asserted here (the
+machines are noisy; the benchmarks themselves report ratios against a same-run baseline).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import require_tool
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.parametrize(("script", "args", "expected"), [
+    ("archive.py", ["3"], "incremental / full"),
+    ("subscribers.py", ["300", "1"], "ratio:"),
+    ("send.py", ["-n", "30"], "ratio"),
+    ("render.py", ["3"], "newsletter build is"),
+])
+def test_each_benchmark_runs_on_a_tiny_input(script: str, args: list[str], expected: str
+                                             ) -> None:
+    if script == "render.py":  # beside the official MJML compiler: node and npm ci
+        require_tool("node")
+        require_tool(str(REPO / "node_modules" / ".bin" / "mjml"))
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / script), *args],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert expected in proc.stdout, proc.stdout
