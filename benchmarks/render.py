@@ -1,6 +1,6 @@
 """Benchmark: one 12-block issue from YAML to HTML + text + .eml, beside the official MJML.
 
-    .venv/bin/python benchmarks/render.py [ROUNDS]
+    .venv/bin/python benchmarks/render.py [ROUNDS] [--instructions]
 
 In this process, each stage is timed ROUNDS times (default 50; the median is shown):
 load (newsletter.yaml + the issue YAML), jinja (-> MJML), mjml (MRML -> HTML), inline
@@ -15,6 +15,13 @@ As a user runs them: `newsletter build` as a whole process beside the `mjml` com
 
 Targets: the whole in-process render no slower than the official MJML compile alone;
 `newsletter build` at least 3x faster than the mjml command.
+
+With --instructions (needs valgrind; minutes), the same comparisons are also made in
+instructions executed, counted by callgrind over every thread: the same count run after
+run, however busy this shared machine is, where the times above drift by 30% between
+runs. A render's share is the difference between a process that renders ROUNDS times
+more and one that does not; the official compile's is taken once V8 has optimised it
+(its rounds 4 x ROUNDS + 1 to 5 x ROUNDS, as timed).
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import datetime as dt
 import json
 import logging
 import os
+import re
 import resource
 import shutil
 import statistics
@@ -57,6 +65,10 @@ const rounds = parseInt(process.argv[4], 10);
 (async () => {
   const options = {validationLevel: "skip", fonts: {}, keepComments: false};
   await mjml2html(source, options);  // warm up: module loading, JIT
+  if (process.argv[5] === "count") {  // for --instructions: just compile, rounds times
+    for (let i = 0; i < rounds; i++) await mjml2html(source, options);
+    return;
+  }
   const times = [];
   for (let i = 0; i < 5 * rounds; i++) {
     const t = process.hrtime.bigint();
@@ -110,6 +122,61 @@ def processes_ms(commands: dict[str, tuple[list[str], Path]], runs: int = 11
             for name in commands}
 
 
+def instructions(command: list[str], cwd: Path) -> int:
+    """Instructions ``command`` executes, every thread of it, counted by valgrind's callgrind.
+
+    One untimed run first, as for the times (bytecode and template caches written).
+    """
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        raise SystemExit("--instructions needs valgrind (apt-get install valgrind)")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    subprocess.run(command, cwd=cwd, check=True, capture_output=True, env=env)
+    proc = subprocess.run([valgrind, "--tool=callgrind", "--callgrind-out-file=/dev/null",
+                           *command], cwd=cwd, check=True, capture_output=True, text=True,
+                          env=env)
+    counted = re.search(r"Collected : (\d+)", proc.stderr)
+    if counted is None:
+        raise RuntimeError(f"valgrind printed no count for {command}: {proc.stderr[-500:]}")
+    return int(counted.group(1))
+
+
+def renders(count: int) -> None:
+    """Load, render and assemble the 12-block issue ``count`` times after one warm-up (the
+    body of the in-process figure, for --instructions to count)."""
+    config = REPO / "newsletter.yaml"
+    network = load_network(config)
+    issue = load_issue(ISSUE, network)
+    reader = anonymous_recipient(network, issue.slug)
+    when = dt.datetime(2017, 3, 6, 9, tzinfo=dt.UTC)
+    for _ in range(count + 1):
+        markdown.clear_cache()
+        assemble(prepare(render_issue(load_issue(ISSUE, load_network(config)), network),
+                         network), reader, when)
+
+
+def count_instructions(rounds: int, folder: Path, project: Path, newsletter: list[str]
+                       ) -> None:
+    """The comparisons again, in instructions executed (see the module docstring)."""
+    node = shutil.which("node") or "node"
+    ours_one = (instructions([sys.executable, __file__, "--renders", str(rounds)], REPO)
+                - instructions([sys.executable, __file__, "--renders", "0"], REPO)) / rounds
+    official = [node, "bench.js", str(NODE_MODULES / "mjml"), "issue.mjml"]
+    theirs_one = (instructions([*official, str(5 * rounds), "count"], folder)
+                  - instructions([*official, str(4 * rounds), "count"], folder)) / rounds
+    build = instructions([*newsletter, "build", "issue.yaml", "-o", "out"], project)
+    cli = instructions([node, str(NODE_MODULES / "mjml" / "bin" / "mjml"),
+                        str(folder / "issue.mjml"), "-o", str(folder / "official.html"),
+                        "--config.validationLevel", "skip"], folder)
+    print("\nIn instructions executed (valgrind callgrind; the same count every run):")
+    print(f"  our whole render YAML -> .eml:        {ours_one / 1e6:8.1f} M per render")
+    print(f"  official MJML compile, V8 optimised:  {theirs_one / 1e6:8.1f} M per compile "
+          f"(ours is {versus(theirs_one, ours_one)})")
+    print(f"  newsletter build process:             {build / 1e6:8.1f} M")
+    print(f"  mjml command line process:            {cli / 1e6:8.1f} M "
+          f"(newsletter build is {versus(cli, build)})")
+
+
 def versus(theirs: float, ours: float) -> str:
     """``1.8x faster`` or ``1.2x slower``: how our time compares with theirs."""
     if ours <= theirs:
@@ -117,7 +184,7 @@ def versus(theirs: float, ours: float) -> str:
     return f"{ours / theirs:.1f}x slower"
 
 
-def main(rounds: int) -> None:
+def main(rounds: int, count: bool = False) -> None:
     config = REPO / "newsletter.yaml"
     network = load_network(config)
     issue = load_issue(ISSUE, network)
@@ -200,11 +267,11 @@ def main(rounds: int) -> None:
         shutil.copytree(REPO / "templates", project / "templates")
         shutil.copy(ISSUE, project / "issue.yaml")
         shutil.copytree(ISSUE.with_suffix(""), project / ISSUE.with_suffix("").name)
-        newsletter = shutil.which("newsletter", path=str(Path(sys.executable).parent))
+        installed = shutil.which("newsletter", path=str(Path(sys.executable).parent))
+        # the installed command, as an editor runs it
+        newsletter = [installed] if installed else [sys.executable, "-m", "newsletter"]
         times = processes_ms({
-            # the installed command, as an editor runs it
-            "ours": ([newsletter or sys.executable, *([] if newsletter else ["-m", "newsletter"]),
-                      "build", "issue.yaml", "-o", "out"], project),
+            "ours": ([*newsletter, "build", "issue.yaml", "-o", "out"], project),
             "theirs": ([str(mjml_cli), str(folder / "issue.mjml"), "-o",
                         str(folder / "official.html"), "--config.validationLevel", "skip"],
                        folder),
@@ -217,6 +284,13 @@ def main(rounds: int) -> None:
               f"{theirs_cpu:7.1f} ms CPU")
         print(f"  ratio: newsletter build is {theirs / ours:.1f}x faster by the clock, "
               f"{theirs_cpu / ours_cpu:.1f}x by CPU time (target >= 3x)")
+        if count:
+            count_instructions(rounds, folder, project, newsletter)
+
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 50)
+    if sys.argv[1:2] == ["--renders"]:  # the body --instructions counts
+        renders(int(sys.argv[2]))
+    else:
+        numbers = [a for a in sys.argv[1:] if a != "--instructions"]
+        main(int(numbers[0]) if numbers else 50, count="--instructions" in sys.argv[1:])

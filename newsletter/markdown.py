@@ -63,15 +63,25 @@ class Part(msgspec.Struct, frozen=True):
     text: str  # the link text or image alt
 
 
-def parts(markdown: str) -> Iterator[Part]:
+def parts(markdown: str) -> tuple[Part, ...]:
     """The links, images and raw HTML in a Markdown text, in order, with their line.
 
-    load.py refuses the HTML, images and unsafe links; checks.py reads the link texts.
+    load.py refuses the HTML, images and unsafe links; checks.py reads the link texts:
+    the text is parsed once for both.
     """
-    env: dict[str, Any] = {}
-    tokens = _inspector().parse(markdown, env)
-    if _renders_alike(markdown, tokens, env):
-        _remember(markdown, tokens)
+    found = _PARTS.get(markdown)
+    if found is None:
+        env: dict[str, Any] = {}
+        tokens = _inspector().parse(markdown, env)
+        if _renders_alike(markdown, tokens, env):
+            _remember(markdown, tokens)
+        if len(_PARTS) >= _PARSED_MAX:
+            _PARTS.pop(next(iter(_PARTS)))  # the oldest
+        found = _PARTS[markdown] = tuple(_find_parts(tokens))
+    return found
+
+
+def _find_parts(tokens: list[Token]) -> Iterator[Part]:
     for token in tokens:
         first = token.map[0] if token.map else 0
         if token.type == "html_block":
@@ -120,7 +130,8 @@ def _renders_alike(markdown: str, tokens: list[Token], env: dict[str, Any]) -> b
 
 
 _PARSED: dict[str, tuple[Token, ...]] = {}
-_PARSED_MAX = 512
+_PARTS: dict[str, tuple[Part, ...]] = {}
+_PARSED_MAX = 512  # texts kept in each
 
 
 def _remember(markdown: str, tokens: list[Token]) -> tuple[Token, ...]:
@@ -143,6 +154,7 @@ def _tokens(markdown: str) -> tuple[Token, ...]:
 def clear_cache() -> None:
     """Forget parsed Markdown (benchmarks measure a cold render)."""
     _PARSED.clear()
+    _PARTS.clear()
 
 
 @lru_cache(maxsize=1)

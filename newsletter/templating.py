@@ -17,6 +17,10 @@ every render, includes too). The preview, which renders again after an edit, cal
 from __future__ import annotations
 
 import datetime as dt
+import io
+import marshal
+import os
+import pickle
 from functools import lru_cache
 from pathlib import Path
 
@@ -27,6 +31,7 @@ from jinja2 import (
     FileSystemLoader,
     StrictUndefined,
 )
+from jinja2.bccache import Bucket, bc_magic
 from markupsafe import Markup
 
 from . import markdown
@@ -67,13 +72,39 @@ def _markdown_html(value: str) -> Markup:
     return Markup(markdown.to_html(value))  # noqa: S704
 
 
+class _WholeFileBytecodeCache(FileSystemBytecodeCache):
+    """Jinja's own cache, each file read in one piece.
+
+    Jinja hands ``marshal.load`` the open file, which then reads it a few bytes at a time
+    (~0.1 ms a template, a build loads 18); ``marshal.loads`` on the file's bytes is ~5x
+    faster. A file not in the layout Jinja 3.1 writes (magic, pickled source checksum,
+    marshalled code) goes to Jinja's own reader, which compiles afresh when it must.
+    """
+
+    def load_bytecode(self, bucket: Bucket) -> None:
+        try:
+            with open(os.path.join(self.directory, self.pattern % (bucket.key,)), "rb") as f:
+                data = f.read()
+        except OSError:  # not cached yet, or gone meanwhile
+            return
+        head = bc_magic + pickle.dumps(bucket.checksum, 2)
+        if data.startswith(head):
+            try:
+                # As Jinja's reader does: the folder is this user's own, mode 0700, checked.
+                bucket.code = marshal.loads(memoryview(data)[len(head):])  # noqa: S302
+                return
+            except (EOFError, ValueError, TypeError):
+                pass
+        bucket.load_bytecode(io.BytesIO(data))
+
+
 @lru_cache(maxsize=1)
 def _bytecode_cache() -> BytecodeCache | None:
     """Compiled templates, kept between runs (a fresh process otherwise spends most of a
     build compiling them). Jinja's default folder is per user, mode 0700, ownership
     checked; entries are keyed by the template source's checksum, so edits are seen."""
     try:
-        return FileSystemBytecodeCache()
+        return _WholeFileBytecodeCache()
     except RuntimeError:  # no safe folder: compile every time
         return None
 

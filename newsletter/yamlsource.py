@@ -26,6 +26,7 @@ from __future__ import annotations
 import re
 import stat
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import yaml
@@ -244,11 +245,20 @@ class _Builder:
         return InputError([*self.problems, Problem(where, key, message, hint)])
 
     def build(self, text: str, loader: type) -> Node | None:
+        # The most frequent events first: this loop is most of the time a file takes to load.
+        # (get_event itself, not yaml.parse: that generator asks check_event first, twice
+        # the calls per event; both parsers return None after the stream's end.)
+        parser = loader(text)
+        try:
+            return self._events(parser)
+        finally:
+            parser.dispose()
+
+    def _events(self, parser: Any) -> Node | None:
         stack: list[_Frame] = []
         root: Node | None = None
         documents = 0
-        # The most frequent events first: this loop is most of the time a file takes to load.
-        for event in yaml.parse(text, Loader=loader):
+        while (event := parser.get_event()) is not None:
             if isinstance(event, yaml.ScalarEvent):
                 self._check_properties(event, stack, _STR_TAGS)
                 style = event.style or None  # libyaml says '' for plain, PyYAML None

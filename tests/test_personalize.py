@@ -277,6 +277,15 @@ def test_idn_domains_become_punycode_never_encoded_words() -> None:
         ascii_address("zoë@example.org")
 
 
+@pytest.mark.parametrize("domain", ["a..example.org", "x" * 64 + ".org", "example.org.",
+                                    "-example.org"])
+def test_ascii_domains_with_bad_labels_are_refused(domain: str) -> None:
+    # ASCII domains skip the idna codec; the label checks it made must still happen
+    with pytest.raises(HeaderValueError, match="domain is not valid"):
+        ascii_address(f"user@{domain}")
+    assert ascii_address("user@" + "x" * 63 + ".Example.ORG") == "user@" + "x" * 63 + ".example.org"
+
+
 def test_an_unsubscribe_url_that_is_not_https_or_mailto_is_refused() -> None:
     for bad in ("javascript:alert(1)", "http://news.wmasn.example.org/u/x", "/u/x"):
         with pytest.raises(HeaderValueError):

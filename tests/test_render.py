@@ -226,6 +226,35 @@ def test_a_missing_template_variable_raises_instead_of_rendering_empty(tmp_path:
         html_environment(tmp_path).get_template("probe.mjml.j2").render()
 
 
+def test_compiled_templates_come_back_from_the_cache_and_bad_entries_are_recompiled(
+        tmp_path: Path) -> None:
+    from jinja2 import Environment, FileSystemLoader
+
+    from newsletter.templating import _WholeFileBytecodeCache
+
+    (tmp_path / "templates").mkdir()
+    source = tmp_path / "templates" / "probe.txt.j2"
+    source.write_text("{% for i in range(3) %}{{ i }}{{ v }}{% endfor %}")
+    cache = _WholeFileBytecodeCache(directory=str(tmp_path))
+
+    def render() -> tuple[str, bool]:
+        """The template's output, and whether its code came from the cache."""
+        env = Environment(loader=FileSystemLoader(str(tmp_path / "templates")),
+                          bytecode_cache=cache)
+        name = "probe.txt.j2"
+        bucket = cache.get_bucket(env, name, str(source), source.read_text())
+        return env.get_template(name).render(v="!"), bucket.code is not None
+
+    assert render() == ("0!1!2!", False)  # compiled, then written to the cache
+    assert render() == ("0!1!2!", True)  # read back in one piece
+    [entry] = tmp_path.glob("__jinja2_*.cache")
+    entry.write_bytes(entry.read_bytes()[:-20])  # truncated: compiled afresh, not a crash
+    assert render() == ("0!1!2!", False)
+    source.write_text("{{ v }}{{ v }}")  # edited: the old code is not used
+    assert render() == ("!!", False)
+    assert render() == ("!!", True)
+
+
 def test_an_mjml_error_becomes_a_render_error_naming_the_issue(tmp_path: Path) -> None:
     (tmp_path / "templates" / "email").mkdir(parents=True)
     (tmp_path / "templates" / "email" / "base.mjml.j2").write_text(
