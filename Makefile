@@ -2,14 +2,14 @@
 #   make demo   set everything up, then run the whole pipeline on the sample data
 #   make test   run the whole test suite (ruff and mypy included)
 #
-# Setup installs what the tests need: Debian's chromium and spamassassin (when run as
+# Setup installs what the tests need: Debian's chromium, spamassassin and valgrind (when run as
 # root; otherwise it says what to install), a virtual environment with the pinned Python
 # packages, and the npm tools (axe-core, the official MJML compiler for the benchmark).
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-DEBIAN_PACKAGES := chromium spamassassin
+DEBIAN_PACKAGES := chromium spamassassin valgrind
 
 .PHONY: setup demo test system benchmarks clean
 
@@ -19,6 +19,7 @@ system:
 	@missing=""; \
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	command -v spamassassin >/dev/null 2>&1 || missing="$$missing spamassassin"; \
+	command -v valgrind >/dev/null 2>&1 || missing="$$missing valgrind"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing Debian packages:$$missing"; \

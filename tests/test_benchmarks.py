@@ -6,6 +6,7 @@ machines are noisy; the benchmarks themselves report ratios against a same-run b
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -31,3 +32,16 @@ def test_each_benchmark_runs_on_a_tiny_input(script: str, args: list[str], expec
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert expected in proc.stdout, proc.stdout
+
+
+def test_render_benchmark_counts_instructions_with_valgrind() -> None:
+    # --instructions takes minutes, so only its counter runs here, on two small commands
+    require_tool("valgrind")
+    spec = importlib.util.spec_from_file_location("render_benchmark",
+                                                  REPO / "benchmarks" / "render.py")
+    assert spec is not None and spec.loader is not None
+    render = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(render)
+    bare = render.instructions([sys.executable, "-c", "pass"], REPO)
+    more = render.instructions([sys.executable, "-c", "import email.message, json"], REPO)
+    assert 1_000_000 < bare < more
