@@ -180,7 +180,9 @@ def test_a_build_that_fails_leaves_no_output_and_keeps_the_previous_build(projec
     assert {p.name: p.read_bytes() for p in (project.root / "out").iterdir()} == before
     fresh = project.run("build", "issues/2016-12-newsletter.yaml", "-o", "fresh")
     assert fresh.code == 1 and not (project.root / "fresh").exists()
-    leftovers = [p.name for p in project.root.iterdir() if p.name.startswith(".")]
+    # no staging folder left behind (the template cache is the first build's, on purpose)
+    leftovers = [p.name for p in project.root.iterdir()
+                 if p.name.startswith(".") and p.name != ".newsletter-cache"]
     assert leftovers == []
 
 
@@ -253,6 +255,29 @@ def test_compiled_templates_come_back_from_the_cache_and_bad_entries_are_recompi
     source.write_text("{{ v }}{{ v }}")  # edited: the old code is not used
     assert render() == ("!!", False)
     assert render() == ("!!", True)
+
+
+def test_compiled_templates_are_kept_in_the_project_not_in_tmp(project, tmp_path: Path
+                                                                ) -> None:
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {"TMPDIR": str(tmp)}  # where Jinja's default cache folder would be
+    assert project.run("build", "issues/2016-12-newsletter.yaml", env=env).code == 0
+    cache = project.root / ".newsletter-cache"
+    entries = {p.name: p.stat().st_mtime_ns for p in (cache / "templates").iterdir()}
+    assert len(entries) >= 10  # the email and text templates, blocks included
+    assert (cache / ".gitignore").read_text().splitlines()[-1] == "*"  # no repository takes it
+    assert list(tmp.iterdir()) == []
+    assert project.run("build", "issues/2016-12-newsletter.yaml", env=env).code == 0
+    # read back, not compiled and written again
+    assert {p.name: p.stat().st_mtime_ns for p in (cache / "templates").iterdir()} == entries
+
+
+def test_a_cache_folder_that_cannot_be_made_only_means_compiling_again(project) -> None:
+    project.write(".newsletter-cache", "a file where the folder would go")
+    result = project.run("build", "issues/2016-12-newsletter.yaml")
+    assert result.code == 0, result.err
+    assert (project.root / "build" / "2016-12-newsletter" / "email.html").is_file()
 
 
 def test_an_mjml_error_becomes_a_render_error_naming_the_issue(tmp_path: Path) -> None:
