@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import nh3
@@ -75,9 +75,7 @@ def parts(markdown: str) -> tuple[Part, ...]:
         tokens = _inspector().parse(markdown, env)
         if _renders_alike(markdown, tokens, env):
             _remember(markdown, tokens)
-        if len(_PARTS) >= _PARSED_MAX:
-            _PARTS.pop(next(iter(_PARTS)))  # the oldest
-        found = _PARTS[markdown] = tuple(_find_parts(tokens))
+        found = _keep(_PARTS, markdown, tuple(_find_parts(tokens)))
     return found
 
 
@@ -131,7 +129,17 @@ def _renders_alike(markdown: str, tokens: list[Token], env: dict[str, Any]) -> b
 
 _PARSED: dict[str, tuple[Token, ...]] = {}
 _PARTS: dict[str, tuple[Part, ...]] = {}
-_PARSED_MAX = 512  # texts kept in each
+_KEPT_MAX = 512  # texts kept in each
+
+_V = TypeVar("_V")
+
+
+def _keep(cache: dict[str, _V], markdown: str, value: _V) -> _V:
+    """Keep ``value`` for ``markdown``, dropping the oldest entry of a full cache."""
+    if len(cache) >= _KEPT_MAX:
+        cache.pop(next(iter(cache)))
+    cache[markdown] = value
+    return value
 
 
 def _remember(markdown: str, tokens: list[Token]) -> tuple[Token, ...]:
@@ -139,10 +147,7 @@ def _remember(markdown: str, tokens: list[Token]) -> tuple[Token, ...]:
     for token in tokens:
         if token.type in ("heading_open", "heading_close"):
             token.tag = "h3"
-    if len(_PARSED) >= _PARSED_MAX:
-        _PARSED.pop(next(iter(_PARSED)))  # the oldest
-    parsed = _PARSED[markdown] = tuple(tokens)
-    return parsed
+    return _keep(_PARSED, markdown, tuple(tokens))
 
 
 def _tokens(markdown: str) -> tuple[Token, ...]:

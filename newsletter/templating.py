@@ -109,7 +109,8 @@ class _WholeFileBytecodeCache(FileSystemBytecodeCache):
         head = bc_magic + pickle.dumps(bucket.checksum, 2)
         if data.startswith(head):
             try:
-                # As Jinja's reader does: the folder is this user's own, mode 0700, checked.
+                # As Jinja's own reader does. The folder is the project's: whoever can write
+                # there can edit the templates themselves, which are code too.
                 bucket.code = marshal.loads(memoryview(data)[len(head):])  # noqa: S302
                 return
             except (EOFError, ValueError, TypeError):
