@@ -133,6 +133,15 @@ class Reader:
         self.error(node, key, f"expected {expected}, found {describe(node)}")
         return None
 
+    def _field(self, f: Fields, name: str, expected: str) -> tuple[Scalar, str] | None:
+        """The scalar given for ``name`` and its key path; None when absent or refused."""
+        node = self._value(f, name)
+        if node is None:
+            return None
+        key = f.key(name)
+        scalar = self._scalar(node, key, expected)
+        return None if scalar is None else (scalar, key)
+
     def text(self, f: Fields, name: str, *, max_len: int = 200, multiline: bool = False,
              header: bool = False) -> str | None:
         """Text exactly as written: ``NO``, ``1.10`` and ``12:30`` stay text."""
@@ -200,13 +209,10 @@ class Reader:
         return self._in_range(scalar, key, value, minimum, maximum)
 
     def number(self, f: Fields, name: str, *, minimum: float = 0.0) -> float | None:
-        node = self._value(f, name)
-        if node is None:
+        found = self._field(f, name, "a number")
+        if found is None:
             return None
-        key = f.key(name)
-        scalar = self._scalar(node, key, "a number")
-        if scalar is None:
-            return None
+        scalar, key = found
         text = scalar.text.strip()
         if not _NUMBER.fullmatch(text) or re.fullmatch(r"0[0-9]+(\.[0-9]+)?", text):
             self.error(scalar, key, f"expected a number like 0.5 or 30, found {describe(scalar)}")
@@ -223,13 +229,10 @@ class Reader:
         return value
 
     def boolean(self, f: Fields, name: str) -> bool | None:
-        node = self._value(f, name)
-        if node is None:
+        found = self._field(f, name, "true or false")
+        if found is None:
             return None
-        key = f.key(name)
-        scalar = self._scalar(node, key, "true or false")
-        if scalar is None:
-            return None
+        scalar, key = found
         text = scalar.text.strip()
         if text in ("true", "false"):
             return text == "true"
@@ -238,13 +241,10 @@ class Reader:
         return None
 
     def date(self, f: Fields, name: str) -> dt.date | None:
-        node = self._value(f, name)
-        if node is None:
+        found = self._field(f, name, "a date")
+        if found is None:
             return None
-        key = f.key(name)
-        scalar = self._scalar(node, key, "a date")
-        if scalar is None:
-            return None
+        scalar, key = found
         text = scalar.text.strip()
         m = _DATE.fullmatch(text)
         if not m:
@@ -257,13 +257,10 @@ class Reader:
             return None
 
     def datetime(self, f: Fields, name: str) -> dt.datetime | None:
-        node = self._value(f, name)
-        if node is None:
+        found = self._field(f, name, "a date and time")
+        if found is None:
             return None
-        key = f.key(name)
-        scalar = self._scalar(node, key, "a date and time")
-        if scalar is None:
-            return None
+        scalar, key = found
         text = scalar.text.strip()
         m = _DATETIME.fullmatch(text)
         if not m:
@@ -279,13 +276,10 @@ class Reader:
 
     def choice(self, f: Fields, name: str, options: Iterable[str],
                what: str = "value") -> str | None:
-        node = self._value(f, name)
-        if node is None:
+        found = self._field(f, name, "text")
+        if found is None:
             return None
-        key = f.key(name)
-        scalar = self._scalar(node, key, "text")
-        if scalar is None:
-            return None
+        scalar, key = found
         options = list(options)
         text = scalar.text.strip()
         if text in options:

@@ -107,10 +107,12 @@ def test_bad_command_lines_are_a_message_and_create_nothing(
     assert sorted(p.name for p in project.root.iterdir()) == before  # no database made
 
 
-def test_removing_a_stranger_is_an_error_that_changes_nothing(project: Project) -> None:
+@pytest.mark.parametrize("action", ["remove", "unsubscribe"])
+def test_removing_or_unsubscribing_a_stranger_is_an_error_that_changes_nothing(
+        project: Project, action: str) -> None:
     import_sample(project)
     before = snapshot(project)
-    result = project.run("subscribers", "remove", "nobody@example.org")
+    result = project.run("subscribers", action, "nobody@example.org")
     assert result.code == 1
     assert result.err == ("command line: EMAIL: 'nobody@example.org' is not a member (check "
                           "the spelling with 'newsletter subscribers list')\n")
@@ -247,16 +249,6 @@ def test_after_remove_the_address_is_erased_and_a_reimport_skips_it(project: Pro
     assert twice.code == 1
     assert twice.err == ("command line: EMAIL: 's.whitfield@staffordshire.example.org' was "
                          "already removed (only its suppression hash is kept)\n")
-
-
-def test_unsubscribing_a_stranger_is_an_error_that_changes_nothing(project: Project) -> None:
-    import_sample(project)
-    before = snapshot(project)
-    result = project.run("subscribers", "unsubscribe", "nobody@example.org")
-    assert result.code == 1
-    assert result.err == ("command line: EMAIL: 'nobody@example.org' is not a member (check "
-                          "the spelling with 'newsletter subscribers list')\n")
-    assert snapshot(project) == before
 
 
 def test_list_and_count_show_members_by_status(project: Project) -> None:
