@@ -42,17 +42,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from newsletter import markdown
-from newsletter.config import load_network
-from newsletter.load import load_issue
-from newsletter.personalize import anonymous_recipient, assemble, prepare
-from newsletter.render import (
+from newsletter.email import markdown
+from newsletter.email.personalize import anonymous_recipient, assemble, prepare
+from newsletter.email.render import (
     inline_css,
     mjml_to_html,
     render_issue,
     render_mjml,
     render_text,
 )
+from newsletter.input.config import load_network
+from newsletter.input.issues import load_issue
 
 REPO = Path(__file__).resolve().parent.parent
 ISSUE = REPO / "tests" / "fixtures" / "twelve-blocks.yaml"

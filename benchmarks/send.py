@@ -36,11 +36,11 @@ sys.path.insert(0, str(REPO))
 
 from smtp_servers import SmtpServer  # noqa: E402
 
-from newsletter.config import load_network  # noqa: E402
-from newsletter.load import load_issue  # noqa: E402
+from newsletter.email.personalize import assemble, prepare  # noqa: E402
+from newsletter.email.render import render_issue  # noqa: E402
+from newsletter.input.config import load_network  # noqa: E402
+from newsletter.input.issues import load_issue  # noqa: E402
 from newsletter.model import Recipient, RenderedIssue  # noqa: E402
-from newsletter.personalize import assemble, prepare  # noqa: E402
-from newsletter.render import render_issue  # noqa: E402
 
 ISSUE = "issues/2017-02-news.yaml"
 CONNECTIONS = 4

@@ -17,7 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from newsletter import db, members, subscribers
+from newsletter.members import csvfiles as subscribers
+from newsletter.members import database as db
+from newsletter.members import store as members
 
 NOW = "2026-01-01T00:00:00Z"
 

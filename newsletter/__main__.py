@@ -1,3 +1,3 @@
-from .cli import run
+from newsletter.cli import run
 
 run()

@@ -21,7 +21,7 @@ from collections.abc import Iterable
 
 import msgspec
 
-from .model import Location
+from newsletter.model import Location
 
 
 class Severity(enum.StrEnum):

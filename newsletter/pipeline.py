@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .model import Issue, Network
+    from newsletter.model import Issue, Network
 
 
 # --------------------------------------------------------------------------- editors
@@ -24,10 +24,10 @@ def check(config: Path, issues: list[Path], *, strict: bool = False) -> None:
     """
     import click
 
-    from .checks import CheckFailed, editorial, fold
-    from .config import load_network
-    from .errors import InputError, Problem, Severity
-    from .load import find_issues, load_issue
+    from newsletter.errors import InputError, Problem, Severity
+    from newsletter.input.checks import CheckFailed, editorial, fold
+    from newsletter.input.config import load_network
+    from newsletter.input.issues import find_issues, load_issue
 
     problems: list[Problem] = []
     network: Network | None = None
@@ -61,10 +61,16 @@ def build(config: Path, issue: Path, output: Path | None, *, strict: bool = Fals
     """Render one issue to email.html, email.txt and email.eml; return the folder."""
     import click
 
-    from .config import load_network
-    from .load import load_issue
-    from .personalize import anonymous_recipient, assemble, fill, prepare, sample_date
-    from .render import local_images, render_issue, write_build
+    from newsletter.email.personalize import (
+        anonymous_recipient,
+        assemble,
+        fill,
+        prepare,
+        sample_date,
+    )
+    from newsletter.email.render import local_images, render_issue, write_build
+    from newsletter.input.config import load_network
+    from newsletter.input.issues import load_issue
 
     network = load_network(config)
     loaded = load_issue(issue, network)
@@ -85,7 +91,7 @@ def _editorial_checks(issue: Issue, network: Network, *, strict: bool) -> None:
     """Print the editorial warnings; under --strict they fail the build."""
     import click
 
-    from .checks import CheckFailed, editorial, fold
+    from newsletter.input.checks import CheckFailed, editorial, fold
 
     problems = editorial(issue, network)
     for line in fold(problems):
@@ -97,7 +103,7 @@ def _editorial_checks(issue: Issue, network: Network, *, strict: bool) -> None:
 
 def preview(config: Path, issue: Path, *, port: int, open_browser: bool) -> None:
     """Serve a live preview of one issue on 127.0.0.1."""
-    from .preview import serve_preview
+    from newsletter.web.preview import serve_preview
 
     serve_preview(config, issue, port=port, open_browser=open_browser)
 
@@ -106,9 +112,9 @@ def archive(config: Path, output: Path) -> Path:
     """Build the static archive site from every issue."""
     import click
 
-    from .archive import build_site
-    from .config import load_network
-    from .load import find_issues, load_issue
+    from newsletter.archive import build_site
+    from newsletter.input.config import load_network
+    from newsletter.input.issues import find_issues, load_issue
 
     network = load_network(config)
     report = build_site(network, find_issues(network.root), output,
@@ -132,8 +138,10 @@ def import_subscribers(config: Path, csv_file: Path, list_name: str, *, consent:
 
     import click
 
-    from . import db, members, subscribers
-    from .config import load_network
+    from newsletter.input.config import load_network
+    from newsletter.members import csvfiles as subscribers
+    from newsletter.members import database as db
+    from newsletter.members import store as members
 
     network = load_network(config)
     members.check_list_name(list_name)
@@ -157,8 +165,9 @@ def export_subscribers(config: Path, list_name: str | None, output: Path | None)
     """Subscribed members as spreadsheet-safe CSV, to a file (atomically) or stdout."""
     import click
 
-    from . import members, subscribers
-    from .config import load_network
+    from newsletter.input.config import load_network
+    from newsletter.members import csvfiles as subscribers
+    from newsletter.members import store as members
 
     network = load_network(config)
     with members.existing(network.database) as conn:
@@ -174,8 +183,8 @@ def list_subscribers(config: Path, list_name: str | None) -> None:
     """One line per membership: address, list, status, since, name (organisation)."""
     import click
 
-    from . import members
-    from .config import load_network
+    from newsletter.input.config import load_network
+    from newsletter.members import store as members
 
     network = load_network(config)
     with members.existing(network.database) as conn:
@@ -192,8 +201,8 @@ def count_subscribers(config: Path, list_name: str | None) -> None:
     """Members per list and status."""
     import click
 
-    from . import members
-    from .config import load_network
+    from newsletter.input.config import load_network
+    from newsletter.members import store as members
 
     network = load_network(config)
     with members.existing(network.database) as conn:
@@ -206,8 +215,8 @@ def unsubscribe(config: Path, email: str, list_name: str | None) -> None:
     """Unsubscribe one member from one list or all; they stay suppressed."""
     import click
 
-    from . import members
-    from .config import load_network
+    from newsletter.input.config import load_network
+    from newsletter.members import store as members
 
     network = load_network(config)
     with members.existing(network.database) as conn:
@@ -223,8 +232,10 @@ def remove_subscriber(config: Path, email: str) -> None:
     """Erase a member's personal data; a salted hash keeps them from being re-added."""
     import click
 
-    from . import db, ledger, members
-    from .config import load_network
+    from newsletter.delivery import ledger
+    from newsletter.input.config import load_network
+    from newsletter.members import database as db
+    from newsletter.members import store as members
 
     network = load_network(config)
     with members.existing(network.database) as conn:
@@ -239,10 +250,10 @@ def remove_subscriber(config: Path, email: str) -> None:
 
 def serve(config: Path, directory: Path, *, host: str, port: int) -> None:
     """The archive and the one-click unsubscribe endpoint, until interrupted."""
-    from . import db
-    from . import serve as web
-    from .config import load_network
-    from .tokens import secrets_from_env
+    from newsletter.input.config import load_network
+    from newsletter.members import database as db
+    from newsletter.members.tokens import secrets_from_env
+    from newsletter.web import server as web
 
     network = load_network(config)
     secrets = secrets_from_env()  # refuse to start without a signing key
@@ -266,13 +277,15 @@ def send(config: Path, issue: Path, list_name: str | None, *, proof_to: str | No
 
     import click
 
-    from . import db, delivery, ledger
-    from .config import load_network
-    from .headers import python_warning
-    from .load import load_issue
-    from .render import render_issue
-    from .session import transport_for
-    from .tokens import secrets_from_env
+    from newsletter.delivery import campaign as delivery
+    from newsletter.delivery import ledger
+    from newsletter.delivery.session import transport_for
+    from newsletter.email.render import render_issue
+    from newsletter.input.config import load_network
+    from newsletter.input.headers import python_warning
+    from newsletter.input.issues import load_issue
+    from newsletter.members import database as db
+    from newsletter.members.tokens import secrets_from_env
 
     if warning := python_warning():
         click.echo(warning, err=True)
@@ -314,10 +327,10 @@ def status(config: Path, issue: Path | None, csv_out: Path | None) -> None:
     """Counts by state per issue; one issue's failures, deferrals, unknowns, deadline; CSV."""
     from contextlib import suppress
 
-    from . import delivery
-    from .config import load_network
-    from .errors import InputError
-    from .load import load_issue
+    from newsletter.delivery import campaign as delivery
+    from newsletter.errors import InputError
+    from newsletter.input.config import load_network
+    from newsletter.input.issues import load_issue
 
     network = load_network(config)
     send_by = None
@@ -329,6 +342,6 @@ def status(config: Path, issue: Path | None, csv_out: Path | None) -> None:
 
 def demo(config: Path, output: Path) -> None:
     """The whole pipeline on the sample data, to a local SMTP server writing a Maildir."""
-    from .demo import run_demo
+    from newsletter.cli.demo import run_demo
 
     run_demo(config, output)

@@ -115,9 +115,9 @@ def test_the_index_lists_every_issue_newest_first_grouped_by_year(project: Proje
 
 def test_each_issue_has_a_stable_permalink_page_embedding_its_email_render(
         project: Project) -> None:
-    from newsletter.config import load_network
-    from newsletter.load import load_issue
-    from newsletter.render import render_archive_body
+    from newsletter.email.render import render_archive_body
+    from newsletter.input.config import load_network
+    from newsletter.input.issues import load_issue
 
     site = build(with_issues(project, THREE))
     network = load_network(project.config)

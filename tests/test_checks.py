@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 from conftest import Project
 
-from newsletter.checks import editorial, fold
 from newsletter.errors import Problem, Severity
-from newsletter.load import load_issue
+from newsletter.input.checks import editorial, fold
+from newsletter.input.issues import load_issue
 from newsletter.model import Location
 
 CLEAN = """\

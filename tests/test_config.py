@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from newsletter.config import contrast_with_white, load_network
 from newsletter.errors import InputError
+from newsletter.input.config import contrast_with_white, load_network
 from newsletter.model import TlsMode
 
 REPO = Path(__file__).resolve().parent.parent

@@ -31,13 +31,14 @@ from test_send_e2e import (
     status_rows,
 )
 
-from newsletter import deadline, delivery
+from newsletter.delivery import campaign as delivery
+from newsletter.delivery.engine import RunResult, Sender
+from newsletter.delivery.limits import FakeClock, Limiter, RealClock
+from newsletter.delivery.session import Transport
 from newsletter.errors import InputError
-from newsletter.limits import FakeClock, Limiter, RealClock
-from newsletter.load import load_issue
+from newsletter.input import deadline
+from newsletter.input.issues import load_issue
 from newsletter.model import DeliveryState, Limits, TlsMode
-from newsletter.send import RunResult, Sender
-from newsletter.session import Transport
 
 UK = ZoneInfo("Europe/London")
 

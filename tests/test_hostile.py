@@ -20,8 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from newsletter.config import load_network
-from newsletter.markdown import to_html
+from newsletter.email.markdown import to_html
+from newsletter.email.personalize import anonymous_recipient, assemble, fill, prepare
+from newsletter.email.render import render_issue
+from newsletter.input.config import load_network
 from newsletter.model import (
     Article,
     Callout,
@@ -36,8 +38,6 @@ from newsletter.model import (
     Person,
     Section,
 )
-from newsletter.personalize import anonymous_recipient, assemble, fill, prepare
-from newsletter.render import render_issue
 
 REPO = Path(__file__).resolve().parent.parent
 PAYLOAD = "<script>alert(1)</script>&\"'"

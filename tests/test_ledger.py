@@ -10,10 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from newsletter import db, ledger, members
+from newsletter.delivery import ledger
 from newsletter.errors import StateError
+from newsletter.members import database as db
+from newsletter.members import store as members
+from newsletter.members.csvfiles import MemberRow
 from newsletter.model import DeliveryState, Recipient
-from newsletter.subscribers import MemberRow
 
 
 def member_rows(n: int) -> tuple[MemberRow, ...]:
@@ -152,7 +154,8 @@ def test_a_second_runner_is_refused_while_the_first_holds_the_lock(
 
 def test_a_lock_whose_process_died_is_taken_over(conn: sqlite3.Connection,
                                                  tmp_path: Path) -> None:
-    code = ("import sys, time; from newsletter import db, ledger; "
+    code = ("import sys, time; from newsletter.members import database as db; "
+            "from newsletter.delivery import ledger; "
             "c = db.connect(sys.argv[1]); ledger.acquire_lock(c, 'x', time.time())")
     subprocess.run([sys.executable, "-c", code, str(tmp_path / "n.db")], check=True)
     lock = ledger.acquire_lock(conn, "2016-12", time.time())  # the holder is gone

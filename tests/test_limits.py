@@ -8,7 +8,7 @@ import bisect
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from newsletter.limits import FakeClock, Limiter
+from newsletter.delivery.limits import FakeClock, Limiter
 from newsletter.model import Limits
 
 

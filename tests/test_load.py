@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from newsletter.errors import InputError
-from newsletter.load import find_issues, load_issue, sniff_image
+from newsletter.input.issues import find_issues, load_issue, sniff_image
 from newsletter.model import Article, Callout, Contact, Event, Links, Section
 
 FULL_ISSUE = """\

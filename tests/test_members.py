@@ -8,8 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from newsletter import db, members
 from newsletter.errors import InputError
+from newsletter.members import database as db
+from newsletter.members import store as members
+from newsletter.members.csvfiles import parse_csv
+from newsletter.members.tokens import Secrets, read_token
 from newsletter.model import (
     Helpline,
     ListId,
@@ -18,8 +21,6 @@ from newsletter.model import (
     Network,
     Unsubscribe,
 )
-from newsletter.subscribers import parse_csv
-from newsletter.tokens import Secrets, read_token
 
 SECRETS = Secrets("members-test-secret-0123")
 NETWORK = Network(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from newsletter.outcomes import Action, Stage, classify, lost, parse_reply
+from newsletter.delivery.replies import Action, Stage, classify, lost, parse_reply
 
 S = Stage
 A = Action

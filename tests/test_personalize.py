@@ -14,18 +14,18 @@ from pathlib import Path
 import pytest
 from msgspec.structs import replace
 
-from newsletter.config import load_network
-from newsletter.headers import HeaderValueError, ascii_address, check_value
-from newsletter.load import load_issue
-from newsletter.model import Network, Recipient, RenderedIssue, RenderMode
-from newsletter.personalize import (
+from newsletter.email.personalize import (
     ONE_CLICK,
     PreparedMessage,
     anonymous_recipient,
     assemble,
     prepare,
 )
-from newsletter.render import render_issue
+from newsletter.email.render import render_issue
+from newsletter.input.config import load_network
+from newsletter.input.headers import HeaderValueError, ascii_address, check_value
+from newsletter.input.issues import load_issue
+from newsletter.model import Network, Recipient, RenderedIssue, RenderMode
 
 REPO = Path(__file__).resolve().parent.parent
 WHEN = dt.datetime(2016, 12, 5, 9, 30, tzinfo=dt.UTC)
@@ -367,7 +367,7 @@ def test_building_an_email_message_per_recipient_would_be_much_slower() -> None:
 
 
 def test_an_unpatched_python_is_warned_about_and_a_patched_one_is_not() -> None:
-    from newsletter.headers import python_warning
+    from newsletter.input.headers import python_warning
 
     warning = python_warning((3, 11, 7))
     assert warning is not None and "3.11.15" in warning

@@ -12,7 +12,7 @@ import pytest
 from conftest import Project
 from test_archive import THREE, assert_staging_mirrors, build, issue_yaml, tree, with_issues
 
-from newsletter.privacy import Policy, scan_text
+from newsletter.archive.privacy import Policy, scan_text
 
 SUBSCRIBER = "jane.member@example.org"
 
@@ -46,7 +46,7 @@ def published(project: Project) -> tuple[Project, Path, dict[str, tuple[bytes, i
 
 
 def test_a_subscriber_address_in_an_issue_fails_the_build(published: tuple) -> None:
-    from newsletter.db import connect
+    from newsletter.members.database import connect
 
     project, site, before = published
     conn = connect(project.root / "newsletter.db")
@@ -63,7 +63,7 @@ def test_a_subscriber_address_in_an_issue_fails_the_build(published: tuple) -> N
 
 
 def test_a_subscribers_opaque_id_in_the_output_fails_the_build(published: tuple) -> None:
-    from newsletter.db import connect
+    from newsletter.members.database import connect
 
     project, site, before = published
     conn = connect(project.root / "newsletter.db")
@@ -96,7 +96,7 @@ def test_a_signed_token_on_its_own_fails_the_build(published: tuple) -> None:
 
 
 def test_a_real_unsubscribe_token_is_found_wherever_it_appears() -> None:
-    from newsletter.tokens import make_token, secrets_from_env
+    from newsletter.members.tokens import make_token, secrets_from_env
 
     secrets = secrets_from_env({"NEWSLETTER_SECRET": "test-secret-0123456789abcdef"})
     for uid, list_name in (("0123456789abcdef0123456789abcdef", "members"),
@@ -210,7 +210,7 @@ def test_each_kind_of_leak_is_found_with_its_line_and_column(leak: str, message:
 
 
 def test_a_new_subscriber_is_found_in_pages_that_did_not_change(project: Project) -> None:
-    from newsletter.db import connect
+    from newsletter.members.database import connect
 
     text = issue_yaml("Network newsletter, March 2017", "2017-03-01", 4,
                       body=f"Photographs by {SUBSCRIBER}.")
@@ -264,10 +264,9 @@ def test_the_published_site_holds_nothing_derived_from_the_member_list(
 
 def test_an_unchanged_rebuild_trusts_the_pages_that_passed_the_gate(
         project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
-    from newsletter import privacy
-    from newsletter.archive import build_site
-    from newsletter.config import load_network
-    from newsletter.load import find_issues, load_issue
+    from newsletter.archive import build_site, privacy
+    from newsletter.input.config import load_network
+    from newsletter.input.issues import find_issues, load_issue
 
     with_issues(project, THREE)
     network = load_network(project.config)
@@ -288,7 +287,7 @@ def test_an_unchanged_rebuild_trusts_the_pages_that_passed_the_gate(
 
     assert "site/2016-12/index.html" in rebuild()
     assert rebuild() == []  # same bytes under the same policy: nothing scanned again
-    from newsletter.db import connect
+    from newsletter.members.database import connect
 
     conn = connect(project.root / "newsletter.db")
     conn.execute("INSERT INTO subscribers (email, created_at) VALUES (?, ?)",

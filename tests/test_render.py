@@ -24,9 +24,18 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from msgspec.structs import replace
 
-from newsletter.config import load_network
+from newsletter.email.personalize import anonymous_recipient, assemble, fill, prepare
+from newsletter.email.render import (
+    COLOURS,
+    render_archive_body,
+    render_html,
+    render_issue,
+    render_text,
+)
+from newsletter.email.templating import html_environment, long_date, text_environment
 from newsletter.errors import InputError, RenderError
-from newsletter.load import load_issue
+from newsletter.input.config import load_network
+from newsletter.input.issues import load_issue
 from newsletter.model import (
     Contact,
     Event,
@@ -38,15 +47,6 @@ from newsletter.model import (
     RenderMode,
     Slot,
 )
-from newsletter.personalize import anonymous_recipient, assemble, fill, prepare
-from newsletter.render import (
-    COLOURS,
-    render_archive_body,
-    render_html,
-    render_issue,
-    render_text,
-)
-from newsletter.templating import html_environment, long_date, text_environment
 
 REPO = Path(__file__).resolve().parent.parent
 GOLDEN = REPO / "tests" / "golden"
@@ -151,7 +151,7 @@ def test_source_date_epoch_sets_the_sample_date_and_nothing_else_changes(project
     assert re.sub(rb"^Date: .*\r\n", b"", emls[0]) == re.sub(rb"^Date: .*\r\n", b"", emls[2])
     assert emls[0] != emls[2]
     monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
-    from newsletter.personalize import sample_date
+    from newsletter.email.personalize import sample_date
 
     assert sample_date(sample("2017-02-news")) == dt.datetime(2017, 2, 13, 9, 0, tzinfo=dt.UTC)
 
@@ -232,7 +232,7 @@ def test_compiled_templates_come_back_from_the_cache_and_bad_entries_are_recompi
         tmp_path: Path) -> None:
     from jinja2 import Environment, FileSystemLoader
 
-    from newsletter.templating import _WholeFileBytecodeCache
+    from newsletter.email.templating import _WholeFileBytecodeCache
 
     (tmp_path / "templates").mkdir()
     source = tmp_path / "templates" / "probe.txt.j2"
@@ -357,8 +357,8 @@ _MARKDOWN_PIECES = ["word", " ", "\n", "\n\n", "[", "]", "(", ")", "[x]: ", "[x]
 @given(pieces=st.lists(st.sampled_from(_MARKDOWN_PIECES), max_size=30))
 @example(pieces=["[x]: https://example.org/a\n", "[x]: javascript:y\n", "[x]"])  # a duplicate
 def test_markdown_parsed_by_the_loader_renders_as_if_parsed_afresh(pieces: list[str]) -> None:
-    from newsletter import markdown
-    from newsletter.plaintext import LinkRefs
+    from newsletter.email import markdown
+    from newsletter.email.plaintext import LinkRefs
 
     text = "".join(pieces)
     markdown.clear_cache()
@@ -583,7 +583,7 @@ def test_editorial_warnings_are_printed_and_fail_the_build_only_under_strict(pro
 
 def test_write_build_failing_midway_keeps_the_old_folder_and_leaves_no_staging(
         tmp_path: Path) -> None:
-    from newsletter.render import write_build
+    from newsletter.email.render import write_build
 
     folder = tmp_path / "out"
     write_build(folder, {"email.html": b"old"}, [])
@@ -604,7 +604,7 @@ def test_write_build_failing_midway_keeps_the_old_folder_and_leaves_no_staging(
 def test_the_text_wrapper_makes_the_same_lines_as_textwrap(text: str, indent: str) -> None:
     import textwrap
 
-    from newsletter.plaintext import WIDTH, oneline, wrap
+    from newsletter.email.plaintext import WIDTH, oneline, wrap
 
     expected = "\n".join(textwrap.wrap(oneline(text), width=WIDTH, initial_indent=indent,
                                        subsequent_indent=" " * len(indent),

@@ -12,12 +12,14 @@ import pytest
 from conftest import free_port
 from smtp_servers import Delay, Drop, Scripted, Session, SmtpServer
 
-from newsletter import db, ledger, members
+from newsletter.delivery import ledger
+from newsletter.delivery.engine import RunResult, Sender
+from newsletter.delivery.session import Transport, transport_for
 from newsletter.errors import DeliveryError
+from newsletter.members import database as db
+from newsletter.members import store as members
+from newsletter.members.csvfiles import MemberRow
 from newsletter.model import DeliveryState, Limits, Recipient, Smtp, TlsMode
-from newsletter.send import RunResult, Sender
-from newsletter.session import Transport, transport_for
-from newsletter.subscribers import MemberRow
 
 FAST = Limits(per_second=0, per_minute=0, per_hour=0, per_day=0, concurrency=2,
               retry_base=0.05, retry_max=0.2, retry_deadline=60)
@@ -348,7 +350,7 @@ def test_a_server_that_cannot_be_reached_stops_the_run_and_leaves_everyone_to_se
 
 def test_a_message_that_cannot_be_built_fails_alone_and_the_rest_are_sent(
         tmp_path: Path) -> None:
-    from newsletter.headers import HeaderValueError
+    from newsletter.input.headers import HeaderValueError
 
     campaign = Campaign(tmp_path, 5)
     poisoned = campaign.ids[address(2)]
@@ -407,7 +409,7 @@ def test_a_server_certificate_that_does_not_verify_is_refused(tmp_path: Path) ->
 
 def test_dkim_signing_is_off_until_configured_and_a_bad_key_is_reported_up_front(
         tmp_path: Path) -> None:
-    from newsletter.dkim import signer_for
+    from newsletter.delivery.dkim import signer_for
     from newsletter.errors import InputError
 
     assert signer_for(Smtp(), "example.org") is None

@@ -16,7 +16,7 @@ import httpx
 import pytest
 from conftest import Project, free_port
 
-from newsletter.tokens import Secrets, make_token
+from newsletter.members.tokens import Secrets, make_token
 
 SECRET = "serve-test-secret-0123456789"
 OLD_SECRET = "retired-serve-secret-0123456789"

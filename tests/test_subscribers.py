@@ -13,9 +13,9 @@ from email_validator import EmailNotValidError, validate_email
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from newsletter import subscribers
-from newsletter.addresses import _PLAIN_ADDRESS, AddressError
-from newsletter.subscribers import (
+from newsletter.input.addresses import _PLAIN_ADDRESS, AddressError
+from newsletter.members import csvfiles as subscribers
+from newsletter.members.csvfiles import (
     ExportRow,
     export_csv,
     neutralise,

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from conftest import Project
 
-from newsletter import db, members
+from newsletter.members import database as db
+from newsletter.members import store as members
 
 SAMPLE = Path(__file__).resolve().parent.parent / "subscribers" / "members.csv"
 UPDATE = "subscribers/update.csv"

@@ -10,7 +10,7 @@ import pytest
 from itsdangerous import URLSafeSerializer
 
 from newsletter.errors import InputError
-from newsletter.tokens import (
+from newsletter.members.tokens import (
     SALT,
     Secrets,
     make_token,

@@ -28,11 +28,9 @@ from pathlib import Path
 
 import msgspec
 
-from .. import privacy
-from ..errors import InputError, Problem
-from ..model import Issue, Location, Network
-from .entries import Entry, entry_for, file_hash
-from .pages import (
+from newsletter.archive import privacy
+from newsletter.archive.entries import Entry, entry_for, file_hash
+from newsletter.archive.pages import (
     FEED_ENTRIES,
     Pages,
     embedded_render,
@@ -40,7 +38,9 @@ from .pages import (
     read_search_index,
     search_index,
 )
-from .publish import Manifest, Staging, check_output, locked, recover, staged
+from newsletter.archive.publish import Manifest, Staging, check_output, locked, recover, staged
+from newsletter.errors import InputError, Problem
+from newsletter.model import Issue, Location, Network
 
 __all__ = ["BuildReport", "build_site"]
 
@@ -212,7 +212,7 @@ def build_fingerprint(network: Network) -> str:
     """Changes whenever the code, the templates or the config could change any output."""
     digest = hashlib.sha256()
     digest.update(_config_text(network).encode())
-    package = Path(__file__).resolve().parent.parent
+    package = Path(__file__).resolve().parent.parent  # the newsletter package
     templates = network.root / "templates"
     for folder, pattern in ((package, "*.py"), (templates, "*")):
         for path in sorted(p for p in folder.rglob(pattern) if p.is_file()):

@@ -17,8 +17,8 @@ from typing import Any
 
 import msgspec
 
-from ..model import Article, Block, Callout, Contact, Event, Image, Issue, Links
-from ..privacy import Written, written_in
+from newsletter.archive.privacy import Written, written_in
+from newsletter.model import Article, Block, Callout, Contact, Event, Image, Issue, Links
 
 SUMMARY_WORDS = 30
 

@@ -19,10 +19,10 @@ import jinja2
 import msgspec
 from markupsafe import Markup
 
-from ..errors import RenderError
-from ..model import Helpline, Issue, Network
-from ..templating import html_environment
-from .entries import Entry
+from newsletter.archive.entries import Entry
+from newsletter.email.templating import html_environment
+from newsletter.errors import RenderError
+from newsletter.model import Helpline, Issue, Network
 
 FEED_ENTRIES = 20  # full content is heavy; readers need the recent issues, the site has the rest
 BODY_START = "<!-- issue body -->\n"
@@ -66,7 +66,7 @@ class FeedItem(msgspec.Struct, frozen=True):
 def issue_render(issue: Issue, network: Network) -> tuple[str, str]:
     """(css, body HTML) of the issue's ARCHIVE render: the email, minus any recipient."""
     # imported here: MJML and the CSS inliner load slowly, and most rebuilds render nothing
-    from ..render import render_archive_body
+    from newsletter.email.render import render_archive_body
 
     css, body = render_archive_body(issue, network)
     return css.strip(), body.strip()

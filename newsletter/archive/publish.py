@@ -34,9 +34,9 @@ from typing import Any
 
 import msgspec
 
-from ..errors import InputError, Problem, StateError
-from ..model import Location
-from .entries import Entry
+from newsletter.archive.entries import Entry
+from newsletter.errors import InputError, Problem, StateError
+from newsletter.model import Location
 
 MANIFEST_VERSION = 2  # 2: beside the site instead of inside it
 

@@ -29,9 +29,9 @@ from email.utils import format_datetime, formataddr
 
 import msgspec
 
-from .addresses import url_problem
-from .headers import HeaderValueError, ascii_address, check_value
-from .model import Issue, Network, Recipient, RenderedIssue, RenderMode, Slot
+from newsletter.input.addresses import url_problem
+from newsletter.input.headers import HeaderValueError, ascii_address, check_value
+from newsletter.model import Issue, Network, Recipient, RenderedIssue, RenderMode, Slot
 
 MAX_LINE = 998
 FOLD_AT = 78

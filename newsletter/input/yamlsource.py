@@ -31,8 +31,8 @@ from typing import Any
 import msgspec
 import yaml
 
-from .errors import InputError, Problem
-from .model import Location
+from newsletter.errors import InputError, Problem
+from newsletter.model import Location
 
 MAX_BYTES = 1_048_576
 MAX_DEPTH = 20

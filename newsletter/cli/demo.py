@@ -23,8 +23,8 @@ from typing import Any
 import click
 import yaml
 
-from .errors import InputError, Problem
-from .model import Location
+from newsletter.errors import InputError, Problem
+from newsletter.model import Location
 
 COPIED = ("issues", "templates", "subscribers")
 LIST_NAME = "members"
@@ -98,8 +98,8 @@ def _step(title: str, action: Any, *args: Any, **kwargs: Any) -> Any:
 
 
 def _newest_issue(root: Path) -> Path | None:
-    from .config import load_network
-    from .load import find_issues, load_issue
+    from newsletter.input.config import load_network
+    from newsletter.input.issues import find_issues, load_issue
 
     network = load_network(root / "newsletter.yaml")
     issues = [load_issue(path, network) for path in find_issues(root)]
@@ -113,7 +113,7 @@ def run_demo(config: Path, folder: Path) -> None:
     """Build, archive, import, send over loopback SMTP to a Maildir, and show the status."""
     from aiosmtpd.controller import Controller
 
-    from . import pipeline
+    from newsletter import pipeline
 
     port = _free_port()
     copy = _project_copy(config, folder, port)

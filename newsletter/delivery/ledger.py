@@ -21,9 +21,9 @@ from contextlib import contextmanager
 
 import msgspec
 
-from .db import transaction
-from .errors import StateError
-from .model import DeliveryState, Recipient
+from newsletter.errors import StateError
+from newsletter.members.database import transaction
+from newsletter.model import DeliveryState, Recipient
 
 # --------------------------------------------------------------------------- queries
 

@@ -20,10 +20,11 @@ import re
 from collections.abc import Mapping
 from pathlib import Path
 
-from . import yamlsource as ys
-from .addresses import address_problem, is_loopback, phone_problem, url_problem
-from .errors import InputError, Problem
-from .model import (
+from newsletter.errors import InputError, Problem
+from newsletter.input import yamlsource as ys
+from newsletter.input.addresses import address_problem, is_loopback, phone_problem, url_problem
+from newsletter.input.fields import Fields, Reader
+from newsletter.model import (
     ArchiveSettings,
     Brand,
     Helpline,
@@ -36,7 +37,6 @@ from .model import (
     TlsMode,
     Unsubscribe,
 )
-from .yamlfields import Fields, Reader
 
 TOP_KEYS = ("name", "language", "sender", "reply_to", "website", "archive_url", "list_id",
             "helpline", "brand", "unsubscribe", "smtp", "limits", "archive", "database")

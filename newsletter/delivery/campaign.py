@@ -30,16 +30,27 @@ from typing import TYPE_CHECKING
 import click
 import msgspec
 
-from . import db, deadline, ledger, members
-from .addresses import AddressError, checked_address
-from .dkim import signer_for
-from .errors import DeliveryError, InputError, Problem, StateError, UsageError
-from .limits import DAY
-from .model import DeliveryState, Issue, Limits, Location, Network, Recipient, RenderedIssue
-from .outcomes import Action
-from .send import Build, RunResult, Sender
-from .session import Transport, send_one, transport_for
-from .tokens import Secrets, secrets_from_env
+from newsletter.delivery import ledger
+from newsletter.delivery.dkim import signer_for
+from newsletter.delivery.engine import Build, RunResult, Sender
+from newsletter.delivery.limits import DAY
+from newsletter.delivery.replies import Action
+from newsletter.delivery.session import Transport, send_one, transport_for
+from newsletter.errors import DeliveryError, InputError, Problem, StateError, UsageError
+from newsletter.input import deadline
+from newsletter.input.addresses import AddressError, checked_address
+from newsletter.members import database as db
+from newsletter.members import store as members
+from newsletter.members.tokens import Secrets, secrets_from_env
+from newsletter.model import (
+    DeliveryState,
+    Issue,
+    Limits,
+    Location,
+    Network,
+    Recipient,
+    RenderedIssue,
+)
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
@@ -62,7 +73,7 @@ INTERRUPTED = 130  # the exit code of a send stopped by Ctrl-C, as the CLI uses 
 def message_builder(network: Network, rendered: RenderedIssue, *,
                     subject_prefix: str = "") -> Build:
     """The per-recipient function: prepare once, then assemble (and sign) per message."""
-    from .personalize import assemble, prepare
+    from newsletter.email.personalize import assemble, prepare
 
     prepared = prepare(rendered, network, subject_prefix=subject_prefix)
     signer = signer_for(network.smtp, network.sender_domain)
@@ -83,7 +94,7 @@ def _recipients(conn: sqlite3.Connection, network: Network, list_name: str,
 
 def proof(network: Network, rendered: RenderedIssue, address: str) -> int:
     """One test message, subject prefixed "[TEST] ", to one address; the ledger is untouched."""
-    from .personalize import anonymous_recipient
+    from newsletter.email.personalize import anonymous_recipient
 
     try:
         to = checked_address(address.strip())
@@ -496,7 +507,7 @@ CSV_COLUMNS = ("issue", "address", "state", "attempts", "reply_code", "enhanced_
 
 
 def _write_csv(conn: sqlite3.Connection, sends: list[ledger.SendRecord], path: Path) -> None:
-    from .subscribers import neutralise, write_export
+    from newsletter.members.csvfiles import neutralise, write_export
 
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")

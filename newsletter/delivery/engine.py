@@ -46,12 +46,14 @@ from typing import Any, TypeVar
 
 import msgspec
 
-from . import db, ledger, members
-from .errors import NewsletterError
-from .limits import DAY, HOUR, Clock, Limiter, RealClock
-from .model import DeliveryState, Limits, Recipient
-from .outcomes import Action, Verdict
-from .session import Attempt, Session, Transport
+from newsletter.delivery import ledger
+from newsletter.delivery.limits import DAY, HOUR, Clock, Limiter, RealClock
+from newsletter.delivery.replies import Action, Verdict
+from newsletter.delivery.session import Attempt, Session, Transport
+from newsletter.errors import NewsletterError
+from newsletter.members import database as db
+from newsletter.members import store as members
+from newsletter.model import DeliveryState, Limits, Recipient
 
 T = TypeVar("T")
 

@@ -16,9 +16,9 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 
-from .errors import InputError, Problem, Severity
-from .markdown import parts
-from .model import Article, Callout, Contact, Event, Issue, Link, Links, Location, Network
+from newsletter.email.markdown import parts
+from newsletter.errors import InputError, Problem, Severity
+from newsletter.model import Article, Callout, Contact, Event, Issue, Link, Links, Location, Network
 
 SUBJECT_LEN = 60
 ALT_LEN = 150

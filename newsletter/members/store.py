@@ -26,12 +26,12 @@ from pathlib import Path
 
 import msgspec
 
-from .addresses import AddressError
-from .db import connect, transaction
-from .errors import InputError, Problem
-from .model import Location, MemberStatus, Network, Recipient, Subscriber
-from .subscribers import ExportRow, MemberRow, normalise_address
-from .tokens import Secrets, make_token
+from newsletter.errors import InputError, Problem
+from newsletter.input.addresses import AddressError
+from newsletter.members.csvfiles import ExportRow, MemberRow, normalise_address
+from newsletter.members.database import connect, transaction
+from newsletter.members.tokens import Secrets, make_token
+from newsletter.model import Location, MemberStatus, Network, Recipient, Subscriber
 
 # --------------------------------------------------------------------------- SQL
 

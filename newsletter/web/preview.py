@@ -27,8 +27,8 @@ from urllib.parse import unquote, urlsplit
 
 import msgspec
 
-from .errors import InputError, NewsletterError, Problem
-from .model import Image, Location
+from newsletter.errors import InputError, NewsletterError, Problem
+from newsletter.model import Image, Location
 
 IMAGE_BASE = "images/"
 WIDTHS = ((320, "Phone, 320 px"), (375, "Phone, 375 px"), (640, "Desktop, 640 px"))
@@ -91,12 +91,12 @@ class _State(msgspec.Struct):
             self.version += 1
 
     def _render(self) -> None:
-        from .checks import editorial
-        from .config import load_network
-        from .load import load_issue
-        from .personalize import anonymous_recipient, fill
-        from .render import local_images, render_issue
-        from .templating import forget_templates
+        from newsletter.email.personalize import anonymous_recipient, fill
+        from newsletter.email.render import local_images, render_issue
+        from newsletter.email.templating import forget_templates
+        from newsletter.input.checks import editorial
+        from newsletter.input.config import load_network
+        from newsletter.input.issues import load_issue
 
         forget_templates()  # something changed: templates may have been edited
         try:
@@ -198,8 +198,8 @@ def make_server(config: Path, issue: Path, port: int) -> ThreadingHTTPServer:
     problems inside them are shown in the page, and fixed by saving.
     """
     if not (config.is_file() and issue.is_file()):
-        from .config import load_network
-        from .load import load_issue
+        from newsletter.input.config import load_network
+        from newsletter.input.issues import load_issue
 
         load_issue(issue, load_network(config))  # raises the "cannot read" problem
     state = _State(config=config.resolve(), issue_path=issue.resolve())

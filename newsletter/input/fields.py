@@ -16,10 +16,10 @@ from typing import TypeVar
 
 import msgspec
 
-from .errors import InputError, Problem, Severity
-from .headers import FORBIDDEN as _HEADER_BAD
-from .model import Location
-from .yamlsource import Mapping, Node, Scalar, Sequence, describe, join
+from newsletter.errors import InputError, Problem, Severity
+from newsletter.input.headers import FORBIDDEN as _HEADER_BAD
+from newsletter.input.yamlsource import Mapping, Node, Scalar, Sequence, describe, join
+from newsletter.model import Location
 
 _N = TypeVar("_N", int, float)
 

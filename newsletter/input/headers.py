@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 import sys
 
-from .errors import NewsletterError
+from newsletter.errors import NewsletterError
 
 # C0 controls (TAB included: no header value we write needs one), DEL, C1 controls,
 # the Unicode line and paragraph separators, and the start of an RFC 2047 encoded-word.

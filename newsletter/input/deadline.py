@@ -19,9 +19,9 @@ import functools
 import re
 from typing import TYPE_CHECKING
 
-from .errors import NewsletterError
-from .yamlfields import Fields, Reader
-from .yamlsource import Scalar, describe
+from newsletter.errors import NewsletterError
+from newsletter.input.fields import Fields, Reader
+from newsletter.input.yamlsource import Scalar, describe
 
 if TYPE_CHECKING:
     from zoneinfo import ZoneInfo

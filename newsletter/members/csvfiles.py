@@ -25,9 +25,9 @@ from pathlib import Path
 
 import msgspec
 
-from .addresses import AddressError, checked_address
-from .errors import InputError, Problem, Severity
-from .model import Location
+from newsletter.errors import InputError, Problem, Severity
+from newsletter.input.addresses import AddressError, checked_address
+from newsletter.model import Location
 
 EMAIL = "email"
 NAME = "name"

@@ -15,8 +15,8 @@ from __future__ import annotations
 import dkim as dkimpy
 import msgspec
 
-from .errors import InputError, Problem
-from .model import Location, Smtp
+from newsletter.errors import InputError, Problem
+from newsletter.model import Location, Smtp
 
 SIGNED_HEADERS: tuple[bytes, ...] = (
     b"from", b"to", b"subject", b"date", b"message-id", b"reply-to", b"mime-version",

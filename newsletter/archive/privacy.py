@@ -29,8 +29,8 @@ from urllib.parse import unquote, urlsplit
 
 import msgspec
 
-from .errors import InputError, Problem, StateError
-from .model import Location, Network
+from newsletter.errors import InputError, Problem, StateError
+from newsletter.model import Location, Network
 
 GATE_VERSION = "1"  # bump when the checks change, so cached "clean" verdicts are dropped
 SCANNED_SUFFIXES = frozenset({".html", ".htm", ".xml", ".js", ".json", ".txt", ".css"})

@@ -15,8 +15,8 @@ from typing import Any, TypeVar
 
 import click
 
-from . import pipeline
-from .errors import NewsletterError
+from newsletter import pipeline
+from newsletter.errors import NewsletterError
 
 F = TypeVar("F", bound=Callable[..., Any])
 

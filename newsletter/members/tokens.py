@@ -22,8 +22,8 @@ import msgspec
 from itsdangerous import BadData, URLSafeSerializer
 from itsdangerous.encoding import base64_decode, base64_encode
 
-from .errors import InputError, Problem
-from .model import Location
+from newsletter.errors import InputError, Problem
+from newsletter.model import Location
 
 SALT = "unsubscribe-v1"
 SECRET_ENV = "NEWSLETTER_SECRET"  # noqa: S105 (the name of the variable, not a secret)

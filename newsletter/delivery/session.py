@@ -25,11 +25,11 @@ from collections.abc import Mapping
 import aiosmtplib
 import msgspec
 
-from . import ledger
-from .addresses import is_loopback
-from .errors import DeliveryError
-from .model import Smtp, TlsMode
-from .outcomes import Action, Stage, Verdict, classify, lost, parse_reply
+from newsletter.delivery import ledger
+from newsletter.delivery.replies import Action, Stage, Verdict, classify, lost, parse_reply
+from newsletter.errors import DeliveryError
+from newsletter.input.addresses import is_loopback
+from newsletter.model import Smtp, TlsMode
 
 # --------------------------------------------------------------------------- the transport
 

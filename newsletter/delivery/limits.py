@@ -24,7 +24,7 @@ from collections import deque
 from collections.abc import Iterable
 from typing import Protocol
 
-from .model import Limits
+from newsletter.model import Limits
 
 # The limit windows, in seconds; the daily cap is a rolling 24 h, counted from the ledger.
 MINUTE = 60.0

@@ -21,12 +21,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import TypeVar
 
-from . import deadline
-from . import markdown as md
-from . import yamlsource as ys
-from .addresses import address_problem, phone_problem, url_problem
-from .errors import InputError, Problem
-from .model import (
+from newsletter.email import markdown as md
+from newsletter.errors import InputError, Problem
+from newsletter.input import deadline
+from newsletter.input import yamlsource as ys
+from newsletter.input.addresses import address_problem, phone_problem, url_problem
+from newsletter.input.fields import Fields, Reader
+from newsletter.model import (
     Article,
     Block,
     Callout,
@@ -41,7 +42,6 @@ from .model import (
     Person,
     Section,
 )
-from .yamlfields import Fields, Reader
 
 MAX_BLOCKS = 60
 MAX_ITEMS = 50  # people in a contact block, links in a links block

@@ -32,10 +32,11 @@ from starlette.responses import FileResponse, HTMLResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from . import db, members
-from .errors import InputError, Problem
-from .model import Location, Network
-from .tokens import Secrets, read_token, secrets_from_env
+from newsletter.errors import InputError, Problem
+from newsletter.members import database as db
+from newsletter.members import store as members
+from newsletter.members.tokens import Secrets, read_token, secrets_from_env
+from newsletter.model import Location, Network
 
 log = logging.getLogger("newsletter.serve")
 
