@@ -42,7 +42,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from newsletter.email import markdown
 from newsletter.email.personalize import anonymous_recipient, assemble, prepare
 from newsletter.email.render import (
     inline_css,
@@ -53,6 +52,7 @@ from newsletter.email.render import (
 )
 from newsletter.input.config import load_network
 from newsletter.input.issues import load_issue
+from newsletter.text import markdown
 
 REPO = Path(__file__).resolve().parent.parent
 ISSUE = REPO / "tests" / "fixtures" / "twelve-blocks.yaml"

@@ -2,11 +2,16 @@
 
     NewsletterError     anything the CLI reports as a message, never a traceback
     ├── InputError      bad input (issue, config, CSV, command line values): exit 1;
-    │                   carries every Problem found, not just the first
+    │   │               carries every Problem found, not just the first
+    │   └── CheckFailed `check` found errors (or warnings under --strict)
     ├── UsageError      the command line itself is wrong: exit 2
     ├── StateError      the state database refuses (locked, newer schema, corrupt): exit 1
     ├── RenderError     a template or MJML failed on valid input (a bug): exit 1
+    ├── HeaderValueError  a value that would corrupt or inject a header line: exit 1
     └── DeliveryError   sending stopped (config, circuit breaker, failed recipients): exit 1
+
+    AddressError (a ValueError)  why a string is not an address we can send to; the
+                        callers turn it into a Problem where they know the position
 
 A Problem is one finding, compiler style:
 
@@ -79,3 +84,19 @@ class RenderError(NewsletterError):
 
 class DeliveryError(NewsletterError):
     """Sending stopped or finished with failures."""
+
+
+class CheckFailed(InputError):
+    """``check`` found errors (or warnings, under --strict); the problems were printed."""
+
+    def __init__(self, problems: Iterable[Problem], summary: str) -> None:
+        super().__init__(problems)
+        self.args = (summary,)
+
+
+class HeaderValueError(NewsletterError):
+    """A value that would corrupt or inject a header line."""
+
+
+class AddressError(ValueError):
+    """Why a string is not an address we can send to."""

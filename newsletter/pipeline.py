@@ -24,8 +24,8 @@ def check(config: Path, issues: list[Path], *, strict: bool = False) -> None:
     """
     import click
 
-    from newsletter.errors import InputError, Problem, Severity
-    from newsletter.input.checks import CheckFailed, editorial, fold
+    from newsletter.errors import CheckFailed, InputError, Problem, Severity
+    from newsletter.input.checks import editorial, fold
     from newsletter.input.config import load_network
     from newsletter.input.issues import find_issues, load_issue
 
@@ -91,7 +91,8 @@ def _editorial_checks(issue: Issue, network: Network, *, strict: bool) -> None:
     """Print the editorial warnings; under --strict they fail the build."""
     import click
 
-    from newsletter.input.checks import CheckFailed, editorial, fold
+    from newsletter.errors import CheckFailed
+    from newsletter.input.checks import editorial, fold
 
     problems = editorial(issue, network)
     for line in fold(problems):
@@ -282,10 +283,10 @@ def send(config: Path, issue: Path, list_name: str | None, *, proof_to: str | No
     from newsletter.delivery.session import transport_for
     from newsletter.email.render import render_issue
     from newsletter.input.config import load_network
-    from newsletter.input.headers import python_warning
     from newsletter.input.issues import load_issue
     from newsletter.members import database as db
     from newsletter.members.tokens import secrets_from_env
+    from newsletter.text.headers import python_warning
 
     if warning := python_warning():
         click.echo(warning, err=True)

@@ -31,12 +31,13 @@ from test_send_e2e import (
     status_rows,
 )
 
+from newsletter import clock as deadline
+from newsletter.clock import FakeClock, RealClock
 from newsletter.delivery import campaign as delivery
 from newsletter.delivery.engine import RunResult, Sender
-from newsletter.delivery.limits import FakeClock, Limiter, RealClock
+from newsletter.delivery.limits import Limiter
 from newsletter.delivery.session import Transport
 from newsletter.errors import InputError
-from newsletter.input import deadline
 from newsletter.input.issues import load_issue
 from newsletter.model import DeliveryState, Limits, TlsMode
 

@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 
-from newsletter.email.markdown import to_html
 from newsletter.email.personalize import anonymous_recipient, assemble, fill, prepare
 from newsletter.email.render import render_issue
 from newsletter.input.config import load_network
@@ -38,6 +37,7 @@ from newsletter.model import (
     Person,
     Section,
 )
+from newsletter.text.markdown import to_html
 
 REPO = Path(__file__).resolve().parent.parent
 PAYLOAD = "<script>alert(1)</script>&\"'"

@@ -8,7 +8,8 @@ import bisect
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from newsletter.delivery.limits import FakeClock, Limiter
+from newsletter.clock import FakeClock
+from newsletter.delivery.limits import Limiter
 from newsletter.model import Limits
 
 

@@ -22,10 +22,11 @@ from newsletter.email.personalize import (
     prepare,
 )
 from newsletter.email.render import render_issue
+from newsletter.errors import HeaderValueError
 from newsletter.input.config import load_network
-from newsletter.input.headers import HeaderValueError, ascii_address, check_value
 from newsletter.input.issues import load_issue
 from newsletter.model import Network, Recipient, RenderedIssue, RenderMode
+from newsletter.text.headers import ascii_address, check_value
 
 REPO = Path(__file__).resolve().parent.parent
 WHEN = dt.datetime(2016, 12, 5, 9, 30, tzinfo=dt.UTC)
@@ -367,7 +368,7 @@ def test_building_an_email_message_per_recipient_would_be_much_slower() -> None:
 
 
 def test_an_unpatched_python_is_warned_about_and_a_patched_one_is_not() -> None:
-    from newsletter.input.headers import python_warning
+    from newsletter.text.headers import python_warning
 
     warning = python_warning((3, 11, 7))
     assert warning is not None and "3.11.15" in warning

@@ -357,8 +357,8 @@ _MARKDOWN_PIECES = ["word", " ", "\n", "\n\n", "[", "]", "(", ")", "[x]: ", "[x]
 @given(pieces=st.lists(st.sampled_from(_MARKDOWN_PIECES), max_size=30))
 @example(pieces=["[x]: https://example.org/a\n", "[x]: javascript:y\n", "[x]"])  # a duplicate
 def test_markdown_parsed_by_the_loader_renders_as_if_parsed_afresh(pieces: list[str]) -> None:
-    from newsletter.email import markdown
-    from newsletter.email.plaintext import LinkRefs
+    from newsletter.text import markdown
+    from newsletter.text.plaintext import LinkRefs
 
     text = "".join(pieces)
     markdown.clear_cache()
@@ -604,7 +604,7 @@ def test_write_build_failing_midway_keeps_the_old_folder_and_leaves_no_staging(
 def test_the_text_wrapper_makes_the_same_lines_as_textwrap(text: str, indent: str) -> None:
     import textwrap
 
-    from newsletter.email.plaintext import WIDTH, oneline, wrap
+    from newsletter.text.plaintext import WIDTH, oneline, wrap
 
     expected = "\n".join(textwrap.wrap(oneline(text), width=WIDTH, initial_indent=indent,
                                        subsequent_indent=" " * len(indent),

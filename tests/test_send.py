@@ -350,7 +350,7 @@ def test_a_server_that_cannot_be_reached_stops_the_run_and_leaves_everyone_to_se
 
 def test_a_message_that_cannot_be_built_fails_alone_and_the_rest_are_sent(
         tmp_path: Path) -> None:
-    from newsletter.input.headers import HeaderValueError
+    from newsletter.errors import HeaderValueError
 
     campaign = Campaign(tmp_path, 5)
     poisoned = campaign.ids[address(2)]

@@ -13,7 +13,7 @@ from email_validator import EmailNotValidError, validate_email
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from newsletter.input.addresses import _PLAIN_ADDRESS, AddressError
+from newsletter.errors import AddressError
 from newsletter.members import csvfiles as subscribers
 from newsletter.members.csvfiles import (
     ExportRow,
@@ -23,6 +23,7 @@ from newsletter.members.csvfiles import (
     parse_csv,
     unneutralise,
 )
+from newsletter.text.addresses import _PLAIN_ADDRESS
 
 FIXTURES = Path(__file__).parent / "fixtures" / "csv"
 BAD = sorted(p.stem for p in (FIXTURES / "bad").glob("*.csv"))

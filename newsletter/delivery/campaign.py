@@ -30,15 +30,21 @@ from typing import TYPE_CHECKING
 import click
 import msgspec
 
+from newsletter import clock as deadline
 from newsletter.delivery import ledger
 from newsletter.delivery.dkim import signer_for
 from newsletter.delivery.engine import Build, RunResult, Sender
 from newsletter.delivery.limits import DAY
 from newsletter.delivery.replies import Action
 from newsletter.delivery.session import Transport, send_one, transport_for
-from newsletter.errors import DeliveryError, InputError, Problem, StateError, UsageError
-from newsletter.input import deadline
-from newsletter.input.addresses import AddressError, checked_address
+from newsletter.errors import (
+    AddressError,
+    DeliveryError,
+    InputError,
+    Problem,
+    StateError,
+    UsageError,
+)
 from newsletter.members import database as db
 from newsletter.members import store as members
 from newsletter.members.tokens import Secrets, secrets_from_env
@@ -51,6 +57,7 @@ from newsletter.model import (
     Recipient,
     RenderedIssue,
 )
+from newsletter.text.addresses import checked_address
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID

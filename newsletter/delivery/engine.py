@@ -46,8 +46,9 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from newsletter.clock import Clock, RealClock
 from newsletter.delivery import ledger
-from newsletter.delivery.limits import DAY, HOUR, Clock, Limiter, RealClock
+from newsletter.delivery.limits import DAY, HOUR, Limiter
 from newsletter.delivery.replies import Action, Verdict
 from newsletter.delivery.session import Attempt, Session, Transport
 from newsletter.errors import NewsletterError

@@ -19,49 +19,16 @@ The clock is injected: tests use FakeClock, whose sleep() only moves its time fo
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import deque
 from collections.abc import Iterable
-from typing import Protocol
 
+from newsletter.clock import Clock
 from newsletter.model import Limits
 
 # The limit windows, in seconds; the daily cap is a rolling 24 h, counted from the ledger.
 MINUTE = 60.0
 HOUR = 3600.0
 DAY = 86400.0
-
-
-class Clock(Protocol):
-    def now(self) -> float: ...
-
-    async def sleep(self, seconds: float) -> None: ...
-
-
-class RealClock:
-    """Wall-clock time (the ledger stores it), asyncio sleeps."""
-
-    def now(self) -> float:
-        return time.time()
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
-
-
-class FakeClock:
-    """A clock that moves only when someone sleeps: tests run limits in no real time."""
-
-    def __init__(self, start: float = 1_000_000.0) -> None:
-        self.t = start
-        self.slept = 0.0
-
-    def now(self) -> float:
-        return self.t
-
-    async def sleep(self, seconds: float) -> None:
-        self.t += max(0.0, seconds)
-        self.slept += max(0.0, seconds)
-        await asyncio.sleep(0)
 
 
 class Window:

@@ -28,8 +28,8 @@ import msgspec
 from newsletter.delivery import ledger
 from newsletter.delivery.replies import Action, Stage, Verdict, classify, lost, parse_reply
 from newsletter.errors import DeliveryError
-from newsletter.input.addresses import is_loopback
 from newsletter.model import Smtp, TlsMode
+from newsletter.text.addresses import is_loopback
 
 # --------------------------------------------------------------------------- the transport
 

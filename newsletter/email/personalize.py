@@ -29,9 +29,10 @@ from email.utils import format_datetime, formataddr
 
 import msgspec
 
-from newsletter.input.addresses import url_problem
-from newsletter.input.headers import HeaderValueError, ascii_address, check_value
+from newsletter.errors import HeaderValueError
 from newsletter.model import Issue, Network, Recipient, RenderedIssue, RenderMode, Slot
+from newsletter.text.addresses import url_problem
+from newsletter.text.headers import ascii_address, check_value
 
 MAX_LINE = 998
 FOLD_AT = 78

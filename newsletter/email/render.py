@@ -27,10 +27,10 @@ import jinja2
 import mjml
 import msgspec
 
-from newsletter.email.plaintext import LinkRefs, tidy
 from newsletter.email.templating import html_environment, text_environment
 from newsletter.errors import InputError, Problem, RenderError
 from newsletter.model import Image, Issue, Location, Network, RenderedIssue, RenderMode
+from newsletter.text.plaintext import LinkRefs, tidy
 
 EMAIL_TEMPLATE = "email/base.mjml.j2"
 TEXT_TEMPLATE = "text/base.txt.j2"

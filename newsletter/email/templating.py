@@ -37,9 +37,9 @@ from jinja2 import (
 from jinja2.bccache import Bucket, bc_magic
 from markupsafe import Markup
 
-from newsletter.email import markdown
-from newsletter.email.plaintext import heading, oneline, wrap
 from newsletter.model import Event, RenderMode, Slot
+from newsletter.text import markdown
+from newsletter.text.plaintext import heading, oneline, wrap
 
 _DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
 _MONTHS = ("January", "February", "March", "April", "May", "June", "July", "August",

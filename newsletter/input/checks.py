@@ -16,9 +16,9 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
 
-from newsletter.email.markdown import parts
-from newsletter.errors import InputError, Problem, Severity
+from newsletter.errors import Problem, Severity
 from newsletter.model import Article, Callout, Contact, Event, Issue, Link, Links, Location, Network
+from newsletter.text.markdown import parts
 
 SUBJECT_LEN = 60
 ALT_LEN = 150
@@ -27,14 +27,6 @@ FOLD_AFTER = 3
 VAGUE_LINK_TEXT = frozenset({"click here", "here", "read more", "this link", "link", "more",
                              "click", "click this link", "more here", "this"})
 _PLACEHOLDER = re.compile(r"\b(?:TK|TODO|TBC|XXX)\b|\b[Ll]orem ipsum\b|\{\{.*?\}\}")
-
-
-class CheckFailed(InputError):
-    """``check`` found errors (or warnings, under --strict); the problems were printed."""
-
-    def __init__(self, problems: Iterable[Problem], summary: str) -> None:
-        super().__init__(problems)
-        self.args = (summary,)
 
 
 def editorial(issue: Issue, network: Network | None = None) -> list[Problem]:

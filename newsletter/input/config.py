@@ -22,7 +22,6 @@ from pathlib import Path
 
 from newsletter.errors import InputError, Problem
 from newsletter.input import yamlsource as ys
-from newsletter.input.addresses import address_problem, is_loopback, phone_problem, url_problem
 from newsletter.input.fields import Fields, Reader
 from newsletter.model import (
     ArchiveSettings,
@@ -37,6 +36,7 @@ from newsletter.model import (
     TlsMode,
     Unsubscribe,
 )
+from newsletter.text.addresses import address_problem, is_loopback, phone_problem, url_problem
 
 TOP_KEYS = ("name", "language", "sender", "reply_to", "website", "archive_url", "list_id",
             "helpline", "brand", "unsubscribe", "smtp", "limits", "archive", "database")

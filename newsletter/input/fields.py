@@ -17,9 +17,9 @@ from typing import TypeVar
 import msgspec
 
 from newsletter.errors import InputError, Problem, Severity
-from newsletter.input.headers import FORBIDDEN as _HEADER_BAD
 from newsletter.input.yamlsource import Mapping, Node, Scalar, Sequence, describe, join
 from newsletter.model import Location
+from newsletter.text.headers import FORBIDDEN as _HEADER_BAD
 
 _N = TypeVar("_N", int, float)
 

@@ -13,6 +13,7 @@ editor hears about it from ``check``, on the right line.
 
 from __future__ import annotations
 
+import datetime as dt
 import functools
 import hashlib
 import re
@@ -21,11 +22,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import TypeVar
 
-from newsletter.email import markdown as md
 from newsletter.errors import InputError, Problem
-from newsletter.input import deadline
 from newsletter.input import yamlsource as ys
-from newsletter.input.addresses import address_problem, phone_problem, url_problem
 from newsletter.input.fields import Fields, Reader
 from newsletter.model import (
     Article,
@@ -42,6 +40,8 @@ from newsletter.model import (
     Person,
     Section,
 )
+from newsletter.text import markdown as md
+from newsletter.text.addresses import address_problem, phone_problem, url_problem
 
 MAX_BLOCKS = 60
 MAX_ITEMS = 50  # people in a contact block, links in a links block
@@ -194,7 +194,7 @@ class _IssueReader:
                     "this program reads version 1")
         title = r.text(f, "title", max_len=TITLE_LEN, header=True)
         date = r.date(f, "date")
-        send_by = deadline.read(r, f, date)
+        send_by = _send_by(r, f, date)
         number = r.integer(f, "number", minimum=1)
         subject = r.text(f, "subject", max_len=TITLE_LEN, header=True)
         preheader = r.text(f, "preheader", max_len=300)
@@ -439,3 +439,39 @@ class _IssueReader:
                     "paths are relative to the issue file's folder")
             return None
         return resolved
+
+
+# --------------------------------------------------------------------------- send_by
+# UK local time, like event times; newsletter/clock.py says when it falls.
+
+_SEND_BY = "send_by"
+_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_DAY_AND_TIME = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[T ]")
+
+
+def _send_by(r: Reader, f: Fields, date: dt.date | None) -> dt.date | None:
+    """``send_by``: a date and time (the exact form of event times), or a date.
+
+    Problems are recorded on ``r`` like any other field's; so is a deadline before the
+    issue's own ``date``.
+    """
+    if not f.has(_SEND_BY):
+        return None
+    node = f.values[_SEND_BY]
+    text = node.text.strip() if isinstance(node, ys.Scalar) else ""
+    value: dt.date | None
+    if _DAY.fullmatch(text):
+        value = r.date(f, _SEND_BY)
+    elif _DAY_AND_TIME.match(text):  # the rest of the form is checked as for event times
+        value = r.datetime(f, _SEND_BY)
+    else:
+        r.error(node, f.key(_SEND_BY), "expected a date like 2017-03-10 or a date and time like "
+                f"2017-03-10 09:00, found {ys.describe(node)}",
+                "UK local time, 24-hour clock; a date alone means until the end of that day")
+        return None
+    day = value.date() if isinstance(value, dt.datetime) else value
+    if day is not None and date is not None and day < date:
+        r.error(node, f.key(_SEND_BY), f"{text} is before the issue's date, {date:%Y-%m-%d}",
+                "the deadline for sending an issue cannot come before the issue")
+        return None
+    return value

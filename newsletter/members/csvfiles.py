@@ -25,9 +25,9 @@ from pathlib import Path
 
 import msgspec
 
-from newsletter.errors import InputError, Problem, Severity
-from newsletter.input.addresses import AddressError, checked_address
+from newsletter.errors import AddressError, InputError, Problem, Severity
 from newsletter.model import Location
+from newsletter.text.addresses import checked_address
 
 EMAIL = "email"
 NAME = "name"

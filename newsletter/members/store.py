@@ -26,8 +26,7 @@ from pathlib import Path
 
 import msgspec
 
-from newsletter.errors import InputError, Problem
-from newsletter.input.addresses import AddressError
+from newsletter.errors import AddressError, InputError, Problem
 from newsletter.members.csvfiles import ExportRow, MemberRow, normalise_address
 from newsletter.members.database import connect, transaction
 from newsletter.members.tokens import Secrets, make_token

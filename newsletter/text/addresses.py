@@ -15,16 +15,14 @@ import ipaddress
 import re
 from urllib.parse import urlsplit
 
+from newsletter.errors import AddressError
+
 _PLAIN_ADDRESS = re.compile(
     r"[A-Za-z0-9_+-]+(?:\.[A-Za-z0-9_+-]+)*"
     r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}"
 )
 _PHONE = re.compile(r"\+?[0-9][0-9 ().-]*")
 _SPECIAL_USE = ("arpa", "invalid", "local", "localhost", "onion", "test")
-
-
-class AddressError(ValueError):
-    """Why a string is not an address we can send to."""
 
 
 def checked_address(text: str) -> str:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 import sys
 
-from newsletter.errors import NewsletterError
+from newsletter.errors import HeaderValueError
 
 # C0 controls (TAB included: no header value we write needs one), DEL, C1 controls,
 # the Unicode line and paragraph separators, and the start of an RFC 2047 encoded-word.
@@ -40,10 +40,6 @@ def python_warning(version: tuple[int, int, int] = sys.version_info[:3]) -> str 
     return (f"warning: Python {shown} predates the email header-injection fixes "
             f"(CVE-2024-6923, CVE-2026-1299); newsletter checks every header value itself, "
             f"but upgrade to {wanted} or later")
-
-
-class HeaderValueError(NewsletterError):
-    """A value that would corrupt or inject a header line."""
 
 
 def value_problem(value: str) -> str | None:

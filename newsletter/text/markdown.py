@@ -28,8 +28,8 @@ import nh3
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
 
-from newsletter.email.plaintext import LinkRefs, heading, wrap
-from newsletter.input.addresses import LINK_SCHEMES, url_problem
+from newsletter.text.addresses import LINK_SCHEMES, url_problem
+from newsletter.text.plaintext import LinkRefs, heading, wrap
 
 _TAGS = frozenset({"p", "a", "strong", "em", "ul", "ol", "li", "br", "code", "pre",
                    "blockquote", "h3", "hr"})
