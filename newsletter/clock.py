@@ -101,6 +101,13 @@ def words(send_by: dt.date) -> str:
     return f"{send_by:%Y-%m-%d} (until the end of that day, UK time)"
 
 
+def utc_time(timestamp: float | None) -> str:
+    """A moment as the ledger's messages show it: ``2017-03-10 09:00:12 UTC`` (None: -)."""
+    if timestamp is None:
+        return "-"
+    return dt.datetime.fromtimestamp(timestamp, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
 def uk_time(timestamp: float) -> str:
     """A moment on the same clock as the deadline: ``2017-03-10 09:00:12 UK time``."""
     return f"{dt.datetime.fromtimestamp(timestamp, _zone()):%Y-%m-%d %H:%M:%S} UK time"

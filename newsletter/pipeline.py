@@ -1,31 +1,57 @@
 """The order of work for every command, readable in one place.
 
-Each function here is what one CLI command does: load what it needs, run the stages in
-order, write outputs at the edge. Stage modules do the work; this file only sequences it.
+Each function here is what one command does: load what it needs, run the stages in order,
+write outputs at the edge, and return what happened as a value. Nothing here prints: the
+command line (newsletter/cli/) turns the values into words, progress and exit codes. Stage
+modules do the work; this file only sequences it. The clock is given by the caller.
 """
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
+from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
+
+import msgspec
+
+from newsletter.errors import CheckFailed, InputError, Problem, Severity
+from newsletter.model import Issue, Network, RenderedIssue
 
 if TYPE_CHECKING:
-    from newsletter.model import Issue, Network
+    from newsletter.archive import BuildReport
+    from newsletter.clock import Clock
+    from newsletter.delivery.campaign import Plan, SendReport
+    from newsletter.delivery.proof import DryRun, Proof
+    from newsletter.delivery.status import SendStatus
+    from newsletter.members.csvfiles import CsvImport
+    from newsletter.members.store import ImportResult, Listing
+    from newsletter.model import Subscriber
 
 
 # --------------------------------------------------------------------------- editors
 
 
-def check(config: Path, issues: list[Path], *, strict: bool = False) -> None:
-    """Validate newsletter.yaml and the issues; report every problem at once.
+class Checked(msgspec.Struct, frozen=True):
+    """``check``: how many issues were read, and every problem found, in file order."""
 
-    Problems go to stderr compiler-style (repeated warnings folded), a one-line summary to
-    stdout; errors, or warnings under ``strict``, fail with exit code 1.
-    """
-    import click
+    issues: int
+    problems: tuple[Problem, ...]
 
-    from newsletter.errors import CheckFailed, InputError, Problem, Severity
-    from newsletter.input.checks import editorial, fold
+    @property
+    def errors(self) -> int:
+        return sum(p.severity is Severity.ERROR for p in self.problems)
+
+    @property
+    def warnings(self) -> int:
+        return len(self.problems) - self.errors
+
+
+def check(config: Path, issues: list[Path]) -> Checked:
+    """Validate newsletter.yaml and the issues; every problem at once."""
+    from newsletter.input.checks import editorial
     from newsletter.input.config import load_network
     from newsletter.input.issues import find_issues, load_issue
 
@@ -41,26 +67,21 @@ def check(config: Path, issues: list[Path], *, strict: bool = False) -> None:
             problems.extend(editorial(load_issue(path, network), network))
         except InputError as e:
             problems.extend(e.problems)
-    for line in fold(problems):
-        click.echo(line, err=True)
-    errors = sum(p.severity is Severity.ERROR for p in problems)
-    warnings = len(problems) - errors
-
-    def count(n: int, word: str) -> str:
-        return f"{n} {word}{'' if n == 1 else 's'}"
-
-    click.echo(f"{count(len(paths), 'issue')} checked: {count(errors, 'error')}, "
-               f"{count(warnings, 'warning')}")
-    if errors:
-        raise CheckFailed(problems, f"check failed: {count(errors, 'error')}")
-    if strict and warnings:
-        raise CheckFailed(problems, f"check failed: {count(warnings, 'warning')} (--strict)")
+    return Checked(len(paths), tuple(problems))
 
 
-def build(config: Path, issue: Path, output: Path | None, *, strict: bool = False) -> Path:
-    """Render one issue to email.html, email.txt and email.eml; return the folder."""
-    import click
+class Built(msgspec.Struct, frozen=True):
+    slug: str
+    folder: Path
+    html_bytes: int
+    warnings: tuple[Problem, ...]  # editorial warnings (the build went ahead)
 
+
+def build(config: Path, issue: Path, output: Path | None, *, strict: bool = False) -> Built:
+    """Render one issue to email.html, email.txt and email.eml in a folder.
+
+    Under ``strict``, editorial warnings refuse the build (CheckFailed, nothing written).
+    """
     from newsletter.email.personalize import (
         anonymous_recipient,
         assemble,
@@ -74,32 +95,27 @@ def build(config: Path, issue: Path, output: Path | None, *, strict: bool = Fals
 
     network = load_network(config)
     loaded = load_issue(issue, network)
-    _editorial_checks(loaded, network, strict=strict)
+    warnings = _editorial(loaded, network, strict=strict)
     rendered = render_issue(loaded, network)
     reader = anonymous_recipient(network, loaded.slug)
     message = assemble(prepare(rendered, network), reader, sample_date(loaded))
     html, text = fill(rendered, reader)
     folder = output if output is not None else network.root / "build" / loaded.slug
-    write_build(folder, {"email.html": html.encode("utf-8"), "email.txt": text.encode("utf-8"),
+    data = html.encode("utf-8")
+    write_build(folder, {"email.html": data, "email.txt": text.encode("utf-8"),
                          "email.eml": message}, local_images(loaded))
-    click.echo(f"built {loaded.slug}: {folder}/email.html, email.txt, email.eml "
-               f"({len(html.encode('utf-8')) // 1024} KB of HTML)")
-    return folder
+    return Built(loaded.slug, folder, len(data), warnings)
 
 
-def _editorial_checks(issue: Issue, network: Network, *, strict: bool) -> None:
-    """Print the editorial warnings; under --strict they fail the build."""
-    import click
+def _editorial(issue: Issue, network: Network, *, strict: bool) -> tuple[Problem, ...]:
+    """The editorial warnings; under --strict they refuse the build."""
+    from newsletter.input.checks import editorial
 
-    from newsletter.errors import CheckFailed
-    from newsletter.input.checks import editorial, fold
-
-    problems = editorial(issue, network)
-    for line in fold(problems):
-        click.echo(line, err=True)
+    problems = tuple(editorial(issue, network))
     if strict and problems:
         n = len(problems)
         raise CheckFailed(problems, f"build refused: {n} warning{'s' * (n != 1)} (--strict)")
+    return problems
 
 
 def preview(config: Path, issue: Path, *, port: int, open_browser: bool) -> None:
@@ -109,130 +125,105 @@ def preview(config: Path, issue: Path, *, port: int, open_browser: bool) -> None
     serve_preview(config, issue, port=port, open_browser=open_browser)
 
 
-def archive(config: Path, output: Path) -> Path:
+def archive(config: Path, output: Path) -> BuildReport:
     """Build the static archive site from every issue."""
-    import click
-
     from newsletter.archive import build_site
     from newsletter.input.config import load_network
     from newsletter.input.issues import find_issues, load_issue
 
     network = load_network(config)
-    report = build_site(network, find_issues(network.root), output,
-                        lambda path: load_issue(path, network))
-    click.echo(f"archive: {report.issues} issues in {output}/ ({len(report.written)} files "
-               f"written, {len(report.kept)} unchanged, {len(report.loaded)} issues rendered)")
-    return output
+    return build_site(network, find_issues(network.root), output,
+                      lambda path: load_issue(path, network))
 
 
 # --------------------------------------------------------------------------- members
 
 
+class Imported(msgspec.Struct, frozen=True):
+    read: CsvImport  # the CSV as read: its path, duplicates and skipped rows
+    result: ImportResult
+
+
 def import_subscribers(config: Path, csv_file: Path, list_name: str, *, consent: str | None,
-                       skip_invalid: bool, dry_run: bool, update: bool = False) -> None:
+                       skip_invalid: bool, dry_run: bool, update: bool = False) -> Imported:
     """Validate the whole CSV first, then add its members to a list in one transaction.
 
     With ``update``, members already on file also take the CSV's names, organisations and
     other columns (same transaction; never their status or consent).
     """
-    from contextlib import closing
-
-    import click
-
     from newsletter.input.config import load_network
-    from newsletter.members import csvfiles as subscribers
+    from newsletter.members import csvfiles
     from newsletter.members import database as db
     from newsletter.members import store as members
 
     network = load_network(config)
     members.check_list_name(list_name)
-    parsed = subscribers.read_csv(csv_file, consent=consent)
+    parsed = csvfiles.read_csv(csv_file, consent=consent)
     if not skip_invalid:
         parsed.require_valid()
-    for problem in parsed.duplicates:
-        click.echo(str(problem), err=True)
-    for problem in parsed.problems:
-        click.echo(f"{problem} (row skipped)", err=True)
     # a dry run against no database yet is a dry run against an empty one, in memory
     fresh = dry_run and not network.database.is_file()
     with closing(db.connect(Path(":memory:") if fresh else network.database)) as conn:
         result = members.import_rows(conn, list_name, parsed.rows, dry_run=dry_run,
                                      update=update)
-    for line in members.import_report(result, parsed.path):
-        click.echo(line)
+    return Imported(parsed, result)
 
 
-def export_subscribers(config: Path, list_name: str | None, output: Path | None) -> None:
-    """Subscribed members as spreadsheet-safe CSV, to a file (atomically) or stdout."""
-    import click
-
+def export_subscribers(config: Path, list_name: str | None, output: Path | None) -> str | None:
+    """Subscribed members as spreadsheet-safe CSV: written to ``output`` (atomically), or
+    returned when there is no output file."""
     from newsletter.input.config import load_network
-    from newsletter.members import csvfiles as subscribers
+    from newsletter.members import csvfiles
     from newsletter.members import store as members
 
     network = load_network(config)
     with members.existing(network.database) as conn:
         members.require_list(conn, list_name)
-        text = subscribers.export_csv(members.export_rows(conn, list_name))
+        text = csvfiles.export_csv(members.export_rows(conn, list_name))
     if output is None:
-        click.echo(text, nl=False)
-    else:
-        subscribers.write_export(output, text)
+        return text
+    csvfiles.write_export(output, text)
+    return None
 
 
-def list_subscribers(config: Path, list_name: str | None) -> None:
-    """One line per membership: address, list, status, since, name (organisation)."""
-    import click
-
+def list_subscribers(config: Path, list_name: str | None) -> list[Listing]:
+    """One entry per membership."""
     from newsletter.input.config import load_network
     from newsletter.members import store as members
 
     network = load_network(config)
     with members.existing(network.database) as conn:
         members.require_list(conn, list_name)
-        for m in members.listing(conn, list_name):
-            who = m.name or ""
-            if m.organisation:
-                who += f" ({m.organisation})"
-            click.echo(f"{m.email or '(removed)':<40} {m.list_name:<12} {m.status:<12} "
-                       f"{m.changed_at[:10]}  {who}".rstrip())
+        return list(members.listing(conn, list_name))
 
 
-def count_subscribers(config: Path, list_name: str | None) -> None:
+def count_subscribers(config: Path, list_name: str | None) -> list[tuple[str, str, int]]:
     """Members per list and status."""
-    import click
-
     from newsletter.input.config import load_network
     from newsletter.members import store as members
 
     network = load_network(config)
     with members.existing(network.database) as conn:
         members.require_list(conn, list_name)
-        for name, status, count in members.counts(conn, list_name):
-            click.echo(f"{name}\t{status}\t{count}")
+        return members.counts(conn, list_name)
 
 
-def unsubscribe(config: Path, email: str, list_name: str | None) -> None:
-    """Unsubscribe one member from one list or all; they stay suppressed."""
-    import click
+def unsubscribe(config: Path, email: str, list_name: str | None) -> tuple[str, bool]:
+    """Unsubscribe one member from one list or all; they stay suppressed.
 
+    (the address as stored, whether anything changed).
+    """
     from newsletter.input.config import load_network
     from newsletter.members import store as members
 
     network = load_network(config)
     with members.existing(network.database) as conn:
         members.require_list(conn, list_name)
-        address, changed = members.unsubscribe_address(conn, email, list_name,
-                                                       "unsubscribed by an editor")
-    scope = list_name or "every list"
-    click.echo(f"{address}: {'unsubscribed' if changed else 'already unsubscribed'} "
-               f"from {scope}")
+        return members.unsubscribe_address(conn, email, list_name, "unsubscribed by an editor")
 
 
-def remove_subscriber(config: Path, email: str) -> None:
+def remove_subscriber(config: Path, email: str) -> Subscriber:
     """Erase a member's personal data; a salted hash keeps them from being re-added."""
-    import click
-
     from newsletter.delivery import ledger
     from newsletter.input.config import load_network
     from newsletter.members import database as db
@@ -245,8 +236,7 @@ def remove_subscriber(config: Path, email: str) -> None:
             removed = members.remove(conn, email)
             ledger.forget_subscriber(conn, removed.id)
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # no erased value left in the WAL
-    click.echo(f"{email}: removed (personal data erased; the address can never be "
-               "imported again)")
+    return removed
 
 
 def serve(config: Path, directory: Path, *, host: str, port: int) -> None:
@@ -266,83 +256,125 @@ def serve(config: Path, directory: Path, *, host: str, port: int) -> None:
 # --------------------------------------------------------------------------- delivery
 
 
-def send(config: Path, issue: Path, list_name: str | None, *, proof_to: str | None,
-         dry_run: Path | None, assume_yes: bool, retry_unknown: bool) -> int:
-    """Send (or resume sending) an issue; return the exit code.
+class Loaded(msgspec.Struct, frozen=True):
+    """An issue ready to send: its settings, its source, and its one render."""
 
-    Render once; then a proof (--to), a dry run (--dry-run) or the campaign: plan, refuse
-    if the send-by deadline has passed, confirm, snapshot the list into the ledger (before
-    any connection), deliver, report.
-    """
-    import time
+    network: Network
+    issue: Issue
+    rendered: RenderedIssue
 
-    import click
 
-    from newsletter.delivery import campaign as delivery
-    from newsletter.delivery import ledger
-    from newsletter.delivery.session import transport_for
+def load_for_sending(config: Path, issue: Path) -> Loaded:
+    """Load and render once: proofs, dry runs and the send all start here."""
     from newsletter.email.render import render_issue
     from newsletter.input.config import load_network
     from newsletter.input.issues import load_issue
-    from newsletter.members import database as db
-    from newsletter.members.tokens import secrets_from_env
-    from newsletter.text.headers import python_warning
 
-    if warning := python_warning():
-        click.echo(warning, err=True)
     network = load_network(config)
     loaded = load_issue(issue, network)
-    rendered = render_issue(loaded, network)
-    late = delivery.late_note(loaded, time.time())
-    if late and (proof_to is not None or dry_run is not None):  # not refused: told
-        click.echo(late, err=True)
-    if proof_to is not None:
-        return delivery.proof(network, rendered, proof_to)
-    assert list_name is not None  # the CLI requires --list without --to
-    if dry_run is not None:
-        return delivery.dry_run(network, rendered, list_name, dry_run)
+    return Loaded(network, loaded, render_issue(loaded, network))
+
+
+def proof(loaded: Loaded, address: str, clock: Clock) -> Proof:
+    """One test message, subject prefixed "[TEST] ", to one address."""
+    from newsletter.delivery.proof import proof as send_proof
+
+    return send_proof(loaded.network, loaded.rendered, address, clock)
+
+
+def dry_run(loaded: Loaded, list_name: str, folder: Path, clock: Clock) -> DryRun:
+    """Each recipient's exact message as a .eml file; nothing sent, nothing recorded."""
+    from newsletter.delivery.proof import dry_run as write_messages
+
+    return write_messages(loaded.network, loaded.rendered, list_name, folder, clock)
+
+
+class SendEvents(Protocol):
+    """What the command line is told while a send goes on (and how it answers)."""
+
+    def planned(self, plan: Plan) -> None:
+        """The plan, before anything is written; raise UsageError to stop there."""
+
+    def recorded(self, count: int) -> None:
+        """The snapshot wrote ``count`` pending rows."""
+
+    def sending(self, due: int) -> contextlib.AbstractContextManager[Callable[[str], None]]:
+        """For the run: a function told each row's new state."""
+
+
+def send(loaded: Loaded, list_name: str, events: SendEvents, clock: Clock, *,
+         retry_unknown: bool) -> SendReport:
+    """Send (or resume sending) an issue to a list.
+
+    Refuse if another run holds the lock; plan; refuse if the send-by deadline has passed;
+    show the plan (the caller may stop there); snapshot the list into the ledger, before any
+    connection; deliver; report.
+    """
+    from newsletter.delivery import campaign, ledger
+    from newsletter.delivery.messages import message_builder
+    from newsletter.delivery.session import transport_for
+    from newsletter.members import database as db
+    from newsletter.members.tokens import secrets_from_env
+
+    network, issue, rendered = loaded.network, loaded.issue, loaded.rendered
     transport = transport_for(network.smtp, network.sender_domain)
-    build = delivery.message_builder(network, rendered)
+    build = message_builder(network, rendered)
     secrets = secrets_from_env()
-    conn = db.connect(network.database)
-    try:
-        plan = delivery.plan(conn, network, rendered, list_name, transport,
+    with closing(db.connect(network.database)) as conn:
+        campaign.check_not_locked(conn, clock)
+        plan = campaign.plan(conn, network, rendered, list_name, transport, clock,
                              retry_unknown=retry_unknown)
-        delivery.refuse_if_late(loaded, plan, list_name, time.time())
-        click.echo(plan.text)
+        campaign.refuse_if_late(issue, plan, clock)
+        events.planned(plan)
         result = None
         if plan.due:
-            delivery.confirm(assume_yes)
-            with ledger.locked(conn, rendered.slug) as lock:
+            with ledger.locked(conn, rendered.slug, clock.now()) as lock:
                 if not plan.resuming:
-                    delivery.snapshot(conn, network, rendered, list_name, secrets)
-                result = delivery.deliver(network, rendered.slug, transport, build, lock,
-                                          due=plan.due, retry_unknown=retry_unknown,
-                                          send_by=loaded.send_by)
-        return delivery.report(conn, rendered.slug, result, loaded.send_by)
-    finally:
-        conn.close()
+                    written = campaign.snapshot(conn, network, rendered, list_name, secrets,
+                                                clock)
+                    if written is not None:
+                        events.recorded(written)
+                with events.sending(plan.due) as on_outcome:
+                    result = campaign.deliver(network, rendered.slug, transport, build, lock,
+                                              clock, retry_unknown=retry_unknown,
+                                              send_by=issue.send_by, on_outcome=on_outcome)
+        return campaign.report(conn, rendered.slug, result, issue.send_by, clock)
 
 
-def status(config: Path, issue: Path | None, csv_out: Path | None) -> None:
-    """Counts by state per issue; one issue's failures, deferrals, unknowns, deadline; CSV."""
-    from contextlib import suppress
+class Status(msgspec.Struct, frozen=True):
+    """``status``: every send, or one issue's (with its deadline and problem rows)."""
 
-    from newsletter.delivery import campaign as delivery
-    from newsletter.errors import InputError
+    slug: str | None  # the one issue asked about
+    issue: Path | None
+    sends: tuple[SendStatus, ...]
+    send_by: dt.date | None  # the one issue's deadline, when its file loads
+    csv: Path | None  # written
+
+
+def status(config: Path, issue: Path | None, csv_out: Path | None) -> Status:
+    """Counts by state per issue; one issue's failures, deferrals, unknowns, deadline; CSV.
+
+    An issue is found in the ledger by its slug (the file name), so the status of a sent
+    issue still shows after its file is renamed or removed.
+    """
+    from newsletter.delivery import status as ledger_status
     from newsletter.input.config import load_network
     from newsletter.input.issues import load_issue
+    from newsletter.members import database as db
+    from newsletter.model import Location
 
     network = load_network(config)
     send_by = None
     if issue is not None and issue.is_file():
-        with suppress(InputError):  # the ledger's story stands alone; `check` reports the file
+        with contextlib.suppress(InputError):  # the ledger's story stands alone
             send_by = load_issue(issue, network).send_by
-    delivery.status(network, issue, csv_out, send_by)
-
-
-def demo(config: Path, output: Path) -> None:
-    """The whole pipeline on the sample data, to a local SMTP server writing a Maildir."""
-    from newsletter.cli.demo import run_demo
-
-    run_demo(config, output)
+    slug = issue.stem if issue is not None else None
+    with closing(db.connect(network.database)) as conn:
+        sends = ledger_status.sends(conn, slug)
+        if issue is not None and not sends and not issue.is_file():
+            raise InputError([Problem(
+                Location(str(issue)), "", "no such issue file, and nothing was sent as "
+                f"{slug!r}", hint="`newsletter status` lists every issue sent")])
+        if csv_out is not None:
+            ledger_status.write_csv(conn, [s.record for s in sends], csv_out)
+    return Status(slug, issue, tuple(sends), send_by, csv_out)

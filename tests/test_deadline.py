@@ -32,6 +32,7 @@ from test_send_e2e import (
 )
 
 from newsletter import clock as deadline
+from newsletter.cli.commands import show_report
 from newsletter.clock import FakeClock, RealClock
 from newsletter.delivery import campaign as delivery
 from newsletter.delivery.engine import RunResult, Sender
@@ -195,7 +196,9 @@ def test_a_retry_that_would_fall_after_the_deadline_stays_deferred_and_is_not_wa
     assert row.next_attempt_at is not None and row.next_attempt_at > deadline_at
     assert address(1) not in rcpt_of(server)
     # the report says why it will not be retried, and the send is not done: exit 1
-    code = delivery.report(campaign.conn, "issue", result, uk_wall_clock(deadline_at + 1))
+    report = delivery.report(campaign.conn, "issue", result, uk_wall_clock(deadline_at + 1),
+                             RealClock())
+    code = show_report(report)
     shown = capsys.readouterr()
     assert code == 1
     assert "1 deferred whose next attempt falls after the send-by deadline" in shown.err

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from newsletter.delivery import ledger
+from newsletter.delivery.replies import Reply
 from newsletter.errors import StateError
 from newsletter.members import database as db
 from newsletter.members import store as members
@@ -78,7 +79,7 @@ def test_states_move_forward_only(conn: sqlite3.Connection) -> None:
     start(conn)
     row = ledger.due(conn, "2016-12", 10.0)[0]
     assert ledger.begin_attempt(conn, row.id, 10.0)
-    reply = ledger.Reply(250, "2.0.0", "2.0.0 Ok: queued as X", "dot")
+    reply = Reply(250, "2.0.0", "2.0.0 Ok: queued as X", "dot")
     ledger.record(conn, row.id, DeliveryState.SENT, reply, 11.0)
     assert not ledger.begin_attempt(conn, row.id, 12.0)  # sent stays sent
     ledger.record(conn, row.id, DeliveryState.FAILED, reply, 13.0)  # not attempting: no-op
@@ -97,9 +98,9 @@ def test_due_rows_come_in_id_order_and_deferred_ones_only_when_their_time_comes(
     for r in (first, second):
         ledger.begin_attempt(conn, r.id, 10.0)
     ledger.record(conn, first.id, DeliveryState.DEFERRED,
-                  ledger.Reply(451, "4.3.0", "4.3.0 later", "rcpt"), 10.0, next_attempt_at=50.0)
+                  Reply(451, "4.3.0", "4.3.0 later", "rcpt"), 10.0, next_attempt_at=50.0)
     ledger.record(conn, second.id, DeliveryState.UNKNOWN,
-                  ledger.Reply(None, None, "lost", "dot"), 10.0)
+                  Reply(None, None, "lost", "dot"), 10.0)
     assert first.id not in {r.id for r in ledger.due(conn, "2016-12", 49.0)}
     assert first.id in {r.id for r in ledger.due(conn, "2016-12", 50.0)}
     assert second.id not in {r.id for r in ledger.due(conn, "2016-12", 99.0)}
@@ -113,7 +114,7 @@ def test_deferred_rows_past_the_deadline_expire(conn: sqlite3.Connection) -> Non
     start(conn)
     row = ledger.due(conn, "2016-12", 10.0)[0]
     ledger.begin_attempt(conn, row.id, 10.0)
-    ledger.record(conn, row.id, DeliveryState.DEFERRED, ledger.Reply(451, None, "x", "rcpt"),
+    ledger.record(conn, row.id, DeliveryState.DEFERRED, Reply(451, None, "x", "rcpt"),
                   10.0, next_attempt_at=20.0)
     assert ledger.expire(conn, "2016-12", now=100.0, deadline=100.0) == 0
     assert ledger.expire(conn, "2016-12", now=111.0, deadline=100.0) == 1
@@ -138,7 +139,7 @@ def test_the_daily_count_spans_every_issue(conn: sqlite3.Connection) -> None:
     for issue, at in (("a", 1000.0), ("b", 90000.0)):
         row = ledger.due(conn, issue, at)[0]
         ledger.begin_attempt(conn, row.id, at)
-        ledger.record(conn, row.id, DeliveryState.SENT, ledger.Reply(250, None, "ok", "dot"), at)
+        ledger.record(conn, row.id, DeliveryState.SENT, Reply(250, None, "ok", "dot"), at)
     assert ledger.sent_since(conn, 0.0) == 2
     assert ledger.sent_since(conn, 90000.0 - 86400) == 1
 

@@ -1,4 +1,4 @@
-"""The command line: parse arguments, call pipeline, map errors to exit codes. No logic.
+"""The command line: parse arguments, run the command (commands.py), map errors to exit codes.
 
 Exit codes: 0 success; 1 bad input or recipients that failed for good; 2 usage errors (and
 a send the user declined); 130 a send stopped by Ctrl-C with members still to send.
@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 import click
 
 from newsletter import pipeline
+from newsletter.cli import commands
 from newsletter.errors import NewsletterError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -95,7 +96,7 @@ def main(config: str, debug: bool) -> None:
 @_reported
 def check(ctx: click.Context, issues: tuple[str, ...], strict: bool) -> None:
     """Validate the config and issues (all of issues/ when none are named)."""
-    pipeline.check(_config(ctx), [Path(p) for p in issues], strict=strict)
+    commands.check(_config(ctx), [Path(p) for p in issues], strict=strict)
 
 
 @main.command()
@@ -107,7 +108,7 @@ def check(ctx: click.Context, issues: tuple[str, ...], strict: bool) -> None:
 @_reported
 def build(ctx: click.Context, issue: str, output: str | None, strict: bool) -> None:
     """Write email.html, email.txt and email.eml for one issue."""
-    pipeline.build(_config(ctx), Path(issue), Path(output) if output else None, strict=strict)
+    commands.build(_config(ctx), Path(issue), Path(output) if output else None, strict=strict)
 
 
 @main.command()
@@ -129,7 +130,7 @@ def preview(ctx: click.Context, issue: str, port: int, open_browser: bool) -> No
 @_reported
 def archive(ctx: click.Context, output: str) -> None:
     """Build the static web archive of every issue in issues/."""
-    pipeline.archive(_config(ctx), Path(output))
+    commands.archive(_config(ctx), Path(output))
 
 
 # --------------------------------------------------------------------------- members
@@ -156,7 +157,7 @@ def subscribers() -> None:
 def subscribers_import(ctx: click.Context, csv_file: str, list_name: str, consent: str | None,
                        skip_invalid: bool, dry_run: bool, update: bool) -> None:
     """Import members from a CSV file (an 'email' column is required)."""
-    pipeline.import_subscribers(_config(ctx), Path(csv_file), list_name, consent=consent,
+    commands.import_subscribers(_config(ctx), Path(csv_file), list_name, consent=consent,
                                 skip_invalid=skip_invalid, dry_run=dry_run, update=update)
 
 
@@ -168,7 +169,7 @@ def subscribers_import(ctx: click.Context, csv_file: str, list_name: str, consen
 @_reported
 def subscribers_export(ctx: click.Context, list_name: str | None, output: str | None) -> None:
     """Export members as CSV (safe to open in a spreadsheet)."""
-    pipeline.export_subscribers(_config(ctx), list_name, Path(output) if output else None)
+    commands.export_subscribers(_config(ctx), list_name, Path(output) if output else None)
 
 
 @subscribers.command("list")
@@ -177,7 +178,7 @@ def subscribers_export(ctx: click.Context, list_name: str | None, output: str | 
 @_reported
 def subscribers_list(ctx: click.Context, list_name: str | None) -> None:
     """Show members and their status."""
-    pipeline.list_subscribers(_config(ctx), list_name)
+    commands.list_subscribers(_config(ctx), list_name)
 
 
 @subscribers.command("count")
@@ -186,7 +187,7 @@ def subscribers_list(ctx: click.Context, list_name: str | None) -> None:
 @_reported
 def subscribers_count(ctx: click.Context, list_name: str | None) -> None:
     """Count members by list and status."""
-    pipeline.count_subscribers(_config(ctx), list_name)
+    commands.count_subscribers(_config(ctx), list_name)
 
 
 @subscribers.command("unsubscribe")
@@ -196,7 +197,7 @@ def subscribers_count(ctx: click.Context, list_name: str | None) -> None:
 @_reported
 def subscribers_unsubscribe(ctx: click.Context, email: str, list_name: str | None) -> None:
     """Unsubscribe a member (they stay suppressed)."""
-    pipeline.unsubscribe(_config(ctx), email, list_name)
+    commands.unsubscribe(_config(ctx), email, list_name)
 
 
 @subscribers.command("remove")
@@ -205,7 +206,7 @@ def subscribers_unsubscribe(ctx: click.Context, email: str, list_name: str | Non
 @_reported
 def subscribers_remove(ctx: click.Context, email: str) -> None:
     """Erase a member's personal data, keeping a salted hash so they are never re-added."""
-    pipeline.remove_subscriber(_config(ctx), email)
+    commands.remove_subscriber(_config(ctx), email)
 
 
 # --------------------------------------------------------------------------- delivery
@@ -227,7 +228,7 @@ def send(ctx: click.Context, issue: str, list_name: str | None, proof_to: str | 
     """Send an issue to a list in batches over SMTP; run again to resume."""
     if proof_to is None and list_name is None:
         raise click.UsageError("give --list NAME (or --to ADDRESS for a proof)")
-    code = pipeline.send(_config(ctx), Path(issue), list_name, proof_to=proof_to,
+    code = commands.send(_config(ctx), Path(issue), list_name, proof_to=proof_to,
                          dry_run=Path(dry_run) if dry_run else None, assume_yes=yes,
                          retry_unknown=retry_unknown)
     ctx.exit(code)
@@ -241,7 +242,7 @@ def send(ctx: click.Context, issue: str, list_name: str | None, proof_to: str | 
 @_reported
 def status(ctx: click.Context, issue: str | None, csv_out: str | None) -> None:
     """What was sent, to whom, what failed and why."""
-    pipeline.status(_config(ctx), Path(issue) if issue else None,
+    commands.status(_config(ctx), Path(issue) if issue else None,
                     Path(csv_out) if csv_out else None)
 
 
@@ -264,7 +265,9 @@ def serve(ctx: click.Context, directory: str, host: str, port: int) -> None:
 @_reported
 def demo(ctx: click.Context, output: str) -> None:
     """The whole pipeline on the sample data, over a local SMTP server."""
-    pipeline.demo(_config(ctx), Path(output))
+    from newsletter.cli.demo import run_demo
+
+    run_demo(_config(ctx), Path(output))
 
 
 if __name__ == "__main__":  # pragma: no cover

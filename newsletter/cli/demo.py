@@ -113,7 +113,7 @@ def run_demo(config: Path, folder: Path) -> None:
     """Build, archive, import, send over loopback SMTP to a Maildir, and show the status."""
     from aiosmtpd.controller import Controller
 
-    from newsletter import pipeline
+    from newsletter.cli import commands
 
     port = _free_port()
     copy = _project_copy(config, folder, port)
@@ -127,10 +127,10 @@ def run_demo(config: Path, folder: Path) -> None:
                "leaves 127.0.0.1; the project's own state is not touched.")
 
     for issue in sorted((root / "issues").glob("*.yaml")):
-        _step(f"build {issue.stem}", pipeline.build, copy, issue, folder / "build" / issue.stem)
-    _step("archive", pipeline.archive, copy, folder / "site")
+        _step(f"build {issue.stem}", commands.build, copy, issue, folder / "build" / issue.stem)
+    _step("archive", commands.archive, copy, folder / "site")
     members = root / "subscribers" / "members.csv"
-    _step(f"import {members.name} into list {LIST_NAME}", pipeline.import_subscribers, copy,
+    _step(f"import {members.name} into list {LIST_NAME}", commands.import_subscribers, copy,
           members, LIST_NAME, consent=None, skip_invalid=True, dry_run=False)
 
     newest = _newest_issue(root)
@@ -142,11 +142,11 @@ def run_demo(config: Path, folder: Path) -> None:
     controller.start()
     try:
         _step(f"send {newest.stem} to list {LIST_NAME} (test server on 127.0.0.1:{port})",
-              pipeline.send, copy, newest, LIST_NAME, proof_to=None, dry_run=None,
+              commands.send, copy, newest, LIST_NAME, proof_to=None, dry_run=None,
               assume_yes=True, retry_unknown=False)
     finally:
         controller.stop()
-    _step(f"status {newest.stem}", pipeline.status, copy, newest, None)
+    _step(f"status {newest.stem}", commands.status, copy, newest, None)
 
     config_option = f"--config {copy}"
     click.secho("\n== where to look", bold=True)

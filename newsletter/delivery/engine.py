@@ -49,7 +49,7 @@ import msgspec
 from newsletter.clock import Clock, RealClock
 from newsletter.delivery import ledger
 from newsletter.delivery.limits import DAY, HOUR, Limiter
-from newsletter.delivery.replies import Action, Verdict
+from newsletter.delivery.replies import Action, Reply, Verdict
 from newsletter.delivery.session import Attempt, Session, Transport
 from newsletter.errors import NewsletterError
 from newsletter.members import database as db
@@ -352,7 +352,7 @@ class Sender:
             data = self.build(job.recipient, dt.datetime.fromtimestamp(now, dt.UTC))
         except (NewsletterError, ValueError) as e:
             attempt = Attempt(Verdict(Action.FAIL, why="the message could not be built"),
-                              ledger.Reply(None, None, f"not sent: {e}", "build"))
+                              Reply(None, None, f"not sent: {e}", "build"))
         else:
             attempt = await session.send(self.sender, job.recipient.address, data)
         await self._settle(job, attempt, now)
@@ -443,7 +443,7 @@ class Sender:
         self.on_outcome(state)
 
 
-def _said(reply: ledger.Reply) -> str:
+def _said(reply: Reply) -> str:
     code = f"{reply.code} " if reply.code else ""
     return f"{code}{reply.text} (at {reply.stage})"
 
@@ -474,7 +474,7 @@ def _begin(conn: sqlite3.Connection, job: ledger.Delivery, now: float) -> bool |
 
 
 def _record(conn: sqlite3.Connection, job: ledger.Delivery, state: DeliveryState,
-            reply: ledger.Reply, now: float, next_at: float | None, bounce: bool) -> None:
+            reply: Reply, now: float, next_at: float | None, bounce: bool) -> None:
     ledger.record(conn, job.id, state, reply, now, next_at)
     if bounce:
         members.mark_bounced(conn, job.subscriber_id, job.list_name,

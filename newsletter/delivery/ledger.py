@@ -15,12 +15,12 @@ import os
 import secrets
 import socket
 import sqlite3
-import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 import msgspec
 
+from newsletter.delivery.replies import Reply
 from newsletter.errors import StateError
 from newsletter.members.database import transaction
 from newsletter.model import DeliveryState, Recipient
@@ -138,15 +138,6 @@ class Delivery(msgspec.Struct, frozen=True):
     state: DeliveryState
     attempts: int
     first_attempt_at: float | None
-
-
-class Reply(msgspec.Struct, frozen=True):
-    """What ended an attempt, as recorded: code, enhanced code, text, SMTP stage."""
-
-    code: int | None
-    enhanced: str | None
-    text: str
-    stage: str
 
 
 class Lock(msgspec.Struct, frozen=True):
@@ -321,33 +312,49 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _held(conn: sqlite3.Connection, now: float) -> tuple[StateError | None, bool]:
+    """(why the lock stops us, or None; whether a lock row is there to take over)."""
+    held = conn.execute(GET_LOCK).fetchone()
+    if held is None:
+        return None, False
+    held_issue, pid, held_host, _, started, beat = tuple(held)
+    stale = (held_host == socket.gethostname() and not _alive(pid)) or now - beat > STALE_AFTER
+    if stale:
+        return None, True
+    return StateError(
+        f"{held_issue} is being sent right now (process {pid} on {held_host}, "
+        f"running for {now - started:.0f} s); wait for it to finish, or stop it "
+        "with Ctrl-C, then run this command again"), True
+
+
+def check_not_locked(conn: sqlite3.Connection, now: float) -> None:
+    """StateError when a live run holds the sending lock (nothing is written)."""
+    error, _ = _held(conn, now)
+    if error is not None:
+        raise error
+
+
 def acquire_lock(conn: sqlite3.Connection, issue: str, now: float) -> Lock:
     """Take the single sending lock, or raise StateError naming the run that holds it.
 
     A lock is stale (and taken over) when its process is gone on this host, or its
     heartbeat is older than STALE_AFTER seconds.
     """
-    host = socket.gethostname()
     token = secrets.token_hex(16)
     with transaction(conn):
-        held = conn.execute(GET_LOCK).fetchone()
-        if held is not None:
-            held_issue, pid, held_host, _, started, beat = tuple(held)
-            stale = (held_host == host and not _alive(pid)) or now - beat > STALE_AFTER
-            if not stale:
-                raise StateError(
-                    f"{held_issue} is being sent right now (process {pid} on {held_host}, "
-                    f"running for {now - started:.0f} s); wait for it to finish, or stop it "
-                    "with Ctrl-C, then run this command again")
+        error, there = _held(conn, now)
+        if error is not None:
+            raise error
+        if there:
             conn.execute(DELETE_LOCK)
-        conn.execute(INSERT_LOCK, (issue, os.getpid(), host, token, now, now))
+        conn.execute(INSERT_LOCK, (issue, os.getpid(), socket.gethostname(), token, now, now))
     return Lock(issue, token)
 
 
 @contextmanager
-def locked(conn: sqlite3.Connection, issue: str) -> Iterator[Lock]:
+def locked(conn: sqlite3.Connection, issue: str, now: float) -> Iterator[Lock]:
     """Hold the sending lock for the ``with`` block (acquire_lock, then release_lock)."""
-    lock = acquire_lock(conn, issue, time.time())
+    lock = acquire_lock(conn, issue, now)
     try:
         yield lock
     finally:

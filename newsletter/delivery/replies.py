@@ -9,6 +9,7 @@ split of temporary and permanent failures. standards.md R-2.1 is the contract.
     classify(code, enhanced, stage) -> Verdict
     lost(stage)                     -> Verdict for a timeout or dropped connection
     parse_reply(code, message)      -> (enhanced code or None, text)
+    Reply                           what ended an attempt, as the ledger records it
 """
 
 from __future__ import annotations
@@ -48,6 +49,15 @@ class Verdict(msgspec.Struct, frozen=True):
     slow_down: bool = False  # back off the whole stream (421, 451, 454)
     reconnect: bool = False  # this session is finished (421, lost connection)
     why: str = ""
+
+
+class Reply(msgspec.Struct, frozen=True):
+    """What ended an attempt, as recorded: code, enhanced code, text, SMTP stage."""
+
+    code: int | None
+    enhanced: str | None
+    text: str
+    stage: str
 
 
 class Rule(msgspec.Struct, frozen=True):

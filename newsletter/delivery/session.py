@@ -25,8 +25,7 @@ from collections.abc import Mapping
 import aiosmtplib
 import msgspec
 
-from newsletter.delivery import ledger
-from newsletter.delivery.replies import Action, Stage, Verdict, classify, lost, parse_reply
+from newsletter.delivery.replies import Action, Reply, Stage, Verdict, classify, lost, parse_reply
 from newsletter.errors import DeliveryError
 from newsletter.model import Smtp, TlsMode
 from newsletter.text.addresses import is_loopback
@@ -85,7 +84,7 @@ class Attempt(msgspec.Struct, frozen=True):
     """What one transmission came to."""
 
     verdict: Verdict
-    reply: ledger.Reply
+    reply: Reply
 
 
 class Session:
@@ -143,7 +142,7 @@ class Session:
             response = await smtp.data(data, timeout=self.transport.final_dot_timeout)
             enhanced, text = parse_reply(response.message)
             attempt = Attempt(classify(response.code, enhanced, stage),
-                              ledger.Reply(response.code, enhanced, text, str(stage)))
+                              Reply(response.code, enhanced, text, str(stage)))
         except (aiosmtplib.SMTPException, OSError, ValueError) as e:
             attempt = _describe(stage, e, self.transport)
         if attempt.verdict.reconnect or attempt.verdict.action is Action.STOP:
@@ -181,7 +180,7 @@ def _describe(stage: Stage, error: Exception, t: Transport) -> Attempt:
             stage = Stage.DOT  # DATA command and final dot share one call; 5.1.x is per address
         enhanced, text = parse_reply(error.message)
         return Attempt(classify(error.code, enhanced, stage),
-                       ledger.Reply(error.code, enhanced, text, str(stage)))
+                       Reply(error.code, enhanced, text, str(stage)))
     text = str(error) or type(error).__name__
     cause: BaseException | None = error
     while cause is not None:
@@ -197,12 +196,12 @@ def _describe(stage: Stage, error: Exception, t: Transport) -> Attempt:
         return _stop(stage, f"{t.where} offers no login method we can use ({text})")
     if isinstance(error, ValueError):
         return Attempt(Verdict(Action.FAIL, why="refused before sending"),
-                       ledger.Reply(None, None, f"invalid address: {text}", str(stage)))
-    return Attempt(lost(stage), ledger.Reply(None, None, text, str(stage)))
+                       Reply(None, None, f"invalid address: {text}", str(stage)))
+    return Attempt(lost(stage), Reply(None, None, text, str(stage)))
 
 
 def _stop(stage: Stage, why: str) -> Attempt:
-    return Attempt(Verdict(Action.STOP, why=why), ledger.Reply(None, None, why, str(stage)))
+    return Attempt(Verdict(Action.STOP, why=why), Reply(None, None, why, str(stage)))
 
 
 # --------------------------------------------------------------------------- one proof
