@@ -508,6 +508,7 @@ def test_a_second_send_while_one_runs_is_refused(project: Project) -> None:
         second = send(project, server)
         _out, err = first.communicate(timeout=120)
     assert second.code == 1 and "is being sent right now" in second.err
+    assert second.out == ""  # refused before any plan ("resuming ...") is shown
     assert first.returncode == 0, err
     assert recipients(server) == Counter(f"member{i:04d}@example.org" for i in range(40))
 
@@ -545,6 +546,70 @@ def test_ctrl_c_stops_after_the_messages_in_flight_and_the_next_run_finishes(
         result = send(project, server)
     assert result.code == 0, result.err
     assert recipients(server) == Counter(f"member{i:04d}@example.org" for i in range(40))
+
+
+def start_send_with(project: Project, server: SmtpServer, limits: str
+                    ) -> subprocess.Popen[str]:
+    configure(project, limits=limits)
+    return start_send(project, server)
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_stop_during_a_batch_pause_ends_the_run_at_once(
+        project: Project, stop: signal.Signals) -> None:
+    setup(project, n=10)
+    pause = """limits:
+  per_minute: 0
+  per_day: 0
+  concurrency: 1
+  batch_size: 2
+  batch_pause: 120
+"""
+    with SmtpServer(users={USER: PASSWORD}) as server:
+        running = start_send_with(project, server, pause)
+        wait_for_mail(server, 2)
+        time.sleep(0.3)  # into the two-minute pause
+        started = time.monotonic()
+        running.send_signal(stop)
+        out, err = running.communicate(timeout=30)  # not the 120 s pause
+        stopped_in = time.monotonic() - started
+    assert running.returncode == 130, err
+    assert stopped_in < 30 and "Traceback" not in err
+    assert "8 still pending; run the same command to continue" in out
+    assert Counter(r["state"] for r in status_rows(project)) == {"sent": 2, "pending": 8}
+
+
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_a_stop_during_a_421_back_off_ends_the_run_at_once(
+        project: Project, stop: signal.Signals) -> None:
+    setup(project, n=10)
+    slow = """limits:
+  per_minute: 0
+  per_day: 0
+  concurrency: 1
+  retry_base: 300
+  retry_max: 3600
+"""
+    refused = Counter[str]()
+
+    class Busy(Faults):  # every message: "slow down", so the stream backs off, doubling
+        def on_mail(self, session: Session, sender: str) -> str:
+            refused["mail"] += 1
+            return "421 4.7.0 Too many messages, slow down"
+
+    with SmtpServer(Busy(), users={USER: PASSWORD}) as server:
+        running = start_send_with(project, server, slow)
+        deadline = time.monotonic() + 60
+        while refused["mail"] < 3:  # the back-off is now 20 s, and doubling
+            assert time.monotonic() < deadline, "the send did not start"
+            time.sleep(0.05)
+        time.sleep(0.3)
+        running.send_signal(stop)
+        out, err = running.communicate(timeout=15)
+    assert running.returncode == 130, err
+    assert "Traceback" not in err and "run the same command to continue" in out
+    assert server.count == 0
+    assert set(Counter(r["state"] for r in status_rows(project))) <= {"pending", "deferred"}
 
 
 @pytest.mark.slow

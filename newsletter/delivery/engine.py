@@ -40,7 +40,7 @@ import sqlite3
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -289,6 +289,24 @@ class Sender:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), timeout=seconds)
 
+    async def _unless_stopped(self, waiting: Coroutine[Any, Any, T]) -> T | None:
+        """``waiting``'s result, or None when the run stops first (it is cancelled then).
+
+        Every wait of the run ends at a stop: Ctrl-C or SIGTERM during a batch pause or a
+        421 back-off stops at once instead of sleeping it out. The limiter changes nothing
+        until its wait is over, so cancelling it leaves every budget as it was.
+        """
+        task = asyncio.ensure_future(waiting)
+        stopped = asyncio.ensure_future(self._stop.wait())
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        stopped.cancel()
+        if task.done():
+            return task.result()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return None
+
     async def _dispatch(self, *, include_unknown: bool) -> None:
         """Queue every due row once, in id order; return when they are all settled."""
         after = 0
@@ -328,7 +346,10 @@ class Sender:
 
     async def _deliver(self, job: ledger.Delivery, session: Session) -> None:
         assert self.limiter is not None
-        if not await self.limiter.acquire(until=self.deadline):
+        granted = await self._unless_stopped(self.limiter.acquire(until=self.deadline))
+        if granted is None:
+            return  # stopped while waiting for the limits (a batch pause, a back-off)
+        if not granted:
             if self.limiter.day_used_up:
                 self.result.daily_cap = True
                 self.stop("the daily cap (limits.per_day) is reached")
