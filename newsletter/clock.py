@@ -108,6 +108,11 @@ def utc_time(timestamp: float | None) -> str:
     return dt.datetime.fromtimestamp(timestamp, dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
 
 
+def uk_date(timestamp: float) -> dt.date:
+    """The day it is in the UK at ``timestamp``: an issue's date is written on that calendar."""
+    return dt.datetime.fromtimestamp(timestamp, _zone()).date()
+
+
 def uk_time(timestamp: float) -> str:
     """A moment on the same clock as the deadline: ``2017-03-10 09:00:12 UK time``."""
     return f"{dt.datetime.fromtimestamp(timestamp, _zone()):%Y-%m-%d %H:%M:%S} UK time"

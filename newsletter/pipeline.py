@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from newsletter.delivery.campaign import Plan, SendReport
     from newsletter.delivery.proof import DryRun, Proof
     from newsletter.delivery.status import SendStatus
+    from newsletter.input.starter import Started
     from newsletter.members.csvfiles import CsvImport
     from newsletter.members.store import ImportResult, Listing
     from newsletter.model import Subscriber
@@ -51,9 +52,9 @@ class Checked(msgspec.Struct, frozen=True):
 
 def check(config: Path, issues: list[Path]) -> Checked:
     """Validate newsletter.yaml and the issues; every problem at once."""
-    from newsletter.input.checks import editorial
+    from newsletter.input.checks import editorial, numbering
     from newsletter.input.config import load_network
-    from newsletter.input.issues import find_issues, load_issue
+    from newsletter.input.issues import find_issues, issue_path, load_issue
 
     problems: list[Problem] = []
     network: Network | None = None
@@ -61,12 +62,19 @@ def check(config: Path, issues: list[Path]) -> Checked:
         network = load_network(config)
     except InputError as e:
         problems.extend(e.problems)
-    paths = issues or find_issues(config.parent)
+    root = config.parent
+    paths = [issue_path(root, p) for p in issues] or find_issues(root)
+    loaded = []
     for path in paths:
         try:
-            problems.extend(editorial(load_issue(path, network), network))
+            issue = load_issue(path, network)
         except InputError as e:
             problems.extend(e.problems)
+        else:
+            loaded.append(issue)
+            problems.extend(editorial(issue, network))
+    if not issues:  # numbers are compared across the whole issues/ folder
+        problems.extend(numbering(loaded))
     return Checked(len(paths), tuple(problems))
 
 
@@ -75,6 +83,15 @@ class Built(msgspec.Struct, frozen=True):
     folder: Path
     html_bytes: int
     warnings: tuple[Problem, ...]  # editorial warnings (the build went ahead)
+
+
+def new_issue(config: Path, clock: Clock) -> Started:
+    """Write the next issue (next number, today's UK date) from the skeleton template."""
+    from newsletter.clock import uk_date
+    from newsletter.input.config import load_network
+    from newsletter.input.starter import start_issue
+
+    return start_issue(load_network(config), uk_date(clock.now()))
 
 
 def build(config: Path, issue: Path, output: Path | None, *, strict: bool = False) -> Built:
@@ -91,10 +108,10 @@ def build(config: Path, issue: Path, output: Path | None, *, strict: bool = Fals
     )
     from newsletter.email.render import local_images, render_issue, write_build
     from newsletter.input.config import load_network
-    from newsletter.input.issues import load_issue
+    from newsletter.input.issues import issue_path, load_issue
 
     network = load_network(config)
-    loaded = load_issue(issue, network)
+    loaded = load_issue(issue_path(network.root, issue), network)
     warnings = _editorial(loaded, network, strict=strict)
     rendered = render_issue(loaded, network)
     reader = anonymous_recipient(network, loaded.slug)
@@ -268,10 +285,10 @@ def load_for_sending(config: Path, issue: Path) -> Loaded:
     """Load and render once: proofs, dry runs and the send all start here."""
     from newsletter.email.render import render_issue
     from newsletter.input.config import load_network
-    from newsletter.input.issues import load_issue
+    from newsletter.input.issues import issue_path, load_issue
 
     network = load_network(config)
-    loaded = load_issue(issue, network)
+    loaded = load_issue(issue_path(network.root, issue), network)
     return Loaded(network, loaded, render_issue(loaded, network))
 
 
@@ -359,12 +376,14 @@ def status(config: Path, issue: Path | None, csv_out: Path | None) -> Status:
     """
     from newsletter.delivery import status as ledger_status
     from newsletter.input.config import load_network
-    from newsletter.input.issues import load_issue
+    from newsletter.input.issues import issue_path, load_issue
     from newsletter.members import database as db
     from newsletter.model import Location
 
     network = load_network(config)
     send_by = None
+    if issue is not None:
+        issue = issue_path(network.root, issue)
     if issue is not None and issue.is_file():
         with contextlib.suppress(InputError):  # the ledger's story stands alone
             send_by = load_issue(issue, network).send_by

@@ -99,6 +99,14 @@ def check(ctx: click.Context, issues: tuple[str, ...], strict: bool) -> None:
     commands.check(_config(ctx), [Path(p) for p in issues], strict=strict)
 
 
+@main.command("new")
+@click.pass_context
+@_reported
+def new(ctx: click.Context) -> None:
+    """Start the next issue: issues/<YYYY-MM>-news.yaml, numbered and dated, every block type."""
+    commands.new_issue(_config(ctx))
+
+
 @main.command()
 @click.argument("issue", type=_FILE)
 @click.option("-o", "--output", default=None, type=_FOLDER,

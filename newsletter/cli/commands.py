@@ -55,6 +55,15 @@ def check(config: Path, issues: list[Path], *, strict: bool = False) -> None:
                           f"check failed: {_count(warnings, 'warning')} (--strict)")
 
 
+def new_issue(config: Path, clock: Clock | None = None) -> None:
+    from newsletter.clock import RealClock
+
+    started = pipeline.new_issue(config, clock or RealClock())
+    click.echo(f"wrote {started.path} (issue {started.number}, dated {started.date:%Y-%m-%d}): "
+               f"replace its texts, then `newsletter check {started.slug}` and "
+               f"`newsletter preview {started.path}`")
+
+
 def build(config: Path, issue: Path, output: Path | None, *, strict: bool = False) -> None:
     try:
         built = pipeline.build(config, issue, output, strict=strict)

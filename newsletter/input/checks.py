@@ -12,6 +12,7 @@ Also here: folding repeated warnings for the terminal, as Pelican's ``LimitFilte
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -151,6 +152,35 @@ def _texts(issue: Issue) -> Iterator[tuple[str, str]]:
 
 
 # --------------------------------------------------------------------------- reporting
+
+
+def numbering(issues: Iterable[Issue]) -> list[Problem]:
+    """Warnings for issue numbers used twice, or going down while the dates go up."""
+    problems: list[Problem] = []
+    numbered = sorted((i for i in issues if i.number is not None),
+                      key=lambda i: (i.date, i.slug))
+    first: dict[int, Issue] = {}
+    for issue in numbered:
+        assert issue.number is not None
+        if issue.number in first:
+            other = first[issue.number]
+            problems.append(Problem(
+                issue.location_of("number"), "number",
+                f"number {issue.number} is also the number of {other.slug} "
+                f"({other.location_of('number')})", "give each issue its own number",
+                Severity.WARNING))
+        else:
+            first[issue.number] = issue
+    for before, after in itertools.pairwise(numbered):
+        assert before.number is not None and after.number is not None
+        if after.number < before.number and after.date > before.date:
+            problems.append(Problem(
+                after.location_of("number"), "number",
+                f"number {after.number} comes after {before.slug} (number {before.number}, "
+                f"dated {before.date:%Y-%m-%d}) but is dated later, {after.date:%Y-%m-%d}",
+                "numbers go up with the dates: check the number or the date",
+                Severity.WARNING))
+    return problems
 
 
 def fold(problems: Iterable[Problem], limit: int = FOLD_AFTER) -> list[str]:

@@ -75,6 +75,15 @@ def find_issues(root: Path) -> list[Path]:
     return sorted(p for p in folder.glob("*.yaml") if p.is_file())
 
 
+def issue_path(root: Path, given: Path) -> Path:
+    """An issue named on the command line: a path, or just its name (``2017-02-news``),
+    found in the project's issues/ folder. Every command takes either."""
+    if given.suffix or len(given.parts) > 1 or given.is_file():
+        return given
+    named = root / "issues" / f"{given.name}.yaml"
+    return named if named.is_file() else given
+
+
 def load_issue(path: Path, network: Network | None = None) -> Issue:
     """Read and validate one issue; raise InputError listing every problem in it.
 
