@@ -390,6 +390,22 @@ def test_a_refused_login_stops_at_once(project: Project) -> None:
     assert "MAIL" not in server.commands
 
 
+@pytest.mark.parametrize("how", ["proof", "send"])
+def test_a_server_without_login_names_the_setting_to_change_once(
+        project: Project, how: str) -> None:
+    setup(project)
+    with SmtpServer() as server:  # takes mail without AUTH; smtp.user is set
+        args = ("--to", "editor@example.org") if how == "proof" else ()
+        result = project.run("send", ISSUE, *(args or ("--list", "members", "--yes")),
+                             env=smtp_env(server))
+    assert result.code == 1 and "Traceback" not in result.err
+    assert "offers no login (no AUTH in its reply to EHLO)" in result.err
+    assert "remove smtp.user from newsletter.yaml" in result.err
+    assert "STARTTLS" not in result.err
+    assert result.err.count("offers no login") == 1
+    assert server.count == 0
+
+
 def test_plaintext_to_a_remote_host_is_refused_before_any_connection(project: Project) -> None:
     setup(project, n=3)
     with SmtpServer() as server:

@@ -56,9 +56,10 @@ def proof(network: Network, rendered: RenderedIssue, address: str, clock: Clock)
     data = build(recipient, dt.datetime.fromtimestamp(now, dt.UTC))
     attempt = asyncio.run(send_one(transport, network.sender.address, to, data))
     if attempt.verdict.action is not Action.SENT:
-        code = f"{attempt.reply.code} " if attempt.reply.code else ""
-        raise DeliveryError(f"proof not sent to {to}: {attempt.verdict.why}: "
-                            f"{code}{attempt.reply.text} (at {attempt.reply.stage})")
+        why, reply = attempt.verdict.why, attempt.reply
+        said = "" if reply.text == why else \
+            f": {reply.code} {reply.text}" if reply.code else f": {reply.text}"
+        raise DeliveryError(f"proof not sent to {to}: {why}{said} (at {reply.stage})")
     return Proof(rendered.slug, to, transport.where, attempt.reply.text)
 
 

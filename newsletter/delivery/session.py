@@ -115,6 +115,13 @@ class Session:
                 await smtp.ehlo()
             if t.user:
                 stage = Stage.AUTH
+                if not smtp.supports_extension("auth"):
+                    smtp.close()
+                    return _stop(stage, f"{t.where} offers no login (no AUTH in its reply to "
+                                 f"EHLO), but smtp.user is set ({t.user}): for a server that "
+                                 "takes mail without a login, remove smtp.user from "
+                                 "newsletter.yaml (and NEWSLETTER_SMTP_USER from the "
+                                 "environment); otherwise check smtp.host and smtp.port")
                 await smtp.login(t.user, t.password or "")
         except (aiosmtplib.SMTPException, OSError, ValueError) as e:
             smtp.close()
@@ -187,7 +194,8 @@ def _describe(stage: Stage, error: Exception, t: Transport) -> Attempt:
         if isinstance(cause, ssl.SSLCertVerificationError):
             return _stop(stage, f"the certificate of {t.host} could not be verified ({cause})")
         cause = cause.__cause__
-    if isinstance(error, aiosmtplib.SMTPException) and "STARTTLS" in text:
+    if isinstance(error, aiosmtplib.SMTPException) and "STARTTLS" in text \
+            and stage is not Stage.AUTH:
         return _stop(Stage.STARTTLS,
                      f"{t.where} does not offer STARTTLS and smtp.tls is starttls: refusing to "
                      "log in or send in the clear (check the host and port, or use tls: "
