@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -21,7 +20,7 @@ from newsletter.errors import CheckFailed, InputError, Problem, Severity
 from newsletter.model import Issue, Network, RenderedIssue
 
 if TYPE_CHECKING:
-    from newsletter.archive import BuildReport
+    from newsletter.archive import BuildReport, Published
     from newsletter.clock import Clock
     from newsletter.delivery.campaign import Plan, SendReport
     from newsletter.delivery.proof import DryRun, Proof
@@ -279,6 +278,17 @@ class Loaded(msgspec.Struct, frozen=True):
     network: Network
     issue: Issue
     rendered: RenderedIssue
+    path: Path  # the issue file
+
+
+class Readiness(msgspec.Struct, frozen=True):
+    """What the sender should know before confirming: was this exact content proofed, and
+    does the built archive hold it (the email's images and "view in browser" link point
+    at the published archive)."""
+
+    proofed_at: float | None  # when a proof of this exact content was last sent
+    site: Path  # the archive folder `newsletter archive` builds by default
+    archive: Published
 
 
 def load_for_sending(config: Path, issue: Path) -> Loaded:
@@ -288,8 +298,9 @@ def load_for_sending(config: Path, issue: Path) -> Loaded:
     from newsletter.input.issues import issue_path, load_issue
 
     network = load_network(config)
-    loaded = load_issue(issue_path(network.root, issue), network)
-    return Loaded(network, loaded, render_issue(loaded, network))
+    path = issue_path(network.root, issue)
+    loaded = load_issue(path, network)
+    return Loaded(network, loaded, render_issue(loaded, network), path)
 
 
 def proof(loaded: Loaded, address: str, clock: Clock) -> Proof:
@@ -306,17 +317,27 @@ def dry_run(loaded: Loaded, list_name: str, folder: Path, clock: Clock) -> DryRu
     return write_messages(loaded.network, loaded.rendered, list_name, folder, clock)
 
 
+class Watcher(Protocol):
+    """Told while the run goes on."""
+
+    def __call__(self, state: str) -> None:
+        """A row reached a new state ("sent", "deferred", ...)."""
+
+    def waiting(self, seconds: float, why: str) -> None:
+        """The run waits ``seconds`` for the limits (``why``: what it waits for)."""
+
+
 class SendEvents(Protocol):
     """What the command line is told while a send goes on (and how it answers)."""
 
-    def planned(self, plan: Plan) -> None:
+    def planned(self, plan: Plan, ready: Readiness) -> None:
         """The plan, before anything is written; raise UsageError to stop there."""
 
     def recorded(self, count: int) -> None:
         """The snapshot wrote ``count`` pending rows."""
 
-    def sending(self, due: int) -> contextlib.AbstractContextManager[Callable[[str], None]]:
-        """For the run: a function told each row's new state."""
+    def sending(self, plan: Plan) -> contextlib.AbstractContextManager[Watcher]:
+        """For the run: told each row's new state and each wait."""
 
 
 def send(loaded: Loaded, list_name: str, events: SendEvents, clock: Clock, *,
@@ -327,6 +348,7 @@ def send(loaded: Loaded, list_name: str, events: SendEvents, clock: Clock, *,
     show the plan (the caller may stop there); snapshot the list into the ledger, before any
     connection; deliver; report.
     """
+    from newsletter.archive import published
     from newsletter.delivery import campaign, ledger
     from newsletter.delivery.messages import message_builder
     from newsletter.delivery.session import transport_for
@@ -342,7 +364,10 @@ def send(loaded: Loaded, list_name: str, events: SendEvents, clock: Clock, *,
         plan = campaign.plan(conn, network, rendered, list_name, transport, clock,
                              retry_unknown=retry_unknown)
         campaign.refuse_if_late(issue, plan, clock)
-        events.planned(plan)
+        site = network.root / "site"
+        events.planned(plan, Readiness(
+            ledger.last_proof(conn, rendered.slug, rendered.content_hash), site,
+            published(site, rendered.slug, loaded.path)))
         result = None
         if plan.due:
             with ledger.locked(conn, rendered.slug, clock.now()) as lock:
@@ -351,10 +376,11 @@ def send(loaded: Loaded, list_name: str, events: SendEvents, clock: Clock, *,
                                                 clock)
                     if written is not None:
                         events.recorded(written)
-                with events.sending(plan.due) as on_outcome:
+                with events.sending(plan) as watcher:
                     result = campaign.deliver(network, rendered.slug, transport, build, lock,
                                               clock, retry_unknown=retry_unknown,
-                                              send_by=issue.send_by, on_outcome=on_outcome)
+                                              send_by=issue.send_by, on_outcome=watcher,
+                                              on_wait=watcher.waiting)
         return campaign.report(conn, rendered.slug, result, issue.send_by, clock)
 
 

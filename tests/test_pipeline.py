@@ -6,17 +6,19 @@ from __future__ import annotations
 import contextlib
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import pytest
 from conftest import Project
 from smtp_servers import SmtpServer
 
 from newsletter import pipeline
+from newsletter.archive import Published
 from newsletter.clock import FakeClock
 from newsletter.delivery.campaign import Plan
 from newsletter.errors import UsageError
 from newsletter.model import DeliveryState
+from newsletter.pipeline import Readiness
 
 ISSUE = "issues/2017-02-news.yaml"
 USER, PASSWORD = "news@wmasn.example.org", "test-password"
@@ -30,18 +32,27 @@ class Recorded:
         self.plans: list[Plan] = []
         self.snapshots: list[int] = []
         self.outcomes: list[str] = []
+        self.ready: list[Readiness] = []
+        self.waits: list[tuple[float, str]] = []
 
-    def planned(self, plan: Plan) -> None:
+    def planned(self, plan: Plan, ready: Readiness) -> None:
         self.plans.append(plan)
+        self.ready.append(ready)
         if not self.go_ahead:
             raise UsageError("declined")
 
     def recorded(self, count: int) -> None:
         self.snapshots.append(count)
 
+    def __call__(self, state: str) -> None:
+        self.outcomes.append(state)
+
+    def waiting(self, seconds: float, why: str) -> None:
+        self.waits.append((seconds, why))
+
     @contextlib.contextmanager
-    def sending(self, due: int) -> Iterator[Callable[[str], None]]:
-        yield self.outcomes.append
+    def sending(self, plan: Plan) -> Iterator[Recorded]:
+        yield self
 
 
 @pytest.fixture
@@ -87,6 +98,8 @@ def test_a_send_through_the_pipeline_reports_to_its_caller_and_prints_nothing(
         report = pipeline.send(loaded, "members", events, clock, retry_unknown=False)
         assert len(server.accepted) == members
     assert [p.due for p in events.plans] == [members] and not events.plans[0].resuming
+    assert events.plans[0].subject == loaded.rendered.subject
+    assert events.ready == [Readiness(None, quiet.root / "site", Published.NO_SITE)]
     assert events.snapshots == [members]
     assert events.outcomes == ["sent"] * members
     assert report.counts[DeliveryState.SENT] == members and report.left == 0

@@ -224,6 +224,49 @@ def test_at_a_terminal_the_plan_is_shown_and_nothing_happens_until_confirmed(
     assert "progress:" not in shown
 
 
+def test_the_plan_names_subject_and_sender_and_says_whether_proofed_and_archived(
+        project: Project) -> None:
+    setup(project)
+    env = {"NEWSLETTER_SMTP_PASSWORD": PASSWORD}
+    plan = project.run("send", ISSUE, "--list", "members", env=env)  # no terminal: refused
+    assert plan.code == 2 and "nobody is at a terminal" in plan.err
+    assert "  subject: Network news: NRM reform, help to return home, a new MSc" in plan.out
+    assert "  from:    " in plan.out and "<news@wmasn.example.org>" in plan.out
+    assert "  proof:   none of this exact content was sent" in plan.out
+    assert "  archive: not built here: run `newsletter archive`" in plan.out
+    with SmtpServer(users={USER: PASSWORD}) as server:
+        assert project.run("send", ISSUE, "--to", "editor@example.org",
+                           env=smtp_env(server)).code == 0
+    assert project.run("archive").code == 0
+    ready = project.run("send", ISSUE, "--list", "members", env=env)
+    assert "  proof:   this exact content was sent as a proof 20" in ready.out
+    assert "  archive: site/ holds this issue as it is now" in ready.out
+    path = project.root / ISSUE
+    path.write_text(path.read_text(encoding="utf-8").replace("radical change", "real change"),
+                    encoding="utf-8")
+    edited = project.run("send", ISSUE, "--list", "members", env=env)
+    assert "  proof:   none of this exact content was sent" in edited.out
+    assert "  archive: site/ holds an older version of this issue" in edited.out
+    assert "nothing has been sent" in project.run("status").out
+
+
+def test_a_wait_for_the_limits_is_said_with_what_is_waited_for(project: Project) -> None:
+    setup(project, n=5, limits="""limits:
+  per_minute: 0
+  per_day: 0
+  concurrency: 1
+  batch_size: 2
+  batch_pause: 2
+""")
+    with SmtpServer(users={USER: PASSWORD}) as server:
+        result = send(project, server)
+    assert result.code == 0, result.err
+    assert "progress: 2/5 done: waiting for the pause between batches, next in 2 s" \
+        in result.err
+    # 3 to send: this pause, a batch of 2, a pause, the last one: about 4 s
+    assert re.search(r"next in 2 s, about [34] s left", result.err), result.err
+
+
 def test_without_a_terminal_progress_is_plain_log_lines(project: Project) -> None:
     n = setup(project)
     with SmtpServer(users={USER: PASSWORD}) as server:
@@ -591,7 +634,8 @@ def test_a_stop_during_a_batch_pause_ends_the_run_at_once(
         stopped_in = time.monotonic() - started
     assert running.returncode == 130, err
     assert stopped_in < 30 and "Traceback" not in err
-    assert "8 still pending; run the same command to continue" in out
+    assert ("8 still pending; run the same command to continue: newsletter send "
+            f"{ISSUE} --list members") in out
     assert Counter(r["state"] for r in status_rows(project)) == {"sent": 2, "pending": 8}
 
 

@@ -21,6 +21,7 @@ manifest, their pages from the previous site, and the render a re-made page embe
 
 from __future__ import annotations
 
+import enum
 import hashlib
 import json
 from collections.abc import Callable, Sequence
@@ -38,7 +39,15 @@ from newsletter.archive.pages import (
     read_search_index,
     search_index,
 )
-from newsletter.archive.publish import Manifest, Staging, check_output, locked, recover, staged
+from newsletter.archive.publish import (
+    Manifest,
+    Staging,
+    check_output,
+    locked,
+    manifest_path,
+    recover,
+    staged,
+)
 from newsletter.errors import InputError, Problem
 from newsletter.model import Issue, Location, Network
 
@@ -229,3 +238,32 @@ def _config_text(network: Network) -> str:
         return config.read_text(encoding="utf-8", errors="replace")
     except OSError:
         return ""
+
+
+# --------------------------------------------------------------------------- before a send
+
+
+class Published(enum.StrEnum):
+    """What the built site holds of one issue (the send confirmation says it)."""
+
+    CURRENT = "current"  # its page, built from the issue file as it is now
+    OLDER = "older"  # its page, built from an earlier version of the file
+    MISSING = "missing"  # a site without this issue
+    NO_SITE = "no-site"  # no site built in that folder
+
+
+def published(output: Path, slug: str, source: Path) -> Published:
+    """Whether the site built in ``output`` holds this issue, from this very file."""
+    if not (output / "index.html").is_file():
+        return Published.NO_SITE
+    try:
+        data = json.loads(manifest_path(output).read_bytes())
+        hashes = {str(e["slug"]): str(e["input_hash"]) for e in data["entries"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        hashes = {}
+    if slug not in hashes or not (output / slug / "index.html").is_file():
+        return Published.MISSING
+    try:
+        return Published.CURRENT if hashes[slug] == file_hash(source) else Published.OLDER
+    except OSError:
+        return Published.OLDER

@@ -8,8 +8,9 @@ commands show.
 from __future__ import annotations
 
 import contextlib
+import shlex
 import sys
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -19,8 +20,12 @@ from newsletter import pipeline
 from newsletter.errors import CheckFailed, DeliveryError, Problem, UsageError
 
 if TYPE_CHECKING:
+    from newsletter.cli.progress import Progress
     from newsletter.clock import Clock
     from newsletter.delivery.campaign import Plan, SendReport
+    from newsletter.pipeline import Readiness
+
+DEFAULT_CONFIG = Path("newsletter.yaml")
 
 # Only what every command needs is imported here; the rest where it is used, so that a
 # short command (check, build) does not pay for the send stage's imports.
@@ -141,10 +146,10 @@ class _Terminal:
     def __init__(self, assume_yes: bool) -> None:
         self.assume_yes = assume_yes
 
-    def planned(self, plan: Plan) -> None:
+    def planned(self, plan: Plan, ready: Readiness) -> None:
         from newsletter.cli import words
 
-        click.echo(words.plan_text(plan))
+        click.echo(words.plan_text(plan, ready))
         if plan.due:
             _confirm(self.assume_yes)
 
@@ -152,10 +157,10 @@ class _Terminal:
         click.echo(f"ledger: {count} recipients recorded as pending")
 
     @contextlib.contextmanager
-    def sending(self, due: int) -> Iterator[Callable[[str], None]]:
+    def sending(self, plan: Plan) -> Iterator[Progress]:
         from newsletter.cli.progress import Progress
 
-        with Progress(due) as progress:
+        with Progress(plan.due, plan.limits) as progress:
             yield progress
 
 
@@ -197,17 +202,19 @@ def send(config: Path, issue: Path, list_name: str | None, *, proof_to: str | No
         return 0
     report = pipeline.send(loaded, list_name, _Terminal(assume_yes), clock,
                            retry_unknown=retry_unknown)
-    return show_report(report)
+    again = ["newsletter"] + (["--config", str(config)] if config != DEFAULT_CONFIG else [])
+    again += ["send", str(issue), "--list", list_name]
+    return show_report(report, shlex.join(again))
 
 
-def show_report(report: SendReport) -> int:
+def show_report(report: SendReport, again: str = "") -> int:
     """Print where a send stands; the exit code. DeliveryError when the run was stopped by
-    an error the user must fix."""
+    an error the user must fix. ``again``: the command that resumes the send."""
     from newsletter.cli import words
 
-    for text, err in words.report_lines(report):
+    for text, err in words.report_lines(report, again):
         click.echo(text, err=err)
-    if stopped := words.stop_message(report):
+    if stopped := words.stop_message(report, again):
         raise DeliveryError(stopped)
     code, last = words.exit_code(report)
     if last is not None:

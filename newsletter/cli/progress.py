@@ -12,11 +12,13 @@ from typing import TYPE_CHECKING
 
 import click
 
-from newsletter.cli.words import duration
+from newsletter.cli.words import duration, eta
 
 if TYPE_CHECKING:
     from rich.progress import Progress as Bar
     from rich.progress import TaskID
+
+    from newsletter.model import Limits
 
 LOG_EVERY = 5.0
 
@@ -26,12 +28,14 @@ class Progress:
 
     FINAL = frozenset({"sent", "failed", "unknown", "suppressed", "expired"})
 
-    def __init__(self, total: int) -> None:
+    def __init__(self, total: int, limits: Limits | None = None) -> None:
         self.total = total
+        self.limits = limits
         self.done = 0
         self.counts: dict[str, int] = {}
         self.started = time.monotonic()
         self.last_log = self.started
+        self.waits = 0  # waits for the limits so far (the first is always shown)
         self._bar: Bar | None = None
         self._task: TaskID | None = None
 
@@ -70,12 +74,36 @@ class Progress:
         elif time.monotonic() - self.last_log >= LOG_EVERY:
             self._log()
 
+    def waiting(self, seconds: float, why: str) -> None:
+        """The run waits for the limits: say so, with the time left by the limits."""
+        self.waits += 1
+        text = f"waiting for {why}, next in {seconds:.0f} s"
+        if self._bar is not None and self._task is not None:
+            self._bar.update(self._task, rate=text)
+            return
+        now = time.monotonic()
+        if self.waits > 1 and now - self.last_log < LOG_EVERY:
+            return
+        self.last_log = now
+        click.echo(f"progress: {self.done}/{self.total} done: {text}{self._left(seconds)}",
+                   err=True)
+
+    def _left(self, waiting: float = 0.0) -> str:
+        """", about N left": by the rate so far, and never less than the limits allow
+        (after the ``waiting`` seconds the run is waiting now)."""
+        left = self.total - self.done
+        if left <= 0:
+            return ""
+        rate = self.done / max(1e-6, time.monotonic() - self.started)
+        seconds = left / rate if rate else 0.0
+        if self.limits is not None:
+            seconds = max(seconds, waiting + (eta(self.limits, left) or 0.0))
+        return f", about {duration(seconds)} left" if seconds else ""
+
     def _log(self) -> None:
         now = time.monotonic()
         self.last_log = now
         rate = self.done / max(1e-6, now - self.started)
-        eta = f", about {duration((self.total - self.done) / rate)} left" \
-            if rate and self.total > self.done else ""
         counts = ", ".join(f"{n} {s}" for s, n in sorted(self.counts.items()))
-        click.echo(f"progress: {self.done}/{self.total} done ({rate:.1f}/s{eta}): {counts}",
-                   err=True)
+        click.echo(f"progress: {self.done}/{self.total} done ({rate:.1f}/s{self._left()}): "
+                   f"{counts}", err=True)

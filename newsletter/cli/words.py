@@ -9,12 +9,16 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from newsletter import clock as uk
 from newsletter.delivery.campaign import Plan, SendReport
 from newsletter.delivery.limits import DAY
 from newsletter.delivery.status import SendStatus
 from newsletter.model import DeliveryState, Issue, Limits
+
+if TYPE_CHECKING:
+    from newsletter.pipeline import Readiness
 
 INTERRUPTED = 130  # the exit code of a send stopped by Ctrl-C with members still to send
 
@@ -29,11 +33,15 @@ def late_note(issue: Issue, now: float) -> str | None:
             "has passed: sending it to a list would be refused")
 
 
-def plan_text(plan: Plan) -> str:
+def plan_text(plan: Plan, ready: Readiness | None = None) -> str:
     if not plan.resuming:
-        return (f"{plan.slug}: send to list {plan.list_name}: {plan.due} recipients "
-                "(unsubscribed, bounced and suppressed members are not included)\n"
-                + _limits_line(plan, plan.due))
+        lines = [f"{plan.slug}: send to list {plan.list_name}: {plan.due} recipients "
+                 "(unsubscribed, bounced and suppressed members are not included)",
+                 f"  subject: {plan.subject}", f"  from:    {plan.sender}",
+                 _limits_line(plan, plan.due)]
+        if ready is not None:
+            lines += readiness_lines(plan, ready)
+        return "\n".join(lines)
     c = plan.counts
     lines = [f"{plan.slug}: resuming the send to list {plan.list_name} started "
              f"{uk.utc_time(plan.started_at)}: {counts_text(c)}"]
@@ -50,19 +58,59 @@ def plan_text(plan: Plan) -> str:
     return "\n".join(lines)
 
 
+def readiness_lines(plan: Plan, ready: Readiness) -> list[str]:
+    """Was this exact content proofed; does the built archive hold it."""
+    from newsletter.archive import Published
+
+    if ready.proofed_at is not None:
+        proof = f"  proof:   this exact content was sent as a proof {uk.utc_time(ready.proofed_at)}"
+    else:
+        proof = ("  proof:   none of this exact content was sent (newsletter send "
+                 f"{plan.slug} --to YOUR-ADDRESS)")
+    site = f"{ready.site.name}/"
+    archive = {
+        Published.CURRENT: f"  archive: {site} holds this issue as it is now; publish it before "
+                           "sending if you have not (images and 'view in browser' point "
+                           "there)",
+        Published.OLDER: f"  archive: {site} holds an older version of this issue: run "
+                         "`newsletter archive` and publish the site before sending",
+        Published.MISSING: f"  archive: {site} does not hold this issue: run `newsletter "
+                           "archive` and publish the site before sending (images and 'view "
+                           "in browser' point there)",
+        Published.NO_SITE: "  archive: not built here: run `newsletter archive` and publish "
+                           "the site before sending (images and 'view in browser' point "
+                           "there)",
+    }[ready.archive]
+    return [proof, archive]
+
+
+def top_rate(limits: Limits) -> float | None:
+    """The most messages a second the limits allow over a long run (None: no limit)."""
+    rates = [limits.per_second] if limits.per_second > 0 else []
+    rates += [limits.per_minute / 60] if limits.per_minute > 0 else []
+    rates += [limits.per_hour / 3600] if limits.per_hour > 0 else []
+    return min(rates) if rates else None
+
+
+def eta(limits: Limits, messages: int) -> float | None:
+    """Seconds the limits need for ``messages`` (batch pauses included); None: no limit."""
+    rate = top_rate(limits)
+    pauses = (messages - 1) // limits.batch_size * limits.batch_pause \
+        if limits.batch_size and messages > 0 else 0.0
+    if rate is None:
+        return pauses or None
+    return messages / rate + pauses
+
+
 def _limits_line(plan: Plan, due: int) -> str:
     limits: Limits = plan.limits
     parts = []
-    rate = float("inf")
     if limits.per_second > 0:
         parts.append(f"{limits.per_second:g}/s")
-        rate = min(rate, limits.per_second)
     if limits.per_minute > 0:
         parts.append(f"{limits.per_minute}/min")
-        rate = min(rate, limits.per_minute / 60)
     if limits.per_hour > 0:
         parts.append(f"{limits.per_hour}/h")
-        rate = min(rate, limits.per_hour / 3600)
     today = ""
     if limits.per_day > 0:
         left = max(0, limits.per_day - plan.sent_last_day)
@@ -72,14 +120,16 @@ def _limits_line(plan: Plan, due: int) -> str:
         due = min(due, left)
     if limits.batch_size:
         parts.append(f"batches of {limits.batch_size} with {limits.batch_pause:g} s pauses")
-    estimate = "as fast as the server takes them" if rate == float("inf") else \
-        f"about {duration(due / rate)}"
+    seconds = eta(limits, due)
+    estimate = "as fast as the server takes them" if seconds is None else \
+        f"about {duration(seconds)}"
     return (f"  via {plan.where}, {limits.concurrency} connection(s); limits: "
             f"{', '.join(parts) or 'none'}{today}; {due} to send, {estimate}")
 
 
-def report_lines(report: SendReport) -> list[Line]:
-    """Where the send stands after a run."""
+def report_lines(report: SendReport, again: str = "") -> list[Line]:
+    """Where the send stands after a run; ``again``: the command that resumes it."""
+    run_again = f": {again}" if again else ""
     c, result, send_by = report.counts, report.result, report.send_by
     lines: list[Line] = []
     this_run = ", ".join(f"{n} {state}" for state, n in sorted(result.outcomes.items()))
@@ -106,26 +156,27 @@ def report_lines(report: SendReport) -> list[Line]:
     left = report.left
     if result.daily_cap and left:
         oldest = report.oldest_sent_last_day
-        again = f" after {uk.utc_time(oldest + DAY)}" if oldest else ""
+        after = f" after {uk.utc_time(oldest + DAY)}" if oldest else ""
         lines.append((f"  daily cap reached: {left} still pending; run the same command again"
-                      f"{again}", False))
+                      f"{after}{run_again}", False))
     elif result.past_deadline and left and send_by is not None:
         lines.append((f"  {result.stopped} ({uk.words(send_by)}): {left} still pending and "
                       "not sent; to send them anyway, move send_by in the issue and run the "
                       "same command again", True))
     elif result.interrupted:
-        lines.append((f"  stopped: {left} still pending; run the same command to continue",
-                      False))
+        lines.append((f"  stopped: {left} still pending; run the same command to continue"
+                      f"{run_again}", False))
     return lines
 
 
-def stop_message(report: SendReport) -> str | None:
+def stop_message(report: SendReport, again: str = "") -> str | None:
     """Why the run stopped, when the user must fix something before running it again."""
     result = report.result
     if not (result.fatal and result.stopped):
         return None
     return (f"sending stopped: {result.stopped}\n  {report.left} recipients are still "
-            "pending; nothing was skipped: run the same command again once it is fixed")
+            "pending; nothing was skipped: run the same command again once it is fixed"
+            + (f":\n  {again}" if again else ""))
 
 
 def exit_code(report: SendReport) -> tuple[int, Line | None]:

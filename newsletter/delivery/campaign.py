@@ -47,6 +47,8 @@ class Plan(msgspec.Struct, frozen=True):
 
     slug: str
     list_name: str
+    subject: str
+    sender: str  # as the From line shows it: "Name <address>"
     due: int  # messages this run would send
     resuming: bool  # the ledger already holds this issue's snapshot
     started_at: float | None  # when the snapshot was taken (resuming only)
@@ -89,19 +91,21 @@ def plan(conn: sqlite3.Connection, network: Network, rendered: RenderedIssue, li
     record = ledger.get_send(conn, slug)
     limits = network.limits
     sent = ledger.sent_since(conn, clock.now() - DAY) if limits.per_day > 0 else 0
+    sender = f"{network.sender.name} <{network.sender.address}>" if network.sender.name \
+        else network.sender.address
     if record is None:
         members.require_list(conn, list_name)
         due = sum(1 for _ in members.recipients(conn, list_name))
-        return Plan(slug, list_name, due, False, None, {}, retry_unknown, transport.where,
-                    limits, sent)
+        return Plan(slug, list_name, rendered.subject, sender, due, False, None, {},
+                    retry_unknown, transport.where, limits, sent)
     _check_resume(conn, record, rendered, list_name)
     counts = ledger.counts(conn, slug)
     due = counts[DeliveryState.PENDING] + counts[DeliveryState.ATTEMPTING]
     due += counts[DeliveryState.DEFERRED]
     if retry_unknown:
         due += counts[DeliveryState.UNKNOWN]
-    return Plan(slug, record.list_name, due, True, record.created_at, counts, retry_unknown,
-                transport.where, limits, sent)
+    return Plan(slug, record.list_name, rendered.subject, sender, due, True, record.created_at,
+                counts, retry_unknown, transport.where, limits, sent)
 
 
 def refuse_if_late(issue: Issue, plan: Plan, clock: Clock) -> None:
@@ -139,12 +143,14 @@ def snapshot(conn: sqlite3.Connection, network: Network, rendered: RenderedIssue
 def deliver(network: Network, slug: str, transport: Transport, build: Build,
             lock: ledger.Lock, clock: Clock, *, retry_unknown: bool,
             send_by: dt.date | None = None,
-            on_outcome: Callable[[str], None] | None = None) -> RunResult:
-    """Run the send engine over the due rows; ``on_outcome`` hears each row's new state."""
+            on_outcome: Callable[[str], None] | None = None,
+            on_wait: Callable[[float, str], None] | None = None) -> RunResult:
+    """Run the send engine over the due rows; ``on_outcome`` hears each row's new state,
+    ``on_wait`` every wait for the limits of a second or more (seconds, what for)."""
     sender = Sender(issue=slug, sender=network.sender.address, transport=transport,
                     limits=network.limits, database=network.database, build=build,
                     lock=lock, clock=clock, retry_unknown=retry_unknown,
-                    on_outcome=on_outcome, synchronous=LEDGER_SYNC,
+                    on_outcome=on_outcome, on_wait=on_wait, synchronous=LEDGER_SYNC,
                     deadline=None if send_by is None else uk.instant(send_by))
     return asyncio.run(sender.run())
 

@@ -201,6 +201,7 @@ class Sender:
                  database: Path, build: Build, lock: ledger.Lock | None = None,
                  clock: Clock | None = None, retry_unknown: bool = False,
                  on_outcome: Callable[[str], None] | None = None,
+                 on_wait: Callable[[float, str], None] | None = None,
                  synchronous: str = "FULL", deadline: float | None = None) -> None:
         """``deadline``: the send-by deadline as POSIX time; no message starts at or after it."""
         self.issue = issue
@@ -212,6 +213,7 @@ class Sender:
         self.retry_unknown = retry_unknown
         self.deadline = deadline
         self.on_outcome = on_outcome or (lambda action: None)
+        self.on_wait = on_wait
         self.db = LedgerThread(database, lock, synchronous=synchronous)
         self.result = RunResult()
         self._queue: asyncio.Queue[ledger.Delivery | None] = asyncio.Queue(
@@ -259,6 +261,7 @@ class Sender:
             recent = await self.db(lambda c: _recent_sends(c, now))
             self.limiter = Limiter(self.limits, self.clock, recent=recent[1],
                                    sent_today=recent[0])
+            self.limiter.on_wait = self.on_wait
             workers = [asyncio.create_task(self._worker())
                        for _ in range(max(1, self.limits.concurrency))]
             first = True

@@ -101,6 +101,11 @@ UPDATE deliveries SET address = '', greeting = '', unsubscribe_url = '', list_un
     reply_text = NULL
 WHERE subscriber_id = ?
 """
+RECORD_PROOF = """
+INSERT INTO proofs (issue, content_hash, sent_at) VALUES (?, ?, ?)
+ON CONFLICT (issue, content_hash) DO UPDATE SET sent_at = excluded.sent_at
+"""
+LAST_PROOF = "SELECT sent_at FROM proofs WHERE issue = ? AND content_hash = ?"
 GET_LOCK = "SELECT issue, pid, host, token, started_at, heartbeat_at FROM send_lock"
 DELETE_LOCK = "DELETE FROM send_lock"
 INSERT_LOCK = """
@@ -297,6 +302,20 @@ def rows(conn: sqlite3.Connection, issue: str, *, problems_only: bool = False) -
                   next_attempt_at=row[7], sent_at=row[8], reply_code=row[9],
                   enhanced_code=row[10], reply_text=row[11], stage=row[12],
                   message_id=row[13], resent_after_crash=row[14])
+
+
+# --------------------------------------------------------------------------- proofs
+
+
+def record_proof(conn: sqlite3.Connection, issue: str, content_hash: str, now: float) -> None:
+    with transaction(conn):
+        conn.execute(RECORD_PROOF, (issue, content_hash, now))
+
+
+def last_proof(conn: sqlite3.Connection, issue: str, content_hash: str) -> float | None:
+    """When this exact content of the issue was last sent as a proof (None: never)."""
+    row = conn.execute(LAST_PROOF, (issue, content_hash)).fetchone()
+    return None if row is None else float(row[0])
 
 
 # --------------------------------------------------------------------------- the lock

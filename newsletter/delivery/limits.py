@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from newsletter.clock import Clock
 from newsletter.model import Limits
@@ -76,6 +76,9 @@ class Limiter:
         self.backoff_max = max(self.backoff_base, min(limits.retry_max, 300.0))
         self.granted = 0
         self.paused_until = 0.0
+        self.paused_for = ""  # why the stream is paused: the batch pause, or the server
+        # told of every wait of a second or more: (seconds, what is waited for)
+        self.on_wait: Callable[[float, str], None] | None = None
         self._complaints = 0
         self._lock = asyncio.Lock()
 
@@ -99,6 +102,9 @@ class Limiter:
                     return False
                 if wait <= 0:
                     break
+                if wait >= 1.0 and self.on_wait is not None:
+                    pause = self.paused_until - now
+                    self.on_wait(wait, self.paused_for if pause >= wait else "the rate limit")
                 await self.clock.sleep(wait)
             for window in self.windows:
                 window.spend(now)
@@ -107,6 +113,7 @@ class Limiter:
                 self.daily_left -= 1
             if self.batch_size and self.granted % self.batch_size == 0 and self.batch_pause:
                 self.paused_until = max(self.paused_until, now + self.batch_pause)
+                self.paused_for = "the pause between batches"
             return True
 
     def give_back(self) -> None:
@@ -119,6 +126,7 @@ class Limiter:
         delay: float = min(self.backoff_max, self.backoff_base * 2.0 ** self._complaints)
         self._complaints += 1
         self.paused_until = max(self.paused_until, self.clock.now() + delay)
+        self.paused_for = "the server, which asked us to slow down"
         return delay
 
     def calm(self) -> None:

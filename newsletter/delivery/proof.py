@@ -1,8 +1,9 @@
 """A proof to one address, and a dry run to a folder: part of delivery, beside the campaign.
 
 In: a Network, one RenderedIssue, and where to: an address (``send --to``) or a folder
-(``send --dry-run``). Out: a Proof (where it went, what the server said) or a DryRun (how
-many .eml files). Neither touches the ledger.
+(``send --dry-run``). Out: a Proof (where it went, what the server said; the ledger keeps
+only which content was proofed, and when) or a DryRun (how many .eml files). Neither
+changes any delivery.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 import msgspec
 
 from newsletter.clock import Clock
+from newsletter.delivery import ledger
 from newsletter.delivery.messages import message_builder, recipients
 from newsletter.delivery.replies import Action
 from newsletter.delivery.session import send_one, transport_for
@@ -60,6 +62,8 @@ def proof(network: Network, rendered: RenderedIssue, address: str, clock: Clock)
         said = "" if reply.text == why else \
             f": {reply.code} {reply.text}" if reply.code else f": {reply.text}"
         raise DeliveryError(f"proof not sent to {to}: {why}{said} (at {reply.stage})")
+    with closing(db.connect(network.database)) as conn:  # the send confirmation asks
+        ledger.record_proof(conn, rendered.slug, rendered.content_hash, now)
     return Proof(rendered.slug, to, transport.where, attempt.reply.text)
 
 
