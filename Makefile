@@ -1,19 +1,22 @@
 # Two commands for a fresh machine (see README.md):
-#   make demo   set everything up, then run the whole pipeline on the sample data
-#   make test   run the whole test suite (ruff and mypy included)
+#   make demo   a virtual environment with the pinned packages, then the whole pipeline on
+#               the sample data (Python alone: no browser, npm or Debian package needed)
+#   make test   everything the tests need, then the whole test suite (ruff and mypy included)
 #
-# Setup installs what the tests need: Debian's chromium, spamassassin and valgrind (when run as
-# root; otherwise it says what to install), a virtual environment with the pinned Python
-# packages, and the npm tools (axe-core, the official MJML compiler for the benchmark).
+# `make setup` installs what the tests need besides the venv: Debian's chromium, spamassassin
+# and valgrind (when run as root; otherwise it says what to install) and the npm tools
+# (axe-core, the official MJML compiler for the benchmark).
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 DEBIAN_PACKAGES := chromium spamassassin valgrind
 
-.PHONY: setup demo test system benchmarks clean
+.PHONY: setup venv demo test system benchmarks clean
 
-setup: system $(VENV)/.installed node_modules/.installed
+setup: system venv node_modules/.installed
+
+venv: $(VENV)/.installed
 
 system:
 	@missing=""; \
@@ -39,7 +42,7 @@ node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
-demo: setup
+demo: venv
 	$(BIN)/newsletter demo
 
 test: setup
