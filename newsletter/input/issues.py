@@ -4,7 +4,9 @@ Strict YAML (see yamlsource.py), then the issue schema of SPEC.md, version 1. Ev
 problem in the file is collected and raised together as one InputError, each with the
 file, line and column of the value at fault. Local images are read here, once: their type
 is sniffed from the bytes (not the name), their dimensions come from the file headers,
-and their bytes go into the issue's ``source_hash``.
+and their bytes go into the issue's ``source_hash``. An image from another site is refused
+(loading it tells that site who opens the email, and when) unless newsletter.yaml says
+``remote_images: allow``.
 
 Markdown (intro and bodies) is inspected here with ``markdown.parts`` to refuse what the
 renderer would drop (raw HTML, Markdown images, links other than https/mailto/tel), so the
@@ -20,6 +22,7 @@ import struct
 from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 from newsletter.email import markdown as md
 from newsletter.errors import InputError, Problem
@@ -40,6 +43,7 @@ from newsletter.model import (
     Location,
     Network,
     Person,
+    RemoteImages,
     Section,
 )
 
@@ -64,6 +68,7 @@ LINK_KEYS = ("url", "text", "note")
 IMAGE_KEYS = ("src", "alt")
 PERSON_KEYS = ("name", "role", "organisation", "phone", "email")
 _URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
+_FILE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
 _T = TypeVar("_T")
 
 
@@ -78,14 +83,15 @@ def find_issues(root: Path) -> list[Path]:
 def load_issue(path: Path, network: Network | None = None) -> Issue:
     """Read and validate one issue; raise InputError listing every problem in it.
 
-    ``network`` is accepted for checks that depend on the network's settings; an issue
-    is valid or not on its own today.
+    ``network`` gives the settings an issue is checked against: images from other sites
+    are refused unless it sets ``remote_images: allow`` (without one, they are refused).
     """
     source = str(path)
     data = ys.read(path)
     early: list[Problem] = []
     root = ys.parse(data, source, early)
-    return _IssueReader(path, source, data, early).issue(root)
+    remote = network is not None and network.remote_images is RemoteImages.ALLOW
+    return _IssueReader(path, source, data, early, remote_images=remote).issue(root)
 
 
 # --------------------------------------------------------------------------- Markdown
@@ -166,8 +172,10 @@ def _webp_size(data: bytes) -> tuple[int, int] | None:
 
 
 class _IssueReader:
-    def __init__(self, path: Path, source: str, data: bytes, early: list[Problem]) -> None:
+    def __init__(self, path: Path, source: str, data: bytes, early: list[Problem], *,
+                 remote_images: bool = False) -> None:
         self.path = path
+        self.remote_images = remote_images
         self.folder = path.parent
         self.source = source
         self.r = Reader(source)
@@ -388,6 +396,9 @@ class _IssueReader:
             if why:
                 r.error(src_node, key, why)
                 return None
+            if not self.remote_images:
+                r.error(src_node, key, *self.remote_image_problem(src))
+                return None
             return Image(src, alt, where)
         file = self.local_file(src, src_node, key)
         if file is None:
@@ -408,6 +419,18 @@ class _IssueReader:
         media_type, width, height = sniffed
         return Image(src, alt, where, path=file, media_type=media_type, width=width,
                      height=height, size=size, digest=hashlib.sha256(data).hexdigest())
+
+    def remote_image_problem(self, src: str) -> tuple[str, str]:
+        """Why an image from another site is refused, and where to put it instead."""
+        parts = urlsplit(src)
+        name = PurePosixPath(parts.path).name
+        if not _FILE_NAME.fullmatch(name):
+            name = "image"
+        folder = self.folder / self.path.stem
+        return (f"image from another site ({parts.hostname}): loading it tells that site "
+                "when each reader opens the email or the archive page",
+                f"save it in {folder}/ and write src: {self.path.stem}/{name}; or set "
+                "remote_images: allow in newsletter.yaml")
 
     @functools.cached_property
     def resolved_folder(self) -> Path:

@@ -1,0 +1,110 @@
+"""Careless or hostile input refused at the edge, through the real CLI as a user runs it.
+
+Images from other sites, bidi controls in one-line text, files saved as UTF-16 or UTF-32,
+issue files that are links to files elsewhere, a bad DKIM key named by the environment.
+"""
+
+from __future__ import annotations
+
+import re
+
+from conftest import Project, Result
+
+TRACKER = "https://tracker.example.net/open.gif?u=8812"
+REMOTE = f"""\
+title: Network newsletter, March 2017
+date: 2017-03-06
+preheader: Partner news.
+blocks:
+  - type: article
+    title: A partner's report
+    image: {{src: "{TRACKER}", alt: Cover of the report}}
+    body: The report is out.
+"""
+REMOTE_PROBLEM = (
+    "issues/2017-03.yaml:7:18: blocks[1].image.src: image from another site "
+    "(tracker.example.net): loading it tells that site when each reader opens the email or "
+    "the archive page (save it in issues/2017-03/ and write src: 2017-03/open.gif; or set "
+    "remote_images: allow in newsletter.yaml)")
+
+
+def fails(result: Result) -> str:
+    assert result.code == 1, result.out + result.err
+    assert "Traceback" not in result.out + result.err
+    return result.err
+
+
+def allow_remote_images(project: Project) -> None:
+    with project.config.open("a", encoding="utf-8") as config:
+        config.write("remote_images: allow\n")
+
+
+def policy_of(page: str) -> str:
+    found = re.search(r'http-equiv="Content-Security-Policy" content="([^"]+)"', page)
+    assert found is not None
+    return found.group(1)
+
+
+# --------------------------------------------------------------------------- remote images
+
+
+def test_an_image_from_another_site_fails_check_build_and_archive_where_it_is_written(
+        project: Project) -> None:
+    project.write("issues/2017-03.yaml", REMOTE)
+    assert fails(project.run("check", "issues/2017-03.yaml")) == (
+        REMOTE_PROBLEM + "\ncheck failed: 1 error\n")
+    assert fails(project.run("build", "issues/2017-03.yaml")) == REMOTE_PROBLEM + "\n"
+    assert fails(project.run("archive", "-o", "site")) == REMOTE_PROBLEM + "\n"
+    assert not (project.root / "site").exists() and not (project.root / "build").exists()
+
+
+def test_the_hint_names_a_file_in_the_issues_folder_even_for_an_address_without_one(
+        project: Project) -> None:
+    project.write("issues/2017-03.yaml", REMOTE.replace(TRACKER, "https://cdn.example.net/"))
+    assert "(save it in issues/2017-03/ and write src: 2017-03/image; or set remote_images: " \
+        "allow in newsletter.yaml)" in fails(project.run("check", "issues/2017-03.yaml"))
+
+
+def test_by_default_every_archive_page_loads_images_from_its_own_site_only(
+        project: Project) -> None:
+    assert project.run("archive", "-o", "site").code == 0
+    pages = sorted((project.root / "site").rglob("*.html"))
+    assert len(pages) >= 5
+    for page in pages:
+        text = page.read_text(encoding="utf-8")
+        assert "img-src 'self';" in policy_of(text) and "https:" not in policy_of(text)
+        assert "This archive sets no cookies and loads nothing from other sites." in text
+
+
+def test_allowed_remote_images_are_published_and_the_policy_and_footer_say_so(
+        project: Project) -> None:
+    allow_remote_images(project)
+    project.write("issues/2017-03.yaml", REMOTE)
+    checked = project.run("check", "issues/2017-03.yaml")
+    assert checked.code == 0 and "blocks[1].image.src: warning: remote image" in checked.err
+    assert project.run("archive", "-o", "site").code == 0
+    page = (project.root / "site" / "2017-03" / "index.html").read_text(encoding="utf-8")
+    assert 'src="https://tracker.example.net/open.gif?u=8812"' in page
+    assert "img-src 'self' https:;" in policy_of(page)
+    assert "loads nothing from other sites" not in page
+    assert "Images in its issues may come from other sites" in page
+    index = (project.root / "site" / "index.html").read_text(encoding="utf-8")
+    assert policy_of(index) == policy_of(page)  # one policy: the server sends it too
+
+
+def test_the_server_sends_the_policy_the_settings_allow(project: Project) -> None:
+    import httpx
+    from test_serve import start
+
+    allow_remote_images(project)
+    project.write("issues/2017-03.yaml", REMOTE)
+    assert project.run("archive", "-o", "site").code == 0
+    running = start(project, "-d", "site")
+    try:
+        page = httpx.get(f"{running.url}/2017-03/")
+    finally:
+        running.stop()
+    assert page.status_code == 200
+    assert page.headers["content-security-policy"] == \
+        f"{policy_of(page.text)}; frame-ancestors 'none'"
+    assert "img-src 'self' https:;" in page.headers["content-security-policy"]
