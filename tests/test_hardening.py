@@ -7,6 +7,7 @@ issue files that are links to files elsewhere, a bad DKIM key named by the envir
 from __future__ import annotations
 
 import re
+import unicodedata
 
 from conftest import Project, Result
 
@@ -108,3 +109,65 @@ def test_the_server_sends_the_policy_the_settings_allow(project: Project) -> Non
     assert page.headers["content-security-policy"] == \
         f"{policy_of(page.text)}; frame-ancestors 'none'"
     assert "img-src 'self' https:;" in page.headers["content-security-policy"]
+
+
+# --------------------------------------------------------------------------- bidi controls
+
+BIDI = ("202A", "202B", "202C", "202D", "202E", "2066", "2067", "2068", "2069")
+
+
+def test_every_bidi_control_in_one_line_text_is_refused_where_it_is(project: Project) -> None:
+    blocks = "".join(f'  - type: section\n    title: "Part \\u{code} one"\n' for code in BIDI)
+    project.write("issues/2017-03.yaml", "title: Network newsletter, March 2017\n"
+                  "date: 2017-03-06\nblocks:\n" + blocks)
+    lines = fails(project.run("check", "issues/2017-03.yaml")).splitlines()
+    assert lines[-1] == "check failed: 9 errors"
+    assert lines[:-1] == [
+        f"issues/2017-03.yaml:{5 + 2 * i}:12: blocks[{i + 1}].title: bidi control U+{code} "
+        f"({unicodedata.name(chr(int(code, 16)))}) is not allowed here (it makes the text "
+        "show in another order than it is written; delete it)"
+        for i, code in enumerate(BIDI)]
+
+
+def test_a_bidi_override_is_refused_in_names_links_and_places_too(project: Project) -> None:
+    rlo = "\u202e"
+    project.write("issues/2017-03.yaml", f"""\
+title: Network newsletter, March 2017
+date: 2017-03-06
+preheader: Partner news{rlo}.
+blocks:
+  - type: event
+    title: Training day
+    date: 2017-03-20
+    location: Room {rlo}12
+    link: {{url: "https://example.org/{rlo}gpj.exe", text: Book a place}}
+  - type: contact
+    title: Who to ask
+    people:
+      - {{name: Sam {rlo}Jones, role: Coordinator}}
+""")
+    err = fails(project.run("check", "issues/2017-03.yaml"))
+    assert [line.split(": bidi")[0] for line in err.splitlines()[:-1]] == [
+        "issues/2017-03.yaml:3:12: preheader",
+        "issues/2017-03.yaml:8:15: blocks[1].location",
+        "issues/2017-03.yaml:9:17: blocks[1].link.url",
+        "issues/2017-03.yaml:13:16: blocks[2].people[1].name"]
+    assert not (project.root / "build").exists()
+    assert fails(project.run("build", "issues/2017-03.yaml")).count("U+202E") == 4
+
+
+def test_a_bidi_control_in_newsletter_yaml_is_refused(project: Project) -> None:
+    config = project.config.read_text(encoding="utf-8")
+    project.write("newsletter.yaml", config.replace(
+        "prompt: Suspect someone is a victim of modern slavery?",
+        'prompt: "Suspect someone is a victim of modern slavery?\\u2066"'))
+    err = fails(project.run("check", "issues/2016-12-newsletter.yaml"))
+    assert err.startswith("newsletter.yaml:19:11: helpline.prompt: bidi control U+2066 "
+                          "(LEFT-TO-RIGHT ISOLATE) is not allowed here")
+
+
+def test_right_to_left_text_without_controls_is_welcome(project: Project) -> None:
+    project.write("issues/2017-03.yaml", "title: نشرة الشبكة\ndate: 2017-03-06\n"
+                  "preheader: חדשות הרשת\nblocks:\n  - type: section\n    title: أخبار\n")
+    result = project.run("check", "issues/2017-03.yaml")
+    assert (result.code, result.err) == (0, "")
