@@ -171,3 +171,54 @@ def test_right_to_left_text_without_controls_is_welcome(project: Project) -> Non
                   "preheader: חדשות הרשת\nblocks:\n  - type: section\n    title: أخبار\n")
     result = project.run("check", "issues/2017-03.yaml")
     assert (result.code, result.err) == (0, "")
+
+
+# --------------------------------------------------------------------------- UTF-16 and UTF-32
+
+GOOD = """\
+title: Network newsletter, March 2017
+date: 2017-03-06
+preheader: Partner news.
+blocks:
+  - type: section
+    title: Updates from the network
+"""
+
+
+def test_issues_saved_as_utf16_or_utf32_are_named_so_with_or_without_a_mark(
+        project: Project) -> None:
+    saved = {"le16": GOOD.encode("utf-16-le"), "be16": GOOD.encode("utf-16-be"),
+             "bom16": GOOD.encode("utf-16"), "le32": GOOD.encode("utf-32-le"),
+             "bom32": b"\x00\x00\xfe\xff" + GOOD.encode("utf-32-be"),
+             # mostly Chinese: fewer NULs, still UTF-16
+             "zh16": GOOD.replace("Updates from the network", "网络新闻" * 40).encode("utf-16-le")}
+    for name, data in saved.items():
+        project.write(f"issues/{name}.yaml", data)
+    err = fails(project.run("check", *(f"issues/{name}.yaml" for name in saved)))
+    assert err.splitlines() == [
+        "issues/le16.yaml:1:1: looks like UTF-16, not UTF-8 (save it as UTF-8)",
+        "issues/be16.yaml:1:1: looks like UTF-16, not UTF-8 (save it as UTF-8)",
+        "issues/bom16.yaml:1:1: looks like UTF-16, not UTF-8: it starts with a UTF-16 byte "
+        "order mark (save it as UTF-8 without BOM)",
+        "issues/le32.yaml:1:1: looks like UTF-32, not UTF-8 (save it as UTF-8)",
+        "issues/bom32.yaml:1:1: looks like UTF-32, not UTF-8: it starts with a UTF-32 byte "
+        "order mark (save it as UTF-8 without BOM)",
+        "issues/zh16.yaml:1:1: looks like UTF-16, not UTF-8 (save it as UTF-8)",
+        "check failed: 6 errors"]
+    assert fails(project.run("build", "issues/le16.yaml")).startswith(
+        "issues/le16.yaml:1:1: looks like UTF-16, not UTF-8")
+
+
+def test_a_stray_nul_in_a_utf8_issue_is_still_a_control_character(project: Project) -> None:
+    project.write("issues/2017-03.yaml", GOOD.replace("Partner news.", "Partner\x00news.")
+                  .encode("utf-8"))
+    assert fails(project.run("check", "issues/2017-03.yaml")).startswith(
+        "issues/2017-03.yaml:3:19: control character U+0000 is not allowed")
+
+
+def test_a_config_saved_as_utf32_is_named_so(project: Project) -> None:
+    project.write("newsletter.yaml", project.config.read_text(encoding="utf-8")
+                  .encode("utf-32"))
+    assert fails(project.run("check", "issues/2016-12-newsletter.yaml")).startswith(
+        "newsletter.yaml:1:1: looks like UTF-32, not UTF-8: it starts with a UTF-32 byte order "
+        "mark (save it as UTF-8 without BOM)\n")
