@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from pathlib import Path
 
 from conftest import Project, Result
 
@@ -222,3 +223,44 @@ def test_a_config_saved_as_utf32_is_named_so(project: Project) -> None:
     assert fails(project.run("check", "issues/2016-12-newsletter.yaml")).startswith(
         "newsletter.yaml:1:1: looks like UTF-32, not UTF-8: it starts with a UTF-32 byte order "
         "mark (save it as UTF-8 without BOM)\n")
+
+
+# --------------------------------------------------------------------------- linked issue files
+
+LINKED = ("issues/2017-03.yaml: the file is a link to a file outside its folder (copy the "
+          "issue into the folder instead of linking to it; what a linked file holds is not "
+          "shown)")
+
+
+def test_an_issue_linked_to_a_file_elsewhere_is_refused_without_quoting_it(
+        project: Project, tmp_path: Path) -> None:
+    secret = tmp_path / "shadow"
+    secret.write_text("root:$6$SeCrEtHaSh:17000:0:99999:7:::\ndaemon:*:17000:0:99999:7:::\n")
+    (project.root / "issues" / "2017-03.yaml").symlink_to(secret)
+    assert fails(project.run("check", "issues/2017-03.yaml")) == (
+        LINKED + "\ncheck failed: 1 error\n")
+    assert fails(project.run("check")).splitlines() == [LINKED, "check failed: 1 error"]
+    assert fails(project.run("build", "issues/2017-03.yaml")) == LINKED + "\n"
+    assert fails(project.run("archive", "-o", "site")) == LINKED + "\n"
+    assert not (project.root / "site").exists() and not (project.root / "build").exists()
+
+
+def test_links_out_of_the_folder_to_an_issue_or_to_nothing_are_refused_too(
+        project: Project, tmp_path: Path) -> None:
+    (tmp_path / "elsewhere.yaml").write_text(GOOD, encoding="utf-8")
+    issues = project.root / "issues"
+    (issues / "a.yaml").symlink_to(tmp_path / "elsewhere.yaml")  # a good issue, elsewhere
+    (issues / "b.yaml").symlink_to("../newsletter.yaml")  # in the project, not the folder
+    (issues / "c.yaml").symlink_to(tmp_path / "gone.yaml")
+    err = fails(project.run("check", *(f"issues/{n}.yaml" for n in "abc")))
+    assert [line.split(": ", 1) for line in err.splitlines()[:-1]] == [
+        [f"issues/{n}.yaml", LINKED.split(": ", 1)[1]] for n in "abc"]
+    assert "West Midlands" not in err
+
+
+def test_a_link_to_another_issue_in_the_folder_is_read(project: Project) -> None:
+    project.write("issues/drafts/2017-03.yaml", GOOD)
+    (project.root / "issues" / "2017-03.yaml").symlink_to("drafts/2017-03.yaml")
+    (project.root / "issues" / "latest.yaml").symlink_to("2016-12-newsletter.yaml")
+    result = project.run("check", "issues/2017-03.yaml", "issues/latest.yaml")
+    assert (result.code, result.err) == (0, "")

@@ -6,7 +6,8 @@ file, line and column of the value at fault. Local images are read here, once: t
 is sniffed from the bytes (not the name), their dimensions come from the file headers,
 and their bytes go into the issue's ``source_hash``. An image from another site is refused
 (loading it tells that site who opens the email, and when) unless newsletter.yaml says
-``remote_images: allow``.
+``remote_images: allow``. An issue file that is a link to a file outside its folder is
+refused unread.
 
 Markdown (intro and bodies) is inspected here with ``markdown.parts`` to refuse what the
 renderer would drop (raw HTML, Markdown images, links other than https/mailto/tel), so the
@@ -87,11 +88,32 @@ def load_issue(path: Path, network: Network | None = None) -> Issue:
     are refused unless it sets ``remote_images: allow`` (without one, they are refused).
     """
     source = str(path)
+    _refuse_link_elsewhere(path, source)
     data = ys.read(path)
     early: list[Problem] = []
     root = ys.parse(data, source, early)
     remote = network is not None and network.remote_images is RemoteImages.ALLOW
     return _IssueReader(path, source, data, early, remote_images=remote).issue(root)
+
+
+def _refuse_link_elsewhere(path: Path, source: str) -> None:
+    """Refuse an issue file that is a link to a file outside its own folder, unread.
+
+    Messages quote what a file holds ("found 'root:$6$...'"), so a link committed as
+    ``issues/x.yaml`` would show whoever runs ``check`` (or reads a CI log) the first
+    lines of any file the link names. A link to another file in the folder is fine, as
+    for images (their files must be in the issue's folder too).
+    """
+    if not path.is_symlink():
+        return
+    try:
+        inside = path.resolve().is_relative_to(path.parent.resolve())
+    except (OSError, RuntimeError):  # a loop of links: reading it says so
+        return
+    if not inside:
+        raise InputError([Problem(Location(source), "", "the file is a link to a file outside "
+                                  "its folder", "copy the issue into the folder instead of "
+                                  "linking to it; what a linked file holds is not shown")])
 
 
 # --------------------------------------------------------------------------- Markdown
