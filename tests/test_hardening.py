@@ -11,6 +11,7 @@ import unicodedata
 from pathlib import Path
 
 from conftest import Project, Result
+from smtp_servers import SmtpServer
 
 TRACKER = "https://tracker.example.net/open.gif?u=8812"
 REMOTE = f"""\
@@ -264,3 +265,38 @@ def test_a_link_to_another_issue_in_the_folder_is_read(project: Project) -> None
     (project.root / "issues" / "latest.yaml").symlink_to("2016-12-newsletter.yaml")
     result = project.run("check", "issues/2017-03.yaml", "issues/latest.yaml")
     assert (result.code, result.err) == (0, "")
+
+
+# --------------------------------------------------------------------------- DKIM key
+
+def send_with(project: Project, server: SmtpServer, **env: str) -> Result:
+    return project.run("send", "issues/2017-02-news.yaml", "--list", "members", "--yes", env={
+        "NEWSLETTER_SMTP_HOST": "127.0.0.1", "NEWSLETTER_SMTP_PORT": str(server.port),
+        "NEWSLETTER_SMTP_TLS": "none", "NEWSLETTER_SMTP_PASSWORD": "test-password", **env})
+
+
+def test_a_bad_dkim_key_is_reported_where_its_path_was_given(project: Project) -> None:
+    imported = project.run("subscribers", "import", "subscribers/members.csv", "--list",
+                           "members")
+    assert imported.code == 0, imported.err
+    project.write("junk.pem", "not a key\n")
+    missing = project.root / "keys" / "news.pem"
+    with SmtpServer() as server:
+        from_env = fails(send_with(project, server, NEWSLETTER_DKIM_KEY=str(missing),
+                                   NEWSLETTER_DKIM_SELECTOR="news2016")).splitlines()
+        junk_env = fails(send_with(project, server, NEWSLETTER_DKIM_KEY="junk.pem",
+                                   NEWSLETTER_DKIM_SELECTOR="news2016")).splitlines()
+        config = project.config.read_text(encoding="utf-8")
+        project.write("newsletter.yaml", config.replace(
+            "  password_env: NEWSLETTER_SMTP_PASSWORD\n",
+            "  password_env: NEWSLETTER_SMTP_PASSWORD\n  dkim_key: junk.pem\n"
+            "  dkim_selector: news2016\n"))
+        junk_file = fails(send_with(project, server)).splitlines()
+        assert server.received == []
+    assert f"environment variable NEWSLETTER_DKIM_KEY: smtp.dkim_key: cannot read the key " \
+        f"file {missing}: No such file or directory" in from_env
+    assert "environment variable NEWSLETTER_DKIM_KEY: smtp.dkim_key: junk.pem: not a usable " \
+        "private key (Private key not found)" in junk_env
+    assert "newsletter.yaml:38:13: smtp.dkim_key: junk.pem: not a usable private key " \
+        "(Private key not found)" in junk_file
+    assert not any(line.startswith("newsletter.yaml: ") for line in from_env + junk_env)
