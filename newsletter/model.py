@@ -75,14 +75,6 @@ class Helpline(msgspec.Struct, frozen=True):
     def emergency_tel(self) -> str:
         return tel_uri(self.emergency)
 
-    @property
-    def text(self) -> str:
-        """The footer as one plain sentence pair (the wording is fixed by the network)."""
-        return (
-            f"{self.prompt} Call the {self.name} on {self.phone} or report online. "
-            f"If someone is in immediate danger, always call {self.emergency}."
-        )
-
 
 def tel_uri(number: str) -> str:
     """``08000 121 700`` -> ``tel:08000121700``."""
@@ -124,6 +116,9 @@ class Smtp(msgspec.Struct, frozen=True):
     dkim_key: Path | None = None  # PEM private key (RSA)
     dkim_selector: str | None = None  # the DNS selector: <selector>._domainkey.<domain>
     dkim_domain: str | None = None  # d= ; defaults to the sender's domain
+    # Where the key's path was given (its line in newsletter.yaml, or the environment
+    # variable): a key that cannot be used is reported there.
+    dkim_key_where: Location | None = None
 
 
 class Limits(msgspec.Struct, frozen=True):
@@ -139,6 +134,16 @@ class Limits(msgspec.Struct, frozen=True):
     retry_base: float = 300.0  # first delay after a 4xx, doubled each time
     retry_max: float = 4000.0
     retry_deadline: float = 5 * 24 * 3600.0  # give up (expired) after this long
+
+
+class RemoteImages(enum.StrEnum):
+    """May an issue show an image from another site (``remote_images`` in newsletter.yaml)?
+
+    Fetching it tells that site when each reader opens the email or the archive page.
+    """
+
+    REFUSE = "refuse"  # issues must carry their images in their own folder
+    ALLOW = "allow"  # https images are allowed; the archive's policy and footer say so
 
 
 class ArchiveSettings(msgspec.Struct, frozen=True):
@@ -162,6 +167,7 @@ class Network(msgspec.Struct, frozen=True):
     smtp: Smtp = msgspec.field(default_factory=Smtp)
     limits: Limits = msgspec.field(default_factory=Limits)
     archive: ArchiveSettings = msgspec.field(default_factory=ArchiveSettings)
+    remote_images: RemoteImages = RemoteImages.REFUSE
     database: Path = Path("newsletter.db")
     root: Path = Path(".")  # the project folder (where newsletter.yaml lives)
     source: Location = Location("newsletter.yaml")

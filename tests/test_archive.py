@@ -407,6 +407,8 @@ def test_a_remote_image_is_kept_as_written(project: Project) -> None:
     block = ("  - type: article\n    title: From a partner\n"
              "    image: {src: 'https://images.partner.example.org/team.jpg', alt: The team}\n"
              "    body: A photograph from our partner's own site.\n")
+    with project.config.open("a", encoding="utf-8") as config:
+        config.write("remote_images: allow\n")
     site = build(with_issues(project, {"2017-01": THREE["2017-01"] + block}))
     page = (site / "2017-01" / "index.html").read_text()
     assert 'src="https://images.partner.example.org/team.jpg"' in page

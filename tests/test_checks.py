@@ -5,12 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import Project
+from conftest import REPO, Project
 
 from newsletter.errors import Problem, Severity
 from newsletter.input.checks import editorial, fold
+from newsletter.input.config import load_network
 from newsletter.input.issues import load_issue
-from newsletter.model import Location
+from newsletter.model import Location, Network
 
 CLEAN = """\
 title: Network newsletter, December 2016
@@ -24,12 +25,12 @@ blocks:
 """
 
 
-def warnings_for(tmp_path: Path, text: str) -> list[str]:
+def warnings_for(tmp_path: Path, text: str, network: Network | None = None) -> list[str]:
     folder = tmp_path / "issues"
     folder.mkdir(exist_ok=True)
     path = folder / "2016-12.yaml"
     path.write_text(text, encoding="utf-8")
-    problems = editorial(load_issue(path))
+    problems = editorial(load_issue(path, network))
     assert all(p.severity is Severity.WARNING for p in problems)
     return [str(p).removeprefix(f"{path}:") for p in problems]
 
@@ -91,7 +92,10 @@ def test_a_subject_of_exactly_sixty_characters_is_fine(tmp_path: Path) -> None:
 def test_long_alt_text_and_remote_images_are_flagged(tmp_path: Path) -> None:
     alt = "A photograph of " + "the report cover " * 9
     issue = CLEAN + f"    image: {{src: 'https://cdn.example.org/cover.png', alt: '{alt}'}}\n"
-    assert warnings_for(tmp_path, issue) == [
+    config = tmp_path / "newsletter.yaml"
+    config.write_text((REPO / "newsletter.yaml").read_text(encoding="utf-8")
+                      + "remote_images: allow\n", encoding="utf-8")
+    assert warnings_for(tmp_path, issue, load_network(config, {})) == [
         "9:18: blocks[1].image.src: warning: remote image: fetching it tells its server when "
         "each reader opens the email (save the image next to the issue and give its path)",
         f"9:60: blocks[1].image.alt: warning: alt text is {len(alt.strip())} characters; keep "

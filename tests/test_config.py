@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from newsletter.errors import InputError
-from newsletter.input.config import contrast_with_white, load_network
+from newsletter.input.config import contrast_with_white, load_network, setting_keys
 from newsletter.model import TlsMode
 
 REPO = Path(__file__).resolve().parent.parent
@@ -130,3 +132,39 @@ def test_a_grey_just_under_four_and_a_half_to_one_is_refused(tmp_path: Path) -> 
     assert problems_of(path) == [
         f"{path}:26:11: brand.colour: #777777 on white has a contrast of 4.47:1; at least 4.5:1 "
         "is needed (choose a darker shade so links and headings stay readable)"]
+
+
+# --------------------------------------------------------------------------- the settings table
+
+
+def test_every_setting_is_a_field_of_the_model_value_it_fills() -> None:
+    from newsletter.input.config import NETWORK, Group
+
+    def check(group: Group) -> None:
+        fields = {f.name for f in msgspec.structs.fields(group.model)}
+        for setting in group.settings:
+            assert setting.key in fields, f"{group.model.__name__}.{setting.key}"
+            if isinstance(setting.read, Group):
+                check(setting.read)
+
+    check(NETWORK)
+
+
+def test_setting_keys_are_exactly_the_keys_the_loader_accepts(tmp_path: Path) -> None:
+    keys = setting_keys()
+    assert len(keys) == len(set(keys))
+    assert {"name", "helpline.emergency", "smtp.dkim_key", "limits.retry_deadline",
+            "archive.quick_exit_url", "remote_images", "database"} <= set(keys)
+    sections = [k for k in keys if any(other.startswith(k + ".") for other in keys)]
+    assert sections == ["sender", "reply_to", "list_id", "helpline", "brand", "unsubscribe",
+                        "smtp", "limits", "archive"]
+    # an unknown key with no near miss makes the loader list the keys it allows, per section
+    for section in ["", *sections]:
+        text = CONFIG + "zzzzzzzz: 1\n" if not section else \
+            re.sub(f"(?m)^{section}:.*$", "\\g<0>\n  zzzzzzzz: 1", CONFIG, count=1)
+        assert text != CONFIG
+        (problem,) = [p for p in problems_of(write_config(tmp_path, text)) if "zzzz" in p]
+        allowed = problem.split("allowed keys: ")[1].rstrip(")").split(", ")
+        prefix = f"{section}." if section else ""
+        assert [prefix + key for key in allowed] == [
+            k for k in keys if k.startswith(prefix) and "." not in k.removeprefix(prefix)]

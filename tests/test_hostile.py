@@ -220,6 +220,8 @@ def html_part(raw: bytes) -> str:
 
 def test_a_built_hostile_issue_has_only_safe_links_and_no_script_in_its_eml(project) -> None:
     project.write("issues/hostile.yaml", hostile_yaml())
+    with project.config.open("a", encoding="utf-8") as config:
+        config.write("remote_images: allow\n")  # the payload's image is on example.org
     result = project.run("build", "issues/hostile.yaml", "-o", "out")
     assert result.code == 0, result.err
     raw = (project.root / "out" / "email.eml").read_bytes()

@@ -610,3 +610,25 @@ def test_the_text_wrapper_makes_the_same_lines_as_textwrap(text: str, indent: st
                                        subsequent_indent=" " * len(indent),
                                        break_long_words=False, break_on_hyphens=False))
     assert wrap(text, initial_indent=indent, subsequent_indent=" " * len(indent)) == expected
+
+
+def test_the_helpline_words_are_written_once_in_the_templates() -> None:
+    words = "If someone is in immediate danger"
+    holders = [p.relative_to(REPO).as_posix() for p in (REPO / "templates").rglob("*")
+               if p.is_file() and words in p.read_text(encoding="utf-8")]
+    assert holders == ["templates/shared/helpline.j2"]
+
+
+def test_the_shared_helpline_words_are_escaped_in_html_only_also_from_the_cache(
+        project) -> None:
+    """Both environments load shared/helpline.j2; their compiled code must not be mixed up."""
+    config = project.config.read_text(encoding="utf-8")
+    project.write("newsletter.yaml", config.replace(
+        "  name: Modern Slavery Helpline", '  name: "Modern Slavery <Helpline> & Co"'))
+    for _ in range(2):  # compiled, then read back from .newsletter-cache
+        result = project.run("build", "issues/2016-12-newsletter.yaml", "-o", "out")
+        assert result.code == 0, result.err
+        html = (project.root / "out" / "email.html").read_text(encoding="utf-8")
+        text = (project.root / "out" / "email.txt").read_text(encoding="utf-8")
+        assert "Call the Modern Slavery &lt;Helpline&gt; &amp; Co on" in html
+        assert "Call the Modern Slavery <Helpline> & Co on" in " ".join(text.split())

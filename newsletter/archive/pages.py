@@ -22,7 +22,7 @@ from markupsafe import Markup
 from newsletter.archive.entries import Entry
 from newsletter.email.templating import html_environment
 from newsletter.errors import RenderError
-from newsletter.model import Helpline, Issue, Network
+from newsletter.model import Helpline, Issue, Network, RemoteImages
 
 FEED_ENTRIES = 20  # full content is heavy; readers need the recent issues, the site has the rest
 BODY_START = "<!-- issue body -->\n"
@@ -43,6 +43,8 @@ class Site(msgspec.Struct, frozen=True):
     helpline: Helpline
     noindex: bool
     quick_exit_url: str | None
+    remote_images: bool  # issues may show images from other sites (the footer says so)
+    csp: str  # the Content-Security-Policy of every page
 
     @classmethod
     def of(cls, network: Network) -> Site:
@@ -54,7 +56,19 @@ class Site(msgspec.Struct, frozen=True):
             brand_colour=network.brand.colour, helpline=network.helpline,
             noindex=network.archive.noindex,
             quick_exit_url=network.archive.quick_exit_url,
+            remote_images=network.remote_images is RemoteImages.ALLOW,
+            csp=content_security_policy(network),
         )
+
+
+def content_security_policy(network: Network) -> str:
+    """The archive pages' policy: their own files only, and the email design's inline
+    styles; images from other https sites only where the network allows them in issues.
+    Every page carries it; the server sends it as a header too (web/server.py)."""
+    images = "'self' https:" if network.remote_images is RemoteImages.ALLOW else "'self'"
+    return (f"default-src 'self'; img-src {images}; style-src 'self' 'unsafe-inline'; "
+            "script-src 'self'; connect-src 'none'; frame-src 'none'; object-src 'none'; "
+            "base-uri 'none'; form-action 'self'")
 
 
 class FeedItem(msgspec.Struct, frozen=True):

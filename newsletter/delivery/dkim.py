@@ -49,7 +49,8 @@ def signer_for(smtp: Smtp, sender_domain: str) -> Signer | None:
     """
     if smtp.dkim_key is None or smtp.dkim_selector is None:
         return None
-    where = Location("newsletter.yaml")
+    # where the path was given: its line in newsletter.yaml, or NEWSLETTER_DKIM_KEY
+    where = smtp.dkim_key_where or Location("newsletter.yaml")
     key_path = smtp.dkim_key
     try:
         key = key_path.read_bytes()

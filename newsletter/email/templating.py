@@ -87,7 +87,18 @@ class _WholeFileBytecodeCache(FileSystemBytecodeCache):
     marshalled code) goes to Jinja's own reader, which compiles afresh when it must.
     A cache that cannot be written (a read-only project folder) is no error: the
     templates are compiled again next time.
+
+    Both environments share the folder, and a template both load (shared/helpline.j2)
+    compiles differently in each (escaping, trimmed blocks): ``kind`` keeps their entries
+    apart, which Jinja's key (the template's name and path) alone would not.
     """
+
+    def __init__(self, directory: str, kind: str = "") -> None:
+        super().__init__(directory)
+        self.kind = kind
+
+    def get_cache_key(self, name: str, filename: str | None = None) -> str:
+        return super().get_cache_key(f"{self.kind}:{name}" if self.kind else name, filename)
 
     def dump_bytecode(self, bucket: Bucket) -> None:
         with contextlib.suppress(OSError):
@@ -119,12 +130,12 @@ class _WholeFileBytecodeCache(FileSystemBytecodeCache):
 
 
 @lru_cache(maxsize=8)
-def _bytecode_cache(root: Path) -> BytecodeCache:
+def _bytecode_cache(root: Path, kind: str) -> BytecodeCache:
     """The project's template cache (see the module docstring). Entries are keyed by the
     template's path and checked against its source's checksum, so edits are seen. In the
     project, not in Jinja's default folder under /tmp: that one is shared by every
     project, and nothing ever empties it (a test run left 20 MB there)."""
-    return _WholeFileBytecodeCache(str(root / CACHE_FOLDER / "templates"))
+    return _WholeFileBytecodeCache(str(root / CACHE_FOLDER / "templates"), kind)
 
 
 def _globals() -> dict[str, object]:
@@ -140,7 +151,7 @@ def html_environment(root: Path) -> Environment:
         undefined=StrictUndefined,
         keep_trailing_newline=True,
         auto_reload=False,  # see forget_templates
-        bytecode_cache=_bytecode_cache(root),
+        bytecode_cache=_bytecode_cache(root, "html"),
     )
     env.filters.update(markdown=_markdown_html, long_date=long_date, when=event_when,
                        oneline=oneline)
@@ -160,7 +171,7 @@ def text_environment(root: Path) -> Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
         auto_reload=False,  # see forget_templates
-        bytecode_cache=_bytecode_cache(root),
+        bytecode_cache=_bytecode_cache(root, "text"),
     )
     env.filters.update(md_text=markdown.to_text, wrap=wrap, heading=heading,
                        long_date=long_date, when=event_when, oneline=oneline)

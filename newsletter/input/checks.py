@@ -3,9 +3,10 @@
 Nothing here stops a build: load.py refuses broken input. These are the things a
 careful sub-editor would flag: link text that says nothing out of context ("click here"
 means nothing to a screen reader listing links), placeholders left in, a subject too long
-for an inbox line, no preheader, long alt text, remote images (fetching them tells the
-image's server when each reader opened the email), repeated block titles, articles
-without a body. ``newsletter check --strict`` turns them into errors.
+for an inbox line, no preheader, long alt text, remote images (where the network allows
+them at all: fetching them tells the image's server when each reader opened the email),
+repeated block titles, articles without a body. ``newsletter check --strict`` turns them
+into errors.
 
 Also here: folding repeated warnings for the terminal, as Pelican's ``LimitFilter`` does.
 """

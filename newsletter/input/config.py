@@ -7,6 +7,11 @@ leave the list. Anything that ends up in a header (names, the List-Id) is refuse
 holds line breaks, control characters or ``=?``; addresses are validated and their
 domains IDNA-encoded.
 
+Each setting is declared once, in the table below (``NETWORK``): its key, which is also
+the name of the model field it fills, and how it is read. The allowed keys of a section,
+the reading and the model value are all derived from it; a setting left out takes the
+model's default. ``setting_keys()`` lists every key the file may hold.
+
 The SMTP password never lives in the file: ``smtp.password_env`` names the environment
 variable that holds it. ``NEWSLETTER_SMTP_HOST``, ``_PORT``, ``_USER`` and ``_TLS``
 override the file's smtp settings (for a proof server or a test), checked like the file.
@@ -14,11 +19,15 @@ override the file's smtp settings (for a proof server or a test), checked like t
 
 from __future__ import annotations
 
+import enum
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from typing import Any, TypeVar
+
+import msgspec
 
 from newsletter.errors import InputError, Problem
 from newsletter.input import yamlsource as ys
@@ -32,24 +41,13 @@ from newsletter.model import (
     Location,
     Mailbox,
     Network,
+    RemoteImages,
     Smtp,
     TlsMode,
     Unsubscribe,
 )
 from newsletter.text.addresses import address_problem, is_loopback, phone_problem, url_problem
 
-TOP_KEYS = ("name", "language", "sender", "reply_to", "website", "archive_url", "list_id",
-            "helpline", "brand", "unsubscribe", "smtp", "limits", "archive", "database")
-MAILBOX_KEYS = ("name", "address")
-LIST_ID_KEYS = ("name", "label")
-HELPLINE_KEYS = ("prompt", "name", "phone", "report_url", "emergency")
-BRAND_KEYS = ("colour", "logo", "logo_alt")
-UNSUBSCRIBE_KEYS = ("url", "mailto")
-SMTP_KEYS = ("host", "port", "tls", "user", "password_env", "timeout", "final_dot_timeout",
-             "dkim_key", "dkim_selector", "dkim_domain")
-LIMIT_KEYS = ("per_second", "per_minute", "per_hour", "per_day", "concurrency", "batch_size",
-              "batch_pause", "retry_base", "retry_max", "retry_deadline")
-ARCHIVE_KEYS = ("noindex", "quick_exit_url")
 ENV_PREFIX = "NEWSLETTER_SMTP_"
 DKIM_PREFIX = "NEWSLETTER_DKIM_"
 # RFC 6376 §3.1: a selector is one or more DNS labels ("news2016", "mail.2016").
@@ -64,10 +62,298 @@ _LANGUAGE = re.compile(r"[a-z]{2,3}(?:-[A-Za-z0-9]{2,8})*")
 _ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
 _HOST = re.compile(r"[A-Za-z0-9.:\[\]-]+")
 
+_M = TypeVar("_M", bound=msgspec.Struct)
+
 HELPLINE_EXAMPLE = (
     "add helpline: {prompt: ..., name: Modern Slavery Helpline, phone: 08000 121 700, "
     "report_url: https://www.modernslaveryhelpline.org/report}"
 )
+
+
+# --------------------------------------------------------------------------- how a value is read
+
+# A reader takes the section's fields and a key; it returns the value, or None when the
+# key is absent or its value was refused (the problem is recorded).
+Read = Callable[["_NetworkReader", Fields, str], Any]
+# A text check takes the text as read and returns it (or None when it refused it).
+Check = Callable[["_NetworkReader", Fields, str, str], str | None]
+
+
+def text(max_len: int = 200, *, header: bool = False, check: Check | None = None) -> Read:
+    def read(nr: _NetworkReader, f: Fields, key: str) -> str | None:
+        value = nr.r.text(f, key, max_len=max_len, header=header)
+        return value if value is None or check is None else check(nr, f, key, value)
+    return read
+
+
+def integer(minimum: int = 0, maximum: int | None = None) -> Read:
+    return lambda nr, f, key: nr.r.integer(f, key, minimum=minimum, maximum=maximum)
+
+
+def number(minimum: float = 0.0) -> Read:
+    return lambda nr, f, key: nr.r.number(f, key, minimum=minimum)
+
+
+def boolean() -> Read:
+    return lambda nr, f, key: nr.r.boolean(f, key)
+
+
+def choice(options: type[enum.StrEnum], what: str) -> Read:
+    def read(nr: _NetworkReader, f: Fields, key: str) -> enum.StrEnum | None:
+        found = nr.r.choice(f, key, [o.value for o in options], what=what)
+        return None if found is None else options(found)
+    return read
+
+
+def url(nr: _NetworkReader, f: Fields, key: str) -> str | None:
+    value = nr.r.text(f, key, max_len=2000)
+    if value is None:
+        return None
+    why = url_problem(value, _HTTPS)
+    if why:
+        nr.error(f, key, why)
+        return None
+    return value
+
+
+def address(nr: _NetworkReader, f: Fields, key: str) -> str | None:
+    value = nr.r.text(f, key, max_len=254, header=True)
+    if value is None:
+        return None
+    found, why = address_problem(value)
+    if why:
+        nr.error(f, key, why)
+    return found
+
+
+def phone(nr: _NetworkReader, f: Fields, key: str) -> str | None:
+    value = nr.r.text(f, key, max_len=40)
+    problem = None if value is None else phone_problem(value)
+    if problem:
+        nr.error(f, key, *problem)
+        return None
+    return value
+
+
+def _archive_url(nr: _NetworkReader, f: Fields, key: str) -> str | None:
+    value = url(nr, f, key)
+    if value is not None and not value.endswith("/"):
+        nr.error(f, key, "must end with '/'", f"write {value}/")
+        return None
+    return value
+
+
+def _language(nr: _NetworkReader, f: Fields, key: str, value: str) -> str | None:
+    if not _LANGUAGE.fullmatch(value):
+        nr.error(f, key, f"expected a language tag like en-GB, found {value!r}")
+    return value
+
+
+def _list_label(nr: _NetworkReader, f: Fields, key: str, value: str) -> str | None:
+    if not _LABEL.fullmatch(value):
+        nr.error(f, key, f"expected a List-Id label like news.example.org, found {value!r}",
+                 "letters, digits, hyphens and at least one dot")
+        return None
+    return value
+
+
+def _env_name(nr: _NetworkReader, f: Fields, key: str, value: str) -> str | None:
+    if not _ENV_NAME.fullmatch(value):
+        nr.error(f, key, f"expected an environment variable name, found {value!r}",
+                 "e.g. NEWSLETTER_SMTP_PASSWORD; the password itself never goes here")
+        return None
+    return value
+
+
+def _colour(nr: _NetworkReader, f: Fields, key: str, value: str) -> str | None:
+    if not _COLOUR.fullmatch(value):
+        nr.error(f, key, f"expected a colour like #1d4f91, found {value!r}")
+        return None
+    ratio = contrast_with_white(value)
+    if ratio < 4.5:
+        shown = math.floor(ratio * 100) / 100  # never round up to 4.5
+        nr.error(f, key, f"{value} on white has a contrast of {shown:.2f}:1; at least 4.5:1 "
+                 "is needed", "choose a darker shade so links and headings stay readable")
+        return None
+    return value.lower()
+
+
+def _project_file(default: str | None = None) -> Read:
+    """A path in the project folder; with ``default``, that file when the key is absent."""
+    def read(nr: _NetworkReader, f: Fields, key: str) -> Path | None:
+        value = nr.r.text(f, key, max_len=1000) or default
+        return None if value is None else nr.root / value
+    return read
+
+
+def _logo(nr: _NetworkReader, f: Fields, key: str) -> Path | None:
+    path: Path | None = _project_file()(nr, f, key)
+    if path is None:
+        return None
+    try:
+        found = path.is_file()
+    except OSError:  # a name too long for the file system, say
+        found = False
+    if not found:
+        nr.error(f, key, f"logo file not found: {path}")
+    return path
+
+
+# --------------------------------------------------------------------------- the settings
+
+
+class Setting(msgspec.Struct, frozen=True):
+    """One key of newsletter.yaml: its name (the model field's too) and how it is read."""
+
+    key: str
+    read: Read | Group  # a value, or a section of settings
+    required: bool = False
+
+
+class Group(msgspec.Struct, frozen=True):
+    """A section of settings and the model value made of them.
+
+    ``finish`` runs once every setting is read: checks that concern several settings, or
+    the environment; it may change the values, and returns False when the section is
+    unusable. ``always``: read even when the section is absent (the environment can
+    supply it).
+    """
+
+    model: type[Any]
+    settings: tuple[Setting, ...]
+    finish: Callable[[_NetworkReader, Fields, dict[str, Any]], bool] | None = None
+    always: bool = False
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        return tuple(s.key for s in self.settings)
+
+    @property
+    def required(self) -> tuple[str, ...]:
+        return tuple(s.key for s in self.settings if s.required)
+
+
+def _unsubscribe(nr: _NetworkReader, m: Fields, values: dict[str, Any]) -> bool:
+    if not m.has("url") and not m.has("mailto"):
+        nr.r.error(m.node, m.key("url"), "required: url (one-click unsubscribe) or mailto",
+                   "members must be able to leave the list")
+        return False
+    if values["url"]:
+        values["url"] = values["url"].rstrip("/")
+    return True
+
+
+def _brand(nr: _NetworkReader, m: Fields, values: dict[str, Any]) -> bool:
+    if values["logo"] is not None and not values["logo_alt"]:
+        nr.error(m, "logo", "required with a logo", "the network's name, as the logo shows it",
+                 key="logo_alt")
+    return True
+
+
+def _smtp(nr: _NetworkReader, m: Fields, values: dict[str, Any]) -> bool:
+    nr.dkim(m, values)
+    host, port, tls, user = nr.smtp_environment(values["host"], values["port"], values["tls"],
+                                                values["user"])
+    values.update(host=host or None, port=port or None, tls=tls or None, user=user)
+    defaults = Smtp()
+    if host is not None and not _HOST.fullmatch(host):
+        nr.r.problems.append(Problem(nr.smtp_where(m, "host"), "smtp.host",
+                                     f"expected a host name, found {host!r}"))
+    final_host = host or defaults.host
+    if (tls or defaults.tls) is TlsMode.NONE and not is_loopback(final_host):
+        nr.r.problems.append(Problem(
+            nr.smtp_where(m, "tls"), "smtp.tls",
+            f"tls: none sends the password and every message in the clear to {final_host}",
+            "use starttls or implicit; none is only for a server on 127.0.0.1"))
+    return True
+
+
+def _network(nr: _NetworkReader, f: Fields, values: dict[str, Any]) -> bool:
+    if not f.has("helpline"):
+        nr.r.error(f.keys.get("helpline") or f.node, "helpline",
+                   "required: every email and archive page carries the helpline footer",
+                   HELPLINE_EXAMPLE)
+    return True
+
+
+MAILBOX = Group(Mailbox, (
+    Setting("name", text(header=True), required=True),
+    Setting("address", address, required=True),
+))
+
+NETWORK = Group(Network, (
+    Setting("name", text(header=True), required=True),
+    Setting("language", text(35, check=_language)),
+    Setting("sender", MAILBOX, required=True),
+    Setting("reply_to", MAILBOX),
+    Setting("website", url, required=True),
+    Setting("archive_url", _archive_url, required=True),
+    Setting("list_id", Group(ListId, (
+        Setting("name", text(header=True), required=True),
+        Setting("label", text(255, check=_list_label), required=True),
+    )), required=True),
+    # required too, with its own message: see _network
+    Setting("helpline", Group(Helpline, (
+        Setting("prompt", text(), required=True),
+        Setting("name", text(), required=True),
+        Setting("phone", phone, required=True),
+        Setting("report_url", url, required=True),
+        Setting("emergency", phone),
+    ))),
+    Setting("brand", Group(Brand, (
+        Setting("colour", text(7, check=_colour)),
+        Setting("logo", _logo),
+        Setting("logo_alt", text()),
+    ), _brand)),
+    Setting("unsubscribe", Group(Unsubscribe, (
+        Setting("url", url),
+        Setting("mailto", address),
+    ), _unsubscribe), required=True),
+    Setting("smtp", Group(Smtp, (
+        Setting("host", text(255)),
+        Setting("port", integer(1, 65535)),
+        Setting("tls", choice(TlsMode, "TLS mode")),
+        Setting("user", text(254, header=True)),
+        Setting("password_env", text(100, check=_env_name)),
+        Setting("timeout", number(1)),
+        Setting("final_dot_timeout", number(1)),
+        Setting("dkim_key", text(1000)),
+        Setting("dkim_selector", text(63)),
+        Setting("dkim_domain", text(253)),
+    ), _smtp, always=True)),
+    Setting("limits", Group(Limits, (
+        Setting("per_second", number()),
+        Setting("per_minute", integer()),
+        Setting("per_hour", integer()),
+        Setting("per_day", integer()),
+        Setting("concurrency", integer(1)),
+        Setting("batch_size", integer()),
+        Setting("batch_pause", number()),
+        Setting("retry_base", number()),
+        Setting("retry_max", number()),
+        Setting("retry_deadline", number()),
+    ))),
+    Setting("archive", Group(ArchiveSettings, (
+        Setting("noindex", boolean()),
+        Setting("quick_exit_url", url),
+    ))),
+    Setting("remote_images", choice(RemoteImages, "remote_images value")),
+    Setting("database", _project_file("newsletter.db")),
+), _network)
+
+
+def setting_keys() -> tuple[str, ...]:
+    """Every key newsletter.yaml may hold, dotted (``smtp.dkim_key``), in the table's order;
+    a section comes before its own keys."""
+    def walk(group: Group, prefix: str) -> Iterator[str]:
+        for s in group.settings:
+            yield prefix + s.key
+            if isinstance(s.read, Group):
+                yield from walk(s.read, f"{prefix}{s.key}.")
+    return tuple(walk(NETWORK, ""))
+
+
+# --------------------------------------------------------------------------- loading
 
 
 def load_network(path: Path, environ: Mapping[str, str] | None = None) -> Network:
@@ -107,231 +393,64 @@ class _NetworkReader:
         self.environ = environ
         self.r = Reader(source, keep_locations=False)  # a Network keeps none
 
+    def error(self, f: Fields, name: str, message: str, hint: str | None = None, *,
+              key: str | None = None) -> None:
+        """A problem with the value of ``name`` (reported under ``key``, if given)."""
+        self.r.error(f.values[name], f.key(key or name), message, hint)
+
     def network(self, node: ys.Node) -> Network:
-        r = self.r
-        f = r.fields(node, "", TOP_KEYS, required=("name", "sender", "website", "archive_url",
-                                                    "list_id", "unsubscribe"))
+        f = self.r.fields(node, "", NETWORK.keys, NETWORK.required)
         if f is None:
-            raise InputError(r.problems)
-        if not f.has("helpline"):
-            r.error(f.keys.get("helpline") or node, "helpline",
-                    "required: every email and archive page carries the helpline footer",
-                    HELPLINE_EXAMPLE)
-        name = r.text(f, "name", header=True)
-        language = r.text(f, "language", max_len=35) or "en-GB"
-        if f.has("language") and not _LANGUAGE.fullmatch(language):
-            r.error(f.values["language"], "language", f"expected a language tag like en-GB, "
-                    f"found {language!r}")
-        sender = self.mailbox(f, "sender")
-        reply_to = self.mailbox(f, "reply_to")
-        website = self.url(f, "website")
-        archive_url = self.url(f, "archive_url")
-        if archive_url is not None and not archive_url.endswith("/"):
-            r.error(f.values["archive_url"], "archive_url", "must end with '/'",
-                    f"write {archive_url}/")
-            archive_url = None
-        list_id = self.list_id(f)
-        helpline = self.helpline(f)
-        brand = self.brand(f)
-        unsubscribe = self.unsubscribe(f)
-        smtp = self.smtp(f)
-        limits = self.limits(f)
-        archive = self.archive(f)
-        database = r.text(f, "database", max_len=1000)
-        r.raise_if_errors()
-        assert name and sender and website and archive_url and list_id and helpline
-        assert unsubscribe and smtp and limits and archive
-        return Network(
-            name=name, sender=sender, reply_to=reply_to, website=website,
-            archive_url=archive_url, list_id=list_id, helpline=helpline, language=language,
-            brand=brand or Brand(), unsubscribe=unsubscribe, smtp=smtp, limits=limits,
-            archive=archive, database=self.root / (database or "newsletter.db"),
-            root=self.root, source=Location(self.source),
-        )
+            raise InputError(self.r.problems)
+        values = self.values(NETWORK, f)
+        self.r.raise_if_errors()
+        assert values is not None  # refused otherwise
+        return _make(Network, values, root=self.root, source=Location(self.source))
 
-    # --- pieces
-
-    def section(self, f: Fields, name: str, keys: tuple[str, ...],
-                required: tuple[str, ...] = ()) -> Fields | None:
-        if not f.has(name):
+    def values(self, group: Group, f: Fields) -> dict[str, Any] | None:
+        """Each setting of ``group`` as read from ``f`` (None: absent or refused); None
+        when ``group.finish`` finds the section unusable."""
+        values = {s.key: self.section(f, s.key, s.read) if isinstance(s.read, Group)
+                  else s.read(self, f, s.key) for s in group.settings}
+        if group.finish is not None and not group.finish(self, f, values):
             return None
-        return self.r.fields(f.values[name], f.key(name), keys, required,
-                             what=f"{name} settings")
+        return values
 
-    def url(self, f: Fields, name: str) -> str | None:
-        url = self.r.text(f, name, max_len=2000)
-        if url is None:
+    def section(self, f: Fields, name: str, group: Group) -> Any:
+        """The model value of section ``name``, or None (absent, or refused)."""
+        if f.has(name):
+            m = self.r.fields(f.values[name], f.key(name), group.keys, group.required,
+                              what=f"{name} settings")
+        elif group.always:
+            m = Fields(ys.Mapping((), 0, 0), f.key(name), {}, {})
+        else:
             return None
-        why = url_problem(url, _HTTPS)
-        if why:
-            self.r.error(f.values[name], f.key(name), why)
-            return None
-        return url
-
-    def address(self, f: Fields, name: str) -> str | None:
-        text = self.r.text(f, name, max_len=254, header=True)
-        if text is None:
-            return None
-        address, why = address_problem(text)
-        if why:
-            self.r.error(f.values[name], f.key(name), why)
-        return address
-
-    def mailbox(self, f: Fields, name: str) -> Mailbox | None:
-        m = self.section(f, name, MAILBOX_KEYS, required=("name", "address"))
         if m is None:
             return None
-        display = self.r.text(m, "name", header=True)
-        address = self.address(m, "address")
-        return Mailbox(display, address) if display and address else None
-
-    def list_id(self, f: Fields) -> ListId | None:
-        m = self.section(f, "list_id", LIST_ID_KEYS, required=("name", "label"))
-        if m is None:
+        values = self.values(group, m)
+        if values is None or any(values[key] is None for key in group.required):
             return None
-        display = self.r.text(m, "name", header=True)
-        label = self.r.text(m, "label", max_len=255)
-        if label is not None and not _LABEL.fullmatch(label):
-            self.r.error(m.values["label"], m.key("label"), f"expected a List-Id label like "
-                         f"news.example.org, found {label!r}",
-                         "letters, digits, hyphens and at least one dot")
-            label = None
-        return ListId(display, label) if display and label else None
+        return _make(group.model, values)
 
-    def helpline(self, f: Fields) -> Helpline | None:
-        m = self.section(f, "helpline", HELPLINE_KEYS,
-                         required=("prompt", "name", "phone", "report_url"))
-        if m is None:
-            return None
-        r = self.r
-        prompt = r.text(m, "prompt")
-        name = r.text(m, "name")
-        phone = self.phone(m, "phone")
-        report_url = self.url(m, "report_url")
-        emergency = self.phone(m, "emergency") or "999"
-        if prompt and name and phone and report_url:
-            return Helpline(prompt, name, phone, report_url, emergency)
-        return None
+    # --- smtp and dkim: the environment overrides the file
 
-    def phone(self, m: Fields, name: str) -> str | None:
-        phone = self.r.text(m, name, max_len=40)
-        problem = None if phone is None else phone_problem(phone)
-        if problem:
-            self.r.error(m.values[name], m.key(name), *problem)
-            return None
-        return phone
-
-    def brand(self, f: Fields) -> Brand | None:
-        m = self.section(f, "brand", BRAND_KEYS)
-        if m is None:
-            return None
-        r = self.r
-        colour = r.text(m, "colour", max_len=7)
-        if colour is not None:
-            if not _COLOUR.fullmatch(colour):
-                r.error(m.values["colour"], m.key("colour"), f"expected a colour like "
-                        f"#1d4f91, found {colour!r}")
-                colour = None
-            else:
-                ratio = contrast_with_white(colour)
-                if ratio < 4.5:
-                    shown = math.floor(ratio * 100) / 100  # never round up to 4.5
-                    r.error(m.values["colour"], m.key("colour"), f"{colour} on white has a "
-                            f"contrast of {shown:.2f}:1; at least 4.5:1 is needed",
-                            "choose a darker shade so links and headings stay readable")
-                    colour = None
-        logo = r.text(m, "logo", max_len=1000)
-        logo_alt = r.text(m, "logo_alt")
-        logo_path: Path | None = None
-        if logo is not None:
-            logo_path = self.root / logo
-            if not logo_path.is_file():
-                r.error(m.values["logo"], m.key("logo"), f"logo file not found: {logo_path}")
-            if not logo_alt:
-                r.error(m.values["logo"], m.key("logo_alt"), "required with a logo",
-                        "the network's name, as the logo shows it")
-        return Brand(colour=(colour or Brand().colour).lower(), logo=logo_path,
-                     logo_alt=logo_alt or "")
-
-    def unsubscribe(self, f: Fields) -> Unsubscribe | None:
-        m = self.section(f, "unsubscribe", UNSUBSCRIBE_KEYS)
-        if m is None:
-            return None
-        url = self.url(m, "url")
-        mailto = self.address(m, "mailto")
-        if not m.has("url") and not m.has("mailto"):
-            self.r.error(m.node, m.key("url"), "required: url (one-click unsubscribe) or "
-                         "mailto", "members must be able to leave the list")
-            return None
-        return Unsubscribe(url=url.rstrip("/") if url else None, mailto=mailto)
-
-    def smtp(self, f: Fields) -> Smtp | None:
-        r = self.r
-        m = self.section(f, "smtp", SMTP_KEYS)
-        if f.has("smtp") and m is None:
-            return None
-        host: str | None = None
-        port: int | None = None
-        tls: TlsMode | None = None
-        user: str | None = None
-        password_env: str | None = None
-        timeout: float | None = None
-        final_dot: float | None = None
-        if m is not None:
-            host = r.text(m, "host", max_len=255)
-            port = r.integer(m, "port", minimum=1, maximum=65535)
-            tls_text = r.choice(m, "tls", [t.value for t in TlsMode], what="TLS mode")
-            tls = TlsMode(tls_text) if tls_text else None
-            user = r.text(m, "user", max_len=254, header=True)
-            password_env = r.text(m, "password_env", max_len=100)
-            if password_env is not None and not _ENV_NAME.fullmatch(password_env):
-                r.error(m.values["password_env"], m.key("password_env"),
-                        f"expected an environment variable name, found {password_env!r}",
-                        "e.g. NEWSLETTER_SMTP_PASSWORD; the password itself never goes here")
-                password_env = None
-            timeout = r.number(m, "timeout", minimum=1)
-            final_dot = r.number(m, "final_dot_timeout", minimum=1)
-        dkim = self.dkim(m)
-        host, port, tls, user = self.smtp_environment(host, port, tls, user)
-        defaults = Smtp()
-        smtp = Smtp(
-            host=host or defaults.host, port=port or defaults.port, tls=tls or defaults.tls,
-            user=user, password_env=password_env or defaults.password_env,
-            timeout=timeout or defaults.timeout,
-            final_dot_timeout=final_dot or defaults.final_dot_timeout,
-            dkim_key=dkim[0], dkim_selector=dkim[1], dkim_domain=dkim[2],
-        )
-        if host is not None and not _HOST.fullmatch(host):
-            r.problems.append(Problem(self.smtp_where(m, "host"), "smtp.host",
-                                      f"expected a host name, found {host!r}"))
-        if smtp.tls is TlsMode.NONE and not is_loopback(smtp.host):
-            r.problems.append(Problem(
-                self.smtp_where(m, "tls"), "smtp.tls",
-                f"tls: none sends the password and every message in the clear to {smtp.host}",
-                "use starttls or implicit; none is only for a server on 127.0.0.1"))
-        return smtp
-
-    def dkim(self, m: Fields | None) -> tuple[Path | None, str | None, str | None]:
+    def dkim(self, m: Fields, values: dict[str, Any]) -> None:
         """The DKIM key file (a secret: kept outside the repository), selector and domain.
 
         NEWSLETTER_DKIM_KEY, _SELECTOR and _DOMAIN override the file, as for SMTP.
         """
-        r = self.r
-        key = selector = domain = None
-        if m is not None:
-            key = r.text(m, "dkim_key", max_len=1000)
-            selector = r.text(m, "dkim_selector", max_len=63)
-            domain = r.text(m, "dkim_domain", max_len=253)
         env = self.environ
-        key = env.get(DKIM_PREFIX + "KEY", "").strip() or key
-        selector = env.get(DKIM_PREFIX + "SELECTOR", "").strip() or selector
-        domain = env.get(DKIM_PREFIX + "DOMAIN", "").strip() or domain
+        key: str | None = env.get(DKIM_PREFIX + "KEY", "").strip() or values["dkim_key"]
+        selector = env.get(DKIM_PREFIX + "SELECTOR", "").strip() or values["dkim_selector"]
+        domain = env.get(DKIM_PREFIX + "DOMAIN", "").strip() or values["dkim_domain"]
+
+        def where(name: str) -> Location:
+            variable = DKIM_PREFIX + name.upper()
+            return (Location(f"environment variable {variable}") if env.get(variable)
+                    else self.smtp_where(m, f"dkim_{name}"))
 
         def problem(name: str, message: str, hint: str | None = None) -> None:
-            variable = DKIM_PREFIX + name.upper()
-            where = (Location(f"environment variable {variable}") if env.get(variable)
-                     else self.smtp_where(m, f"dkim_{name}"))
-            r.problems.append(Problem(where, f"smtp.dkim_{name}", message, hint))
+            self.r.problems.append(Problem(where(name), f"smtp.dkim_{name}", message, hint))
 
         if selector is not None and not _SELECTOR.fullmatch(selector):
             problem("selector", f"expected a DNS label like news2016, found {selector!r}")
@@ -343,17 +462,16 @@ class _NetworkReader:
                                                  else "dkim_selector"),
                     "DKIM needs both the key file and the selector; or set "
                     f"{DKIM_PREFIX}{missing.upper()}")
-        return (self.root / key if key else None), selector, domain
+        values.update(dkim_key=self.root / key if key else None, dkim_selector=selector,
+                      dkim_domain=domain, dkim_key_where=where("key") if key else None)
 
-    def smtp_where(self, m: Fields | None, name: str) -> Location:
+    def smtp_where(self, m: Fields, name: str) -> Location:
         variable = ENV_PREFIX + name.upper()
         if variable in self.environ:
             return Location(f"environment variable {variable}")
-        if m is not None and name in m.values:
+        if name in m.values:
             return self.r.where(m.values[name])
-        if m is not None:
-            return self.r.where(m.node)
-        return Location(self.source)
+        return self.r.where(m.node) if m.node.line else Location(self.source)
 
     def smtp_environment(self, host: str | None, port: int | None, tls: TlsMode | None,
                          user: str | None) -> tuple[str | None, int | None, TlsMode | None,
@@ -387,46 +505,9 @@ class _NetworkReader:
                 bad("USER", "control characters are not allowed")
         return host, port, tls, user
 
-    def limits(self, f: Fields) -> Limits | None:
-        m = self.section(f, "limits", LIMIT_KEYS)
-        if m is None:
-            return None if f.has("limits") else Limits()
-        r = self.r
-        d = Limits()
-        per_second = r.number(m, "per_second")
-        per_minute = r.integer(m, "per_minute")
-        per_hour = r.integer(m, "per_hour")
-        per_day = r.integer(m, "per_day")
-        concurrency = r.integer(m, "concurrency", minimum=1)
-        batch_size = r.integer(m, "batch_size")
-        batch_pause = r.number(m, "batch_pause")
-        retry_base = r.number(m, "retry_base")
-        retry_max = r.number(m, "retry_max")
-        retry_deadline = r.number(m, "retry_deadline")
 
-        def pick(value: float | None, default: float) -> float:
-            return default if value is None else value
-
-        def pick_int(value: int | None, default: int) -> int:
-            return default if value is None else value
-
-        return Limits(
-            per_second=pick(per_second, d.per_second),
-            per_minute=pick_int(per_minute, d.per_minute),
-            per_hour=pick_int(per_hour, d.per_hour),
-            per_day=pick_int(per_day, d.per_day),
-            concurrency=pick_int(concurrency, d.concurrency),
-            batch_size=pick_int(batch_size, d.batch_size),
-            batch_pause=pick(batch_pause, d.batch_pause),
-            retry_base=pick(retry_base, d.retry_base),
-            retry_max=pick(retry_max, d.retry_max),
-            retry_deadline=pick(retry_deadline, d.retry_deadline),
-        )
-
-    def archive(self, f: Fields) -> ArchiveSettings | None:
-        m = self.section(f, "archive", ARCHIVE_KEYS)
-        if m is None:
-            return None if f.has("archive") else ArchiveSettings()
-        noindex = self.r.boolean(m, "noindex")
-        quick_exit = self.url(m, "quick_exit_url")
-        return ArchiveSettings(noindex=bool(noindex), quick_exit_url=quick_exit)
+def _make(model: type[_M], values: dict[str, Any], **more: Any) -> _M:
+    """The model value of the settings: the model's defaults stand for those not given."""
+    needed = {field.name for field in msgspec.structs.fields(model) if field.required}
+    return model(**{key: value for key, value in values.items()
+                    if value is not None or key in needed}, **more)

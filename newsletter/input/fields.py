@@ -41,6 +41,9 @@ class Fields(msgspec.Struct):
 
 
 _LINE_BAD = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+# Bidi embeddings, overrides and isolates: they make text show in another order than it is
+# stored ("Trojan Source"), so a subject or a link can read differently from what it is.
+_BIDI = re.compile("[\u202a-\u202e\u2066-\u2069]")
 _TEXT_BAD = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x84\x86-\x9f]")
 _INT = re.compile(r"0|[1-9][0-9]*")
 _NUMBER = re.compile(r"[0-9]+(\.[0-9]+)?")
@@ -170,6 +173,16 @@ class Reader:
                 f"control character U+{ord(bad.group()):04X}"
             self.error(scalar, key, f"{what} is not allowed here",
                        "keep it on one line" if what == "a line break" else "delete it")
+            return None
+        bidi = None if multiline else _BIDI.search(value)
+        if bidi:
+            import unicodedata
+
+            char = bidi.group()
+            self.error(scalar, key, f"bidi control U+{ord(char):04X} "
+                       f"({unicodedata.name(char)}) is not allowed here",
+                       "it makes the text show in another order than it is written; "
+                       "delete it")
             return None
         if len(value) > max_len:
             self.error(scalar, key, f"too long: {len(value):,} characters; the limit is "

@@ -4,7 +4,10 @@ Strict YAML (see yamlsource.py), then the issue schema of SPEC.md, version 1. Ev
 problem in the file is collected and raised together as one InputError, each with the
 file, line and column of the value at fault. Local images are read here, once: their type
 is sniffed from the bytes (not the name), their dimensions come from the file headers,
-and their bytes go into the issue's ``source_hash``.
+and their bytes go into the issue's ``source_hash``. An image from another site is refused
+(loading it tells that site who opens the email, and when) unless newsletter.yaml says
+``remote_images: allow``. An issue file that is a link to a file outside its folder is
+refused unread.
 
 Markdown (intro and bodies) is inspected here with ``markdown.parts`` to refuse what the
 renderer would drop (raw HTML, Markdown images, links other than https/mailto/tel), so the
@@ -21,6 +24,7 @@ import struct
 from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 from newsletter.errors import InputError, Problem
 from newsletter.input import yamlsource as ys
@@ -38,6 +42,7 @@ from newsletter.model import (
     Location,
     Network,
     Person,
+    RemoteImages,
     Section,
 )
 from newsletter.text import markdown as md
@@ -64,6 +69,7 @@ LINK_KEYS = ("url", "text", "note")
 IMAGE_KEYS = ("src", "alt")
 PERSON_KEYS = ("name", "role", "organisation", "phone", "email")
 _URL_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
+_FILE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,99}")
 _T = TypeVar("_T")
 
 
@@ -87,14 +93,36 @@ def issue_path(root: Path, given: Path) -> Path:
 def load_issue(path: Path, network: Network | None = None) -> Issue:
     """Read and validate one issue; raise InputError listing every problem in it.
 
-    ``network`` is accepted for checks that depend on the network's settings; an issue
-    is valid or not on its own today.
+    ``network`` gives the settings an issue is checked against: images from other sites
+    are refused unless it sets ``remote_images: allow`` (without one, they are refused).
     """
     source = str(path)
+    _refuse_link_elsewhere(path, source)
     data = ys.read(path)
     early: list[Problem] = []
     root = ys.parse(data, source, early)
-    return _IssueReader(path, source, data, early).issue(root)
+    remote = network is not None and network.remote_images is RemoteImages.ALLOW
+    return _IssueReader(path, source, data, early, remote_images=remote).issue(root)
+
+
+def _refuse_link_elsewhere(path: Path, source: str) -> None:
+    """Refuse an issue file that is a link to a file outside its own folder, unread.
+
+    Messages quote what a file holds ("found 'root:$6$...'"), so a link committed as
+    ``issues/x.yaml`` would show whoever runs ``check`` (or reads a CI log) the first
+    lines of any file the link names. A link to another file in the folder is fine, as
+    for images (their files must be in the issue's folder too).
+    """
+    if not path.is_symlink():
+        return
+    try:
+        inside = path.resolve().is_relative_to(path.parent.resolve())
+    except (OSError, RuntimeError):  # a loop of links: reading it says so
+        return
+    if not inside:
+        raise InputError([Problem(Location(source), "", "the file is a link to a file outside "
+                                  "its folder", "copy the issue into the folder instead of "
+                                  "linking to it; what a linked file holds is not shown")])
 
 
 # --------------------------------------------------------------------------- Markdown
@@ -175,8 +203,10 @@ def _webp_size(data: bytes) -> tuple[int, int] | None:
 
 
 class _IssueReader:
-    def __init__(self, path: Path, source: str, data: bytes, early: list[Problem]) -> None:
+    def __init__(self, path: Path, source: str, data: bytes, early: list[Problem], *,
+                 remote_images: bool = False) -> None:
         self.path = path
+        self.remote_images = remote_images
         self.folder = path.parent
         self.source = source
         self.r = Reader(source)
@@ -397,6 +427,9 @@ class _IssueReader:
             if why:
                 r.error(src_node, key, why)
                 return None
+            if not self.remote_images:
+                r.error(src_node, key, *self.remote_image_problem(src))
+                return None
             return Image(src, alt, where)
         file = self.local_file(src, src_node, key)
         if file is None:
@@ -417,6 +450,18 @@ class _IssueReader:
         media_type, width, height = sniffed
         return Image(src, alt, where, path=file, media_type=media_type, width=width,
                      height=height, size=size, digest=hashlib.sha256(data).hexdigest())
+
+    def remote_image_problem(self, src: str) -> tuple[str, str]:
+        """Why an image from another site is refused, and where to put it instead."""
+        parts = urlsplit(src)
+        name = PurePosixPath(parts.path).name
+        if not _FILE_NAME.fullmatch(name):
+            name = "image"
+        folder = self.folder / self.path.stem
+        return (f"image from another site ({parts.hostname}): loading it tells that site "
+                "when each reader opens the email or the archive page",
+                f"save it in {folder}/ and write src: {self.path.stem}/{name}; or set "
+                "remote_images: allow in newsletter.yaml")
 
     @functools.cached_property
     def resolved_folder(self) -> Path:

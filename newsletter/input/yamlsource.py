@@ -11,8 +11,9 @@ demands the exact form.
 
 Refused, each with a ``file:line:col`` problem:
 
-- files over 1 MB (before parsing), non-UTF-8 bytes, a byte order mark (editors can save
-  without one, and a BOM in the middle of a concatenated file is invisible trouble),
+- files over 1 MB (before parsing), files saved as UTF-16 or UTF-32 (with a byte order
+  mark or without), non-UTF-8 bytes, a byte order mark (editors can save without one, and
+  a BOM in the middle of a concatenated file is invisible trouble),
   control characters, tabs where YAML does not allow them;
 - anchors and aliases (so an alias bomb stops at its first ``&``), explicit tags such as
   ``!!python/object``, more than one document, nesting deeper than 20 levels;
@@ -23,6 +24,7 @@ Key paths count list items from 1, as an editor counts: ``blocks[1]`` is the fir
 
 from __future__ import annotations
 
+import codecs
 import re
 import stat
 from pathlib import Path
@@ -49,6 +51,8 @@ _FAST_LOADER: type = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _STR_TAGS = frozenset({"!", "tag:yaml.org,2002:str"})  # allowed on a scalar
 _ANY_TAGS = frozenset({"!"})  # on a list or mapping
 _KEY_BAD = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_WIDE_BOMS = ((b"\xff\xfe\x00\x00", "UTF-32"), (b"\x00\x00\xfe\xff", "UTF-32"),
+              (b"\xff\xfe", "UTF-16"), (b"\xfe\xff", "UTF-16"))
 
 
 # --------------------------------------------------------------------------- nodes
@@ -153,6 +157,12 @@ def decode(data: bytes, source: str) -> str:
     too_big = size_problem(len(data), source)
     if too_big:
         raise InputError([too_big])
+    wide = _wide_encoding(data)
+    if wide is not None:
+        name, bom = wide
+        raise InputError([Problem(Location(source, 1, 1), "", f"looks like {name}, not UTF-8"
+                                  + (f": it starts with a {name} byte order mark" if bom
+                                     else ""), "save it as UTF-8" + " without BOM" * bom)])
     if data.startswith(b"\xef\xbb\xbf"):
         raise InputError([Problem(Location(source, 1, 1), "", "file starts with a byte order mark",
                                   "save it as UTF-8 without BOM")])
@@ -177,6 +187,33 @@ def decode(data: bytes, source: str) -> str:
             "delete it; it is often pasted in invisibly",
         )])
     return text
+
+
+def _wide_encoding(data: bytes) -> tuple[str, bool] | None:
+    """("UTF-16" or "UTF-32", with a byte order mark?) for a file saved so, else None.
+
+    Without a mark: the text of a YAML file is mostly ASCII (keys, indentation, line
+    ends), so in UTF-16 a good share of its bytes are NULs, in UTF-32 most are; a UTF-8
+    file with a stray NUL is not mistaken for one (that is a control character).
+    """
+    for bom, name in _WIDE_BOMS:
+        if data.startswith(bom):
+            return name, True
+    sample = data[:4096]
+    nuls = sample.count(0)
+    if not nuls:
+        return None
+    for codec, name, share in (("utf-32-le", "UTF-32", 2), ("utf-32-be", "UTF-32", 2),
+                               ("utf-16-le", "UTF-16", 8), ("utf-16-be", "UTF-16", 8)):
+        if nuls * share < len(sample):
+            continue
+        try:
+            text = codecs.getincrementaldecoder(codec)().decode(sample, final=False)
+        except UnicodeDecodeError:
+            continue
+        if text and not _NON_PRINTABLE.search(text):
+            return name, False
+    return None
 
 
 def size_problem(size: int, source: str) -> Problem | None:

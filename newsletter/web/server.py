@@ -32,6 +32,7 @@ from starlette.responses import FileResponse, HTMLResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from newsletter.archive.pages import content_security_policy
 from newsletter.errors import InputError, Problem
 from newsletter.members import database as db
 from newsletter.members import store as members
@@ -47,13 +48,6 @@ ONE_CLICK = ("List-Unsubscribe", "One-Click")
 SECURITY_HEADERS = (
     (b"referrer-policy", b"no-referrer"),
     (b"x-content-type-options", b"nosniff"),
-    # the archive pages' own policy (templates/archive/base.html.j2: the email design is
-    # inline styles, images may be on https hosts the issues name) plus what only a
-    # header can say; two policies would both apply, and the stricter would break pages
-    (b"content-security-policy",
-     b"default-src 'self'; img-src 'self' https:; style-src 'self' 'unsafe-inline'; "
-     b"script-src 'self'; connect-src 'none'; frame-src 'none'; object-src 'none'; "
-     b"base-uri 'none'; form-action 'self'; frame-ancestors 'none'"),
     (b"x-frame-options", b"DENY"),
 )
 _TOKEN_IN_PATH = re.compile(r"^/unsubscribe/.*")
@@ -180,11 +174,20 @@ def is_one_click(content_type: str, body: bytes) -> bool:
 # --------------------------------------------------------------------------- middleware
 
 
+def security_headers(network: Network) -> tuple[tuple[bytes, bytes], ...]:
+    """SECURITY_HEADERS and the archive pages' own policy (archive/pages.py) plus what
+    only a header can say; two policies would both apply, and the stricter would break
+    pages."""
+    policy = content_security_policy(network) + "; frame-ancestors 'none'"
+    return (*SECURITY_HEADERS, (b"content-security-policy", policy.encode("ascii")))
+
+
 class _SecurityHeaders:
     """Security headers on every response; any Set-Cookie is dropped; token-free logs."""
 
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(self, app: ASGIApp, headers: tuple[tuple[bytes, bytes], ...]) -> None:
         self.app = app
+        self.headers = headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -198,7 +201,7 @@ class _SecurityHeaders:
                 status = message["status"]
                 headers = [(k, v) for k, v in message.get("headers", [])
                            if k.lower() != b"set-cookie"]
-                headers.extend(SECURITY_HEADERS)
+                headers.extend(self.headers)
                 message = {**message, "headers": headers}
             await send(message)
 
@@ -297,7 +300,7 @@ def create_app(network: Network, site_dir: Path, *, secrets: Secrets | None = No
         Route("/unsubscribe/{token}", unsubscribe, methods=["GET", "HEAD", "POST"]),
         Route("/{path:path}", static, methods=["GET", "HEAD"]),
     ])
-    app.add_middleware(_SecurityHeaders)
+    app.add_middleware(_SecurityHeaders, headers=security_headers(network))
     return app
 
 
