@@ -65,6 +65,7 @@ class Helpline(msgspec.Struct, frozen=True):
     phone: str  # as shown: "08000 121 700"
     report_url: str  # https URL for reporting online
     emergency: str = "999"
+    top: bool = True  # a compact line near the top of each email, besides the box at the end
 
     @property
     def phone_tel(self) -> str:

@@ -88,7 +88,7 @@ def test_the_helpline_number_is_visible_and_dialable(browser: Any, built: dict[s
                                                       slug: str, width: int) -> None:
     page = open_page(browser, built[slug], width)
     try:
-        link = page.locator('a[href="tel:08000121700"]')
+        link = page.locator('.nl-helpline a[href="tel:08000121700"]')  # the box at the end
         assert link.count() == 1
         link.scroll_into_view_if_needed()
         assert link.is_visible()
@@ -100,7 +100,25 @@ def test_the_helpline_number_is_visible_and_dialable(browser: Any, built: dict[s
             const s = getComputedStyle(a); return [s.color, s.visibility, s.display];
         }""", link.element_handle())
         assert colours[1] == "visible" and colours[2] != "none"
-        assert page.locator('a[href="tel:999"]').is_visible()
+        assert page.locator('.nl-helpline a[href="tel:999"]').is_visible()
+    finally:
+        page.close()
+
+
+@pytest.mark.parametrize("slug", SAMPLES)
+def test_the_helpline_is_on_the_first_screen_of_a_phone_too(browser: Any, built: dict[str, Path],
+                                                          slug: str) -> None:
+    page = open_page(browser, built[slug], 320)  # 320 x 700: nothing scrolled
+    try:
+        top = page.locator('.nl-helpline-top a[href="tel:08000121700"]')
+        assert top.count() == 1 and top.is_visible()
+        assert top.inner_text().strip() == "08000 121 700"
+        box = top.bounding_box()
+        assert box is not None and box["y"] >= 0 and box["y"] + box["height"] <= 700
+        assert box["x"] >= 0 and box["x"] + box["width"] <= 320
+        emergency = page.locator('.nl-helpline-top a[href="tel:999"]')
+        assert emergency.is_visible()
+        assert page.locator('a[href="tel:08000121700"]').count() == 2  # and the box at the end
     finally:
         page.close()
 

@@ -20,6 +20,7 @@ from itertools import pairwise
 from pathlib import Path
 
 import pytest
+from conftest import Project
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from msgspec.structs import replace
@@ -632,3 +633,25 @@ def test_the_shared_helpline_words_are_escaped_in_html_only_also_from_the_cache(
         text = (project.root / "out" / "email.txt").read_text(encoding="utf-8")
         assert "Call the Modern Slavery &lt;Helpline&gt; &amp; Co on" in html
         assert "Call the Modern Slavery <Helpline> & Co on" in " ".join(text.split())
+
+
+def test_the_compact_helpline_line_tops_the_email_unless_the_settings_turn_it_off(
+        project: Project) -> None:
+    built = project.run("build", "2017-02-news", "-o", "on")
+    assert built.code == 0, built.err
+    text = (project.root / "on/email.txt").read_text(encoding="utf-8")
+    first = text.split("West Midlands Anti-Slavery Network")[0]
+    assert "Modern Slavery Helpline: 08000 121 700 · in an emergency 999" in first
+    html = (project.root / "on/email.html").read_text(encoding="utf-8")
+    assert html.count('href="tel:08000121700"') == 2
+    config = project.config.read_text(encoding="utf-8")
+    project.write("newsletter.yaml", config.replace("  emergency: \"999\"\n",
+                                                    "  emergency: \"999\"\n  top: false\n"))
+    assert "top: false" in project.config.read_text(encoding="utf-8")
+    off = project.run("build", "2017-02-news", "-o", "off")
+    assert off.code == 0, off.err
+    text = (project.root / "off/email.txt").read_text(encoding="utf-8")
+    assert "in an emergency" not in text.split("West Midlands Anti-Slavery Network")[0]
+    assert "08000 121 700" in text  # the box at the end stays
+    html = (project.root / "off/email.html").read_text(encoding="utf-8")
+    assert html.count('href="tel:08000121700"') == 1

@@ -299,6 +299,7 @@ NETWORK = Group(Network, (
         Setting("phone", phone, required=True),
         Setting("report_url", url, required=True),
         Setting("emergency", phone),
+        Setting("top", boolean()),
     ))),
     Setting("brand", Group(Brand, (
         Setting("colour", text(7, check=_colour)),
