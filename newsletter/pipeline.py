@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from newsletter.members.store import ImportResult
     from newsletter.model import Issue, Network
 
 
@@ -108,17 +109,23 @@ def preview(config: Path, issue: Path, *, port: int, open_browser: bool) -> None
     serve_preview(config, issue, port=port, open_browser=open_browser)
 
 
-def archive(config: Path, output: Path) -> Path:
+def archive(config: Path, output: Path, *, no_members: bool = False) -> Path:
     """Build the static archive site from every issue."""
     import click
 
     from newsletter.archive import build_site
     from newsletter.input.config import load_network
     from newsletter.input.issues import find_issues, load_issue
+    from newsletter.members.store import values_for_archive
+    from newsletter.model import PrivateValues
 
     network = load_network(config)
+    members = values_for_archive(network.database, no_members=no_members)
+    if members is None:
+        click.echo(f"archive: no state database ({network.database}): the member check was "
+                   "skipped (--no-members)", err=True)
     report = build_site(network, find_issues(network.root), output,
-                        lambda path: load_issue(path, network))
+                        lambda path: load_issue(path, network), members or PrivateValues())
     click.echo(f"archive: {report.issues} issues in {output}/ ({len(report.written)} files "
                f"written, {len(report.kept)} unchanged, {len(report.loaded)} issues rendered)")
     return output
@@ -128,7 +135,8 @@ def archive(config: Path, output: Path) -> Path:
 
 
 def import_subscribers(config: Path, csv_file: Path, list_name: str, *, consent: str | None,
-                       skip_invalid: bool, dry_run: bool, update: bool = False) -> None:
+                       skip_invalid: bool, dry_run: bool, update: bool = False
+                       ) -> ImportResult:
     """Validate the whole CSV first, then add its members to a list in one transaction.
 
     With ``update``, members already on file also take the CSV's names, organisations and
@@ -157,8 +165,7 @@ def import_subscribers(config: Path, csv_file: Path, list_name: str, *, consent:
     with closing(db.connect(Path(":memory:") if fresh else network.database)) as conn:
         result = members.import_rows(conn, list_name, parsed.rows, dry_run=dry_run,
                                      update=update)
-    for line in members.import_report(result, parsed.path):
-        click.echo(line)
+    return result
 
 
 def export_subscribers(config: Path, list_name: str | None, output: Path | None) -> None:
@@ -243,7 +250,7 @@ def remove_subscriber(config: Path, email: str) -> None:
         with db.transaction(conn):
             removed = members.remove(conn, email)
             ledger.forget_subscriber(conn, removed.id)
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # no erased value left in the WAL
+        db.checkpoint(conn)  # no erased value left in the WAL
     click.echo(f"{email}: removed (personal data erased; the address can never be "
                "imported again)")
 

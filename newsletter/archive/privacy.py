@@ -2,7 +2,8 @@
 
 Stage: after the archive is rendered into its staging folder, before it replaces the live
 site. In: the staged files and a Policy (what the issues and newsletter.yaml wrote, plus the
-subscriber addresses in the state database, read-only). Out: nothing when clean, else an
+members' addresses and uids, which the members stage reads and the pipeline passes in:
+this module never opens the database). Out: nothing when clean, else an
 InputError naming every leak compiler-style, ``site/2016-12/index.html:42:17: ...``.
 
 A leak is anything a per-recipient email has and an archive page must not (see
@@ -22,15 +23,14 @@ import hashlib
 import html
 import json
 import re
-import sqlite3
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import msgspec
 
-from newsletter.errors import InputError, Problem, StateError
-from newsletter.model import Location, Network
+from newsletter.errors import InputError, Problem
+from newsletter.model import Location, Network, PrivateValues
 
 GATE_VERSION = "1"  # bump when the checks change, so cached "clean" verdicts are dropped
 SCANNED_SUFFIXES = frozenset({".html", ".htm", ".xml", ".js", ".json", ".txt", ".css"})
@@ -111,7 +111,8 @@ def written_in(text: str) -> Written:
     )
 
 
-def policy_for(network: Network, written: Iterable[Written]) -> Policy:
+def policy_for(network: Network, written: Iterable[Written], members: PrivateValues
+               ) -> Policy:
     """The policy for a build: what the config and the issues write, and the members."""
     hosts: set[str] = set()
     emails: set[str] = set()
@@ -128,48 +129,8 @@ def policy_for(network: Network, written: Iterable[Written]) -> Policy:
                     network.unsubscribe.mailto or ""):
         if address:
             emails.add(address.lower())
-    database = network.database if network.database.is_absolute() \
-        else network.root / network.database
-    members, uids, salt = subscriber_values(database)
-    return Policy(frozenset(hosts), frozenset(emails), frozenset(placeholders), members,
-                  network.unsubscribe.url, uids, salt)
-
-
-def subscriber_values(database: Path) -> tuple[frozenset[str], frozenset[str], str]:
-    """(addresses, uids, salt) in the state database: read-only; no database means none."""
-    if not database.is_file():
-        return frozenset(), frozenset(), ""
-    found: set[str] = set()
-    uids: set[str] = set()
-    salt = ""
-    try:
-        conn = sqlite3.connect(f"{database.resolve().as_uri()}?mode=ro", uri=True)
-    except sqlite3.Error as e:
-        raise StateError(f"{database}: cannot open the state database read-only: {e}") from e
-    try:
-        tables = [r[0] for r in conn.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table'")]
-        if "meta" in tables:
-            row = conn.execute("SELECT value FROM meta WHERE key = 'suppression_salt'"
-                               ).fetchone()
-            salt = str(row[0]) if row else ""
-        for table in tables:
-            quoted = '"' + table.replace('"', '""') + '"'
-            columns = [r[1] for r in conn.execute(f"PRAGMA table_info({quoted})")]
-            for column in columns:
-                qcol = '"' + column.replace('"', '""') + '"'
-                if column.lower() in ("email", "address", "recipient"):
-                    sql = f"SELECT DISTINCT {qcol} FROM {quoted} WHERE {qcol} LIKE '%@%'"  # noqa: S608
-                    found.update(str(r[0]).strip().lower() for r in conn.execute(sql))
-                elif column.lower() == "uid":
-                    sql = f"SELECT DISTINCT {qcol} FROM {quoted} WHERE {qcol} IS NOT NULL"  # noqa: S608
-                    uids.update(str(r[0]).strip().lower() for r in conn.execute(sql)
-                                if len(str(r[0])) >= 16)
-    except sqlite3.Error as e:
-        raise StateError(f"{database}: cannot read subscriber addresses: {e}") from e
-    finally:
-        conn.close()
-    return frozenset(found), frozenset(uids), salt
+    return Policy(frozenset(hosts), frozenset(emails), frozenset(placeholders),
+                  members.addresses, network.unsubscribe.url, members.uids, members.salt)
 
 
 def scan_text(text: str, policy: Policy, where: str) -> list[Problem]:

@@ -125,11 +125,15 @@ def preview(ctx: click.Context, issue: str, port: int, open_browser: bool) -> No
 @main.command()
 @click.option("-o", "--output", default="site", show_default=True,
               type=_FOLDER)
+@click.option("--no-members", is_flag=True,
+              help="Build even though there is no state database (a fresh checkout, CI): "
+                   "the privacy gate's member check is skipped, with a note. When the "
+                   "database exists, members are checked anyway.")
 @click.pass_context
 @_reported
-def archive(ctx: click.Context, output: str) -> None:
+def archive(ctx: click.Context, output: str, no_members: bool) -> None:
     """Build the static web archive of every issue in issues/."""
-    pipeline.archive(_config(ctx), Path(output))
+    pipeline.archive(_config(ctx), Path(output), no_members=no_members)
 
 
 # --------------------------------------------------------------------------- members
@@ -156,8 +160,13 @@ def subscribers() -> None:
 def subscribers_import(ctx: click.Context, csv_file: str, list_name: str, consent: str | None,
                        skip_invalid: bool, dry_run: bool, update: bool) -> None:
     """Import members from a CSV file (an 'email' column is required)."""
-    pipeline.import_subscribers(_config(ctx), Path(csv_file), list_name, consent=consent,
-                                skip_invalid=skip_invalid, dry_run=dry_run, update=update)
+    from newsletter.cli.member_reports import import_report
+
+    result = pipeline.import_subscribers(_config(ctx), Path(csv_file), list_name,
+                                         consent=consent, skip_invalid=skip_invalid,
+                                         dry_run=dry_run, update=update)
+    for line in import_report(result, str(Path(csv_file))):
+        click.echo(line)
 
 
 @subscribers.command("export")

@@ -23,6 +23,7 @@ from typing import Any
 import click
 import yaml
 
+from newsletter.cli.member_reports import import_report
 from newsletter.errors import InputError, Problem
 from newsletter.model import Location
 
@@ -110,7 +111,7 @@ def _newest_issue(root: Path) -> Path | None:
 
 
 def run_demo(config: Path, folder: Path) -> None:
-    """Build, archive, import, send over loopback SMTP to a Maildir, and show the status."""
+    """Build, import, archive, send over loopback SMTP to a Maildir, and show the status."""
     from aiosmtpd.controller import Controller
 
     from newsletter import pipeline
@@ -128,10 +129,14 @@ def run_demo(config: Path, folder: Path) -> None:
 
     for issue in sorted((root / "issues").glob("*.yaml")):
         _step(f"build {issue.stem}", pipeline.build, copy, issue, folder / "build" / issue.stem)
-    _step("archive", pipeline.archive, copy, folder / "site")
     members = root / "subscribers" / "members.csv"
-    _step(f"import {members.name} into list {LIST_NAME}", pipeline.import_subscribers, copy,
-          members, LIST_NAME, consent=None, skip_invalid=True, dry_run=False)
+    imported = _step(f"import {members.name} into list {LIST_NAME}",
+                     pipeline.import_subscribers, copy, members, LIST_NAME, consent=None,
+                     skip_invalid=True, dry_run=False)
+    for line in import_report(imported, str(members)):
+        click.echo(line)
+    # after the import: the privacy gate checks the site against the members just added
+    _step("archive", pipeline.archive, copy, folder / "site")
 
     newest = _newest_issue(root)
     if newest is None:

@@ -41,6 +41,7 @@ from newsletter.input import deadline
 from newsletter.input.addresses import AddressError, checked_address
 from newsletter.members import database as db
 from newsletter.members import store as members
+from newsletter.members.recipients import recipient_for
 from newsletter.members.tokens import Secrets, secrets_from_env
 from newsletter.model import (
     DeliveryState,
@@ -86,7 +87,7 @@ def message_builder(network: Network, rendered: RenderedIssue, *,
 def _recipients(conn: sqlite3.Connection, network: Network, list_name: str,
                 slug: str, secrets: Secrets) -> Iterator[tuple[int, Recipient]]:
     for subscriber in members.recipients(conn, list_name):
-        yield subscriber.id, members.recipient_for(subscriber, list_name, slug, network, secrets)
+        yield subscriber.id, recipient_for(subscriber, list_name, slug, network, secrets)
 
 
 # --------------------------------------------------------------------------- proof, dry run
