@@ -294,10 +294,10 @@ def values_for_archive(database: Path, *, no_members: bool = False) -> PrivateVa
         if no_members:
             return None
         raise InputError([Problem(
-            Location(str(database)), "", "the state database does not exist, so the privacy "
-            "gate cannot check the pages for members' addresses (nothing was built)",
-            hint="build where the members were imported, or give --config for that project; "
-                 "where there are no members, e.g. a fresh checkout or CI, run "
+            Location(str(database)), "", "no state database, so the privacy gate cannot "
+            "check the pages for members' addresses and ids; nothing was built",
+            hint="build where the members were imported (or give --config for that project); "
+                 "where there are none, e.g. a fresh checkout or CI, run "
                  "'newsletter archive --no-members'")])
     try:
         with closing(open_read_only(database)) as conn:
