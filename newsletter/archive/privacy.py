@@ -54,6 +54,7 @@ _ESCAPE = re.compile(
     r"|(?<=&)(?!(?:lt|gt|quot|nbsp|#60|#62|#x3[cCeE]|#0*34|#[xX]0*22);)"
     r"(?:#[0-9]{1,8}|#[xX][0-9A-Fa-f]{1,8}|[A-Za-z][A-Za-z0-9]{1,31});?)")
 _URL_PUNCTUATION = re.compile(r"[/?=&#]")
+_MARKUP_PUNCTUATION = re.compile(r"[^A-Za-z0-9._-]")
 MAX_DECODING_ROUNDS = 6  # %25 nested this deep is no link anyone wrote by hand
 # "logo@2x.png" is a file name, not an address
 _FILE_SUFFIXES = frozenset({"png", "jpg", "jpeg", "gif", "webp", "svg", "css", "js", "html"})
@@ -81,12 +82,13 @@ def addresses(text: str) -> Iterator[tuple[int, int]]:
             yield start, m.end()
 
 
-def _readings(address: str) -> list[tuple[int, str]]:
+def _readings(address: str, punctuation: re.Pattern[str] | None = None
+              ) -> list[tuple[int, str]]:
     """(offset, address): the address as found, then shorter readings when its local part
     holds URL punctuation (in ``//host/?aff=info@host`` the address is ``info@host``)."""
     local, _, domain = address.rpartition("@")
     readings = [(0, address)]
-    for m in _URL_PUNCTUATION.finditer(local):
+    for m in (punctuation or _URL_PUNCTUATION).finditer(local):
         if m.end() < len(local):
             readings.append((m.end(), f"{local[m.end():]}@{domain}"))
     return readings
@@ -128,13 +130,15 @@ def written_in(text: str) -> Written:
     """The hosts of its URLs, its email addresses and its literal template syntax."""
     urls = {m.group(0) for m in _URL.finditer(text)}
     # an address written encoded (``?aff=info%40partner.example.org``) is written all the
-    # same: the gate compares decoded addresses
+    # same: the gate compares decoded addresses. Written in markup (```a@b.org```, ``*a@b``)
+    # it is written too: every reading after a punctuation mark counts as written.
     decoded = Decoded.of(text).text
     return Written(
         hosts=tuple(sorted({h for h in map(_host, urls) if h})),
         emails=tuple(sorted({reading for source in {text, decoded}
                              for a, b in addresses(source)
-                             for _, reading in _readings(source[a:b].lower())})),
+                             for _, reading in _readings(source[a:b].lower(),
+                                                         _MARKUP_PUNCTUATION)})),
         placeholders=tuple(sorted({m.group(0).strip() for m in _TEMPLATE.finditer(text)})),
     )
 
