@@ -40,6 +40,7 @@ from newsletter.errors import DeliveryError, InputError, Problem, StateError, Us
 from newsletter.input import deadline
 from newsletter.input.addresses import AddressError, checked_address
 from newsletter.members import database as db
+from newsletter.members import private
 from newsletter.members import store as members
 from newsletter.members.recipients import recipient_for
 from newsletter.members.tokens import Secrets, secrets_from_env
@@ -527,7 +528,7 @@ def _write(path: Path, data: bytes) -> None:
     """Write a whole file or nothing (a .partial renamed into place): dry-run messages."""
     partial = path.with_name(path.name + ".partial")
     try:
-        partial.write_bytes(data)
+        private.write_new(partial, data)  # owner-only: each message names its member
         partial.replace(path)
     except OSError as e:
         partial.unlink(missing_ok=True)

@@ -27,6 +27,7 @@ import msgspec
 
 from newsletter.errors import InputError, Problem, Severity
 from newsletter.input.addresses import AddressError, checked_address
+from newsletter.members import private
 from newsletter.model import Location
 
 EMAIL = "email"
@@ -375,10 +376,12 @@ def export_csv(rows: Iterable[ExportRow]) -> str:
 
 
 def write_export(path: Path, text: str) -> None:
-    """Write exported CSV atomically, with the BOM spreadsheets need to read it as UTF-8."""
+    """Write exported CSV atomically, with the BOM spreadsheets need to read it as UTF-8.
+
+    Owner-only (0600): the file lists members' addresses."""
     partial = path.with_name(path.name + ".partial")
     try:
-        partial.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+        private.write_new(partial, b"\xef\xbb\xbf" + text.encode("utf-8"))
         partial.replace(path)
     except OSError as e:
         partial.unlink(missing_ok=True)

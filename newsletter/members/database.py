@@ -13,7 +13,6 @@ SQLite gives its -wal and -shm files the same permissions as the database file.
 
 from __future__ import annotations
 
-import os
 import re
 import sqlite3
 from collections.abc import Callable, Iterator
@@ -23,6 +22,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from newsletter.errors import StateError
+from newsletter.members import private
 
 T = TypeVar("T")
 
@@ -78,11 +78,7 @@ def _create_private(path: Path) -> None:
     """
     if str(path) == ":memory:" or str(path).startswith("file:"):
         return
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-    except FileExistsError:
-        return
-    os.close(fd)
+    private.create_empty(path)
 
 
 def open_read_only(path: Path) -> sqlite3.Connection:
