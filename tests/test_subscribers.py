@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
 import time
@@ -439,3 +440,63 @@ def test_no_input_makes_the_parser_fail_any_other_way(data: bytes) -> None:
         assert all(str(p).startswith("x.csv") for p in e.problems)
     else:
         assert all(str(p).startswith("x.csv:") for p in parsed.problems)
+
+
+# --------------------------------------------------------------------------- files that are no CSV
+
+
+NOT_REGULAR = ("cannot read the file: not a regular file (save the members as a CSV file "
+               "and give its name)\n")
+
+
+@pytest.mark.parametrize("name", ["/dev/zero", "zero-link.csv"])
+def test_a_device_is_refused_by_what_it_is_not_read(project: Project, name: str) -> None:
+    (project.root / "zero-link.csv").symlink_to("/dev/zero")
+    result = project.run("subscribers", "import", name, "--list", "news", timeout=30)
+    assert (result.code, result.out, result.err) == (1, "", f"{name}: {NOT_REGULAR}")
+    assert not (project.root / "newsletter.db").exists()
+
+
+def test_a_named_pipe_is_refused_without_waiting_for_a_writer(project: Project) -> None:
+    os.mkfifo(project.root / "members.csv")
+    started = time.monotonic()
+    # a regression would wait for ever: the timeout fails the test instead of the suite
+    result = project.run("subscribers", "import", "members.csv", "--list", "news",
+                         timeout=30)
+    assert time.monotonic() - started < 30
+    assert (result.code, result.out, result.err) == (1, "", f"members.csv: {NOT_REGULAR}")
+    assert not (project.root / "newsletter.db").exists()
+
+
+def test_a_folder_is_refused_on_the_command_line_and_by_the_reader(project: Project) -> None:
+    result = project.run("subscribers", "import", "subscribers", "--list", "news")
+    assert result.code == 2 and "'subscribers' is a directory" in result.err
+    from newsletter.errors import InputError
+
+    with pytest.raises(InputError) as refused:
+        subscribers.read_csv(project.root / "subscribers", consent=None, shown_as="subscribers")
+    assert str(refused.value) == ("subscribers: cannot read the file: a folder (save the "
+                                  "members as a CSV file and give its name)")
+
+
+def test_a_file_over_the_limit_is_refused_by_its_size_before_it_is_read(
+        project: Project) -> None:
+    huge = project.root / "subscribers" / "huge.csv"
+    with huge.open("wb") as f:  # sparse: the size without the bytes
+        f.write(b"email,consent_source\n")
+        f.truncate(subscribers.MAX_FILE_BYTES + 2 * 1_048_576)
+    started = time.monotonic()
+    result = project.run("subscribers", "import", "subscribers/huge.csv", "--list", "news")
+    assert time.monotonic() - started < 10
+    assert (result.code, result.out, result.err) == (
+        1, "", "subscribers/huge.csv: file is 52.0 MB; the limit is 50.0 MB (split it into "
+               "several files and import each)\n")
+    assert not (project.root / "newsletter.db").exists()
+
+
+def test_a_file_at_the_limit_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "members.csv"
+    head = b"email,consent_source\na@example.org,form\n"
+    path.write_bytes(head + b"\n" * (subscribers.MAX_FILE_BYTES - len(head)))
+    parsed = subscribers.read_csv(path, consent=None)
+    assert [r.email for r in parsed.rows] == ["a@example.org"]

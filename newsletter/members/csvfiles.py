@@ -27,6 +27,7 @@ import msgspec
 
 from newsletter.errors import InputError, Problem, Severity
 from newsletter.input.addresses import AddressError, checked_address
+from newsletter.input.files import read_regular
 from newsletter.members import private
 from newsletter.model import Location
 
@@ -46,6 +47,7 @@ BASES = ("consent", "contract", "legal obligation", "vital interests", "public t
 DEFAULT_BASIS = "consent"
 MAX_TEXT = 200  # name, organisation, consent fields
 MAX_EXTRA = 1000  # any other column
+MAX_FILE_BYTES = 50 * 1_048_576  # some 700,000 members; refused before a byte is read
 
 # A spreadsheet treats a cell starting with one of these as a formula.
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -245,8 +247,10 @@ def _basis(value: str) -> str:
 def read_csv(path: Path, *, consent: str | None, shown_as: str | None = None) -> CsvImport:
     """Parse and validate a member CSV; whole-file problems raise InputError at once."""
     shown = shown_as or str(path)
-    try:
-        data = path.read_bytes()
+    try:  # the rule every input file is held to: a regular file, of a bounded size
+        data = read_regular(path, limit=MAX_FILE_BYTES, shown_as=shown,
+                            too_big_hint="split it into several files and import each",
+                            irregular_hint="save the members as a CSV file and give its name")
     except OSError as e:
         raise InputError([Problem(Location(shown), "", f"cannot read the file ({e.strerror})")]
                          ) from e
