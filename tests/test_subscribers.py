@@ -500,3 +500,44 @@ def test_a_file_at_the_limit_is_read(tmp_path: Path) -> None:
     path.write_bytes(head + b"\n" * (subscribers.MAX_FILE_BYTES - len(head)))
     parsed = subscribers.read_csv(path, consent=None)
     assert [r.email for r in parsed.rows] == ["a@example.org"]
+
+
+# --------------------------------------------------------------------------- bidi controls
+
+
+@pytest.mark.parametrize("control", [chr(c) for c in (*range(0x202A, 0x202F),
+                                                      *range(0x2066, 0x206A))])
+@pytest.mark.parametrize("column", ["name", "organisation"])
+def test_every_bidi_control_is_refused_in_names_and_organisations(control: str,
+                                                                  column: str) -> None:
+    value = f"Amira {control}nosretaP"
+    cells = {"name": "Amira Hussain", "organisation": "West Midlands Police", column: value}
+    text = ("email,name,organisation,consent_source\n"
+            f"a.hussain@example.org,{cells['name']},{cells['organisation']},form\n")
+    parsed = parse_csv(text.encode(), "m.csv", consent=None)
+    assert parsed.rows == ()
+    (problem,) = parsed.problems
+    assert str(problem).startswith(f"m.csv:2: {column}: 'Amira \\u{ord(control):04x}"
+                                   f"nosretaP' contains U+{ord(control):04X} ")
+    assert "invisible bidirectional control" in str(problem)
+    assert control not in str(problem)  # the message itself cannot be reordered
+
+
+def test_skip_invalid_imports_the_rows_without_bidi_controls(project: Project) -> None:
+    shutil.copy(FIXTURES / "bad" / "bidi-controls.csv", project.root / "subscribers" / "b.csv")
+    result = project.run("subscribers", "import", "subscribers/b.csv", "--list", "news",
+                         "--skip-invalid")
+    assert result.code == 0, result.err
+    assert result.out.startswith("news: added 2 new")
+    assert result.err.count("invisible bidirectional control") == 6
+    names = [r[0] for r in rows(project, "SELECT name FROM subscribers ORDER BY id")]
+    assert names == ["Jane Smith", "\u0641\u0627\u0637\u0645\u0629 Ali"]  # RTL text is fine
+
+
+def test_a_bidi_control_in_consent_evidence_is_refused_too(project: Project) -> None:
+    result = project.run("subscribers", "import", "subscribers/members.csv", "--list", "news",
+                         "--consent", "signed up \u202eat the conference")
+    assert result.code == 1
+    assert result.err.startswith("--consent: 'signed up \\u202eat the conference' contains "
+                                 "U+202E RIGHT-TO-LEFT OVERRIDE")
+    assert not (project.root / "newsletter.db").exists()

@@ -9,7 +9,8 @@ so export -> import -> export gives the same bytes).
 Addresses: validated by email-validator (no DNS), domain IDNA-encoded and lower-cased,
 local part lower-cased (addresses differing only in case are one member), non-ASCII local
 parts refused (SMTPUTF8 is not supported). Names and organisations may reach mail headers,
-so control characters and ``=?`` are refused.
+so control characters and ``=?`` are refused, and so are the invisible bidirectional
+controls (U+202A-U+202E, U+2066-U+2069) that make text display as something else.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import functools
 import io
 import json
 import re
+import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -51,7 +53,11 @@ MAX_FILE_BYTES = 50 * 1_048_576  # some 700,000 members; refused before a byte i
 
 # A spreadsheet treats a cell starting with one of these as a formula.
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-_HEADER_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]|=\?")
+# Bidirectional embeddings, overrides and isolates: invisible, they make "Amira" + U+202E +
+# "nosretaP" display as something it is not, in a mail client, a terminal or a report.
+_BIDI = "\u202a-\u202e\u2066-\u2069"
+_BIDI_CONTROL = re.compile(f"[{_BIDI}]")
+_HEADER_UNSAFE = re.compile(f"[\x00-\x1f\x7f-\x9f\u2028\u2029{_BIDI}]|=\\?")
 _EXTRA_UNSAFE = re.compile(r"\x00")
 
 
@@ -123,6 +129,11 @@ def normalise_address(text: str) -> str:
 def text_problem(value: str, limit: int = MAX_TEXT) -> str | None:
     """Why a name or organisation cannot be used (it may end up in a mail header)."""
     found = _HEADER_UNSAFE.search(value)
+    if found and _BIDI_CONTROL.match(found.group()):
+        char = found.group()
+        return (f"{value!r} contains U+{ord(char):04X} {unicodedata.name(char)}, an "
+                "invisible bidirectional control (not allowed: it makes text display as "
+                "something else; delete it, it is often pasted in unseen)")
     if found:
         what = "'=?'" if found.group() == "=?" else f"control character {found.group()!r}"
         return f"{value!r} contains {what} (not allowed: it could reach a mail header)"
