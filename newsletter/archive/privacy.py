@@ -13,6 +13,11 @@ or a ``token=`` query parameter; a Message-ID shape or a Slot marker; template s
 unrendered (unless an issue writes it literally); a link or source on a host the issues
 and the config do not name (a third party the page would talk to).
 
+Addresses are compared as a browser would hand them to a mail client: after decoding
+percent-escapes and HTML character references, again and again (``a%2Ehussain@``,
+``&#64;``, ``%2540``, mixed). The issues' own text is decoded the same way, so an address
+they write encoded (``?aff=info%40partner.example.org``) is as written as any other.
+
 Subscriber names are not searched for: contact names in issues are legitimately public
 and the archive renders with no recipient at all, so no path puts a member's name there.
 """

@@ -2,7 +2,7 @@
 
 Import stage: ``subscribers/*.csv`` bytes -> ``CsvImport`` (validated ``MemberRow`` values,
 every bad row as a ``Problem`` with its line, duplicates merged). Nothing here touches the
-database; members.py stores the rows. Export stage: rows -> CSV text that is safe to open in
+database; store.py stores the rows. Export stage: rows -> CSV text that is safe to open in
 a spreadsheet (formula-looking cells get a leading ``'``, which the import removes again,
 so export -> import -> export gives the same bytes).
 
