@@ -355,6 +355,15 @@ class Subscriber(msgspec.Struct, frozen=True):
     uid: str  # random opaque id used in tokens and Message-IDs; never the address
 
 
+class PrivateValues(msgspec.Struct, frozen=True):
+    """What the member list holds that public output must never show: the privacy gate's
+    list, read from the state database by the members stage, passed to the archive."""
+
+    addresses: frozenset[str] = frozenset()  # lower-case member addresses
+    uids: frozenset[str] = frozenset()  # members' opaque ids (in tokens and Message-IDs)
+    salt: str = ""  # the database's random salt: keys the gate's fingerprint
+
+
 class Recipient(msgspec.Struct, frozen=True):
     """Per-recipient values a message needs; nothing else varies between messages."""
 

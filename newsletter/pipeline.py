@@ -141,15 +141,25 @@ def preview(config: Path, issue: Path, *, port: int, open_browser: bool) -> None
     serve_preview(config, issue, port=port, open_browser=open_browser)
 
 
-def archive(config: Path, output: Path) -> BuildReport:
+class Archived(msgspec.Struct, frozen=True):
+    report: BuildReport
+    members_skipped: bool  # no state database, and --no-members said to go ahead
+    database: Path
+
+
+def archive(config: Path, output: Path, *, no_members: bool = False) -> Archived:
     """Build the static archive site from every issue."""
     from newsletter.archive import build_site
     from newsletter.input.config import load_network
     from newsletter.input.issues import find_issues, load_issue
+    from newsletter.members.store import values_for_archive
+    from newsletter.model import PrivateValues
 
     network = load_network(config)
-    return build_site(network, find_issues(network.root), output,
-                      lambda path: load_issue(path, network))
+    members = values_for_archive(network.database, no_members=no_members)
+    report = build_site(network, find_issues(network.root), output,
+                        lambda path: load_issue(path, network), members or PrivateValues())
+    return Archived(report, members is None, network.database)
 
 
 # --------------------------------------------------------------------------- members
@@ -251,7 +261,7 @@ def remove_subscriber(config: Path, email: str) -> Subscriber:
         with db.transaction(conn):
             removed = members.remove(conn, email)
             ledger.forget_subscriber(conn, removed.id)
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # no erased value left in the WAL
+        db.checkpoint(conn)  # no erased value left in the WAL
     return removed
 
 

@@ -22,7 +22,7 @@ run()
     (("build", "issues/2016-12-newsletter.yaml"), False),
     (("check", "issues/2016-12-newsletter.yaml"), False),
     (("subscribers", "count"), True),
-    (("archive", "-o", "site"), True),
+    (("archive", "--no-members", "-o", "site"), True),
 ])
 def test_the_collector_stays_paused_only_for_bounded_commands(
         project, args: tuple[str, ...], collecting: bool) -> None:

@@ -12,6 +12,7 @@ from newsletter.errors import InputError
 from newsletter.members import database as db
 from newsletter.members import store as members
 from newsletter.members.csvfiles import parse_csv
+from newsletter.members.recipients import recipient_for
 from newsletter.members.tokens import Secrets, read_token
 from newsletter.model import (
     Helpline,
@@ -159,7 +160,7 @@ def test_the_suppression_salt_is_random_per_database_and_kept(tmp_path: Path) ->
 def test_recipient_values_are_exact(conn: sqlite3.Connection) -> None:
     add(conn, "news", "jane@example.org,Jane,", "anon@example.org,,")
     jane, anon = members.recipients(conn, "news")
-    r = members.recipient_for(jane, "news", "2016-12", NETWORK, SECRETS)
+    r = recipient_for(jane, "news", "2016-12", NETWORK, SECRETS)
     assert r.address == "jane@example.org"
     assert r.greeting == "Hello Jane"
     assert r.unsubscribe_url.startswith("https://news.wmasn.example.org/unsubscribe/")
@@ -171,9 +172,9 @@ def test_recipient_values_are_exact(conn: sqlite3.Connection) -> None:
     assert r.list_unsubscribe_post == "List-Unsubscribe=One-Click"
     assert r.message_id == f"<2016-12.{jane.uid}@wmasn.example.org>"
     assert "jane" not in r.message_id and "jane" not in r.unsubscribe_url
-    assert members.recipient_for(jane, "news", "2016-12", NETWORK, SECRETS) == r
-    assert members.recipient_for(anon, "news", "2016-12", NETWORK, SECRETS).greeting == "Hello"
-    assert members.recipient_for(jane, "news", "2017-01", NETWORK, SECRETS).message_id != \
+    assert recipient_for(jane, "news", "2016-12", NETWORK, SECRETS) == r
+    assert recipient_for(anon, "news", "2016-12", NETWORK, SECRETS).greeting == "Hello"
+    assert recipient_for(jane, "news", "2017-01", NETWORK, SECRETS).message_id != \
         r.message_id
 
 
@@ -184,7 +185,7 @@ def test_without_a_mailto_the_list_unsubscribe_has_only_the_https_link(
     add(conn, "news", "jane@example.org,Jane,")
     (jane,) = members.recipients(conn, "news")
     network = replace(NETWORK, unsubscribe=Unsubscribe(NETWORK.unsubscribe.url, None))
-    r = members.recipient_for(jane, "news", "2016-12", network, SECRETS)
+    r = recipient_for(jane, "news", "2016-12", network, SECRETS)
     assert r.list_unsubscribe == f"<{r.unsubscribe_url}>"
 
 

@@ -29,7 +29,7 @@ def plant_in_template(project: Project, text: str) -> None:
 def fails_whole(project: Project, site: Path, before: dict[str, tuple[bytes, int]],
                 expected: str) -> str:
     """Run the build; it must exit 1 naming the leak, and leave the old site as it was."""
-    result = project.run("archive")
+    result = project.run("archive", "--no-members")
     assert result.code == 1, result.out + result.err
     assert "Traceback" not in result.err
     assert re.search(expected, result.err), result.err
@@ -230,7 +230,7 @@ def test_a_hand_edited_published_page_is_rebuilt_not_trusted(published: tuple) -
     text = page.read_text()
     page.unlink()  # break the hard link to the previous build's copy before editing
     page.write_text(text.replace("</main>", "__NL_GREETING__</main>"))
-    result = project.run("archive")
+    result = project.run("archive", "--no-members")
     assert result.code == 0, result.err
     assert "__NL_" not in page.read_text()
 
@@ -267,6 +267,8 @@ def test_an_unchanged_rebuild_trusts_the_pages_that_passed_the_gate(
     from newsletter.archive import build_site, privacy
     from newsletter.input.config import load_network
     from newsletter.input.issues import find_issues, load_issue
+    from newsletter.members.store import values_for_archive
+    from newsletter.model import PrivateValues
 
     with_issues(project, THREE)
     network = load_network(project.config)
@@ -282,7 +284,8 @@ def test_an_unchanged_rebuild_trusts_the_pages_that_passed_the_gate(
     def rebuild() -> list[str]:
         scanned.clear()
         build_site(network, find_issues(project.root), project.root / "site",
-                   lambda path: load_issue(path, network))
+                   lambda path: load_issue(path, network),
+                   values_for_archive(network.database, no_members=True) or PrivateValues())
         return sorted(scanned)
 
     assert "site/2016-12/index.html" in rebuild()
@@ -295,3 +298,169 @@ def test_an_unchanged_rebuild_trusts_the_pages_that_passed_the_gate(
     conn.close()
     assert "site/2016-12/index.html" in rebuild()  # another member list: scan it all again
 
+
+
+# --------------------------------------------------------------------------- no database
+
+MEMBER = "a.hussain@west.example.org"  # in subscribers/members.csv
+NO_DATABASE = (
+    "newsletter.db: no state database, so the privacy gate cannot check the pages for "
+    "members' addresses and ids; nothing was built (build where the members were imported "
+    "(or give --config for that project); where there are none, e.g. a fresh checkout or "
+    "CI, run 'newsletter archive --no-members')\n")
+SKIPPED = ("archive: no state database (newsletter.db): the member check was skipped "
+           "(--no-members)\n")
+
+
+def with_member_in_an_issue(project: Project, written: str = MEMBER) -> Project:
+    text = issue_yaml("Network newsletter, March 2017", "2017-03-01", 4,
+                      body=f"Photographs by {written}.")
+    return with_issues(project, {**THREE, "2017-03": text})
+
+
+def import_members(project: Project) -> None:
+    result = project.run("subscribers", "import", "subscribers/members.csv", "--list", "news")
+    assert result.code == 0, result.err
+
+
+def test_without_the_state_database_the_archive_is_refused_not_built_unchecked(
+        project: Project) -> None:
+    with_member_in_an_issue(project)
+    result = project.run("archive")
+    assert (result.code, result.out, result.err) == (1, "", NO_DATABASE)
+    assert not (project.root / "site").exists()
+    assert not (project.root / ".site.staging").exists()
+    assert not (project.root / "newsletter.db").exists()  # still never created
+
+
+def test_without_the_state_database_an_existing_site_is_left_as_it_was(
+        published: tuple) -> None:
+    project, site, before = published
+    with_member_in_an_issue(project)
+    result = project.run("archive", "-o", "site")
+    assert (result.code, result.err) == (1, NO_DATABASE)
+    assert tree(site) == before
+
+
+def test_no_members_builds_without_the_database_and_says_the_check_was_skipped(
+        project: Project) -> None:
+    with_member_in_an_issue(project)
+    result = project.run("archive", "--no-members")
+    assert result.code == 0, result.err
+    assert result.err == SKIPPED
+    assert MEMBER in (project.root / "site/2017-03/index.html").read_text()
+    assert not (project.root / "newsletter.db").exists()
+
+
+def test_no_members_does_not_switch_the_check_off_when_the_database_exists(
+        project: Project) -> None:
+    import_members(with_member_in_an_issue(project))
+    result = project.run("archive", "--no-members")
+    assert result.code == 1
+    assert re.search(r"site/2017-03/index\.html:\d+:\d+: subscriber address "
+                     + re.escape(MEMBER) + " from the state database", result.err)
+    assert "skipped" not in result.err
+    assert not (project.root / "site").exists()
+
+
+def test_the_database_of_a_project_named_with_config_is_the_one_checked(
+        project: Project) -> None:
+    import_members(with_member_in_an_issue(project))
+    beside = Project(project.root.parent)  # run from the folder above the project
+    result = beside.run("--config", "project/newsletter.yaml", "archive",
+                        "-o", "project/site")
+    assert result.code == 1, result.out + result.err
+    assert re.search(r"project/site/2017-03/index\.html:\d+:\d+: subscriber address "
+                     + re.escape(MEMBER), result.err)
+    assert not (project.root / "site").exists()
+
+
+def test_the_demo_checks_its_archive_against_the_members_it_imported(
+        project: Project) -> None:
+    # the demo's archive runs after its import: a member named in an issue stops it
+    with_member_in_an_issue(project)
+    result = project.run("demo", "-o", "demo")
+    assert result.code == 1, result.out + result.err
+    assert re.search(r"demo/site/2017-03/index\.html:\d+:\d+: subscriber address "
+                     + re.escape(MEMBER), result.err)
+    assert "== import members.csv into list members" in result.out
+    assert not (project.root / "demo/site").exists()
+
+
+# --------------------------------------------------------------------------- encodings
+
+
+ENCODED_MEMBER = [
+    "mailto:a%2Ehussain@west.example.org",
+    "mailto:a%2ehussain%40west.example.org",
+    "mailto:%61%2E%68%75%73%73%61%69%6E%40west.example.org",
+    "a&#46;hussain&#64;west.example.org",
+    "a&#x2e;hussain&#x40;west&#46;example.org",
+    "a&#X2E;hussain&commat;west.example.org",
+    "a%252Ehussain%2540west.example.org",
+    "a%25252Ehussain%252540west.example.org",
+    "a&amp;#46;hussain&amp;#64;west.example.org",
+    "a&#37;2Ehussain&#37;40west.example.org",
+    "a%26%2346%3Bhussain%26%2364%3Bwest.example.org",
+    "a.hussain%26%23%36%34%3Bwest.example.org",
+    "A%2EHUSSAIN%40WEST.EXAMPLE.ORG",
+    "https://partner.example.org/?aff=a.hussain%40west.example.org",
+    "https://partner.example.org/?x=1&amp;to=a%2Ehussain%40west.example.org",
+]
+
+
+@pytest.mark.parametrize("leak", ENCODED_MEMBER)
+def test_a_members_address_is_found_however_it_is_encoded(leak: str) -> None:
+    policy = Policy(hosts=frozenset({"partner.example.org"}),
+                    emails=frozenset({MEMBER, "a%2ehussain@west.example.org"}),
+                    placeholders=frozenset(), subscribers=frozenset({MEMBER}),
+                    unsubscribe_base=None)
+    problems = scan_text(f"<p>first line</p>\n  <a href=\"{leak}\">Amira</a>\n", policy,
+                         "site/x.html")
+    assert [str(p) for p in problems] == [
+        f"site/x.html:2:{col}: subscriber address {MEMBER} from the state database (the "
+        "archive must carry no member data)" for col in [problems[0].where.col]]
+    assert problems[0].where.line == 2 and 12 <= problems[0].where.col <= 12 + len(leak)
+
+
+@pytest.mark.parametrize("written", [
+    "[Amira](mailto:a%2Ehussain@west.example.org)",
+    "[Amira](mailto:a%252Ehussain@west.example.org)",
+    "[Amira](mailto:a%2Ehussain@west.example.org?subject=Photographs)",
+    "[our partner](https://partner.example.org/?aff=a.hussain%40west.example.org)",
+])
+def test_a_members_address_written_encoded_in_an_issue_fails_the_build(
+        project: Project, written: str) -> None:
+    import_members(with_member_in_an_issue(project, written))
+    result = project.run("archive")
+    assert result.code == 1, result.err
+    assert re.search(r"site/2017-03/index\.html:\d+:\d+: subscriber address "
+                     + re.escape(MEMBER) + " from the state database", result.err)
+    assert not (project.root / "site").exists()
+
+
+@pytest.mark.parametrize("written", [
+    "[our partner](https://partner.example.org/?aff=info%40partner.example.org)",
+    "[our partner](https://partner.example.org/?aff=info%2540partner.example.org)",
+    "[our partner](https://partner.example.org/?ref=news&aff=info%40partner.example.org)",
+    "[the desk](mailto:desk@partner.example.org?cc=info%40partner.example.org)",
+    "the desk, `desk@partner.example.org`, or *info@partner.example.org*",
+])
+def test_an_address_an_issue_writes_encoded_is_published_like_any_written_address(
+        project: Project, written: str) -> None:
+    with_member_in_an_issue(project, written)
+    result = project.run("archive", "--no-members")
+    assert (result.code, result.err) == (0, SKIPPED)
+    import_members(project)  # none of them is a member's: the gate passes with members too
+    result = project.run("archive")
+    assert (result.code, result.err) == (0, "")
+    assert "partner.example.org" in (project.root / "site/2017-03/index.html").read_text()
+
+
+def test_an_unwritten_address_in_a_query_is_named_as_itself() -> None:
+    policy = Policy(hosts=frozenset({"partner.example.org"}), emails=frozenset(),
+                    placeholders=frozenset(), subscribers=frozenset(), unsubscribe_base=None)
+    text = '<a href="https://partner.example.org/?aff=bob%40other.example.org">x</a>'
+    assert [str(p) for p in scan_text(text, policy, "site/x.html")] == [
+        "site/x.html:1:43: email address bob@other.example.org is not written in the "
+        "issues or the config"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sqlite3
 import time
@@ -440,3 +441,104 @@ def test_no_input_makes_the_parser_fail_any_other_way(data: bytes) -> None:
         assert all(str(p).startswith("x.csv") for p in e.problems)
     else:
         assert all(str(p).startswith("x.csv:") for p in parsed.problems)
+
+
+# --------------------------------------------------------------------------- files that are no CSV
+
+
+NOT_REGULAR = ("cannot read the file: not a regular file (save the members as a CSV file "
+               "and give its name)\n")
+
+
+@pytest.mark.parametrize("name", ["/dev/zero", "zero-link.csv"])
+def test_a_device_is_refused_by_what_it_is_not_read(project: Project, name: str) -> None:
+    (project.root / "zero-link.csv").symlink_to("/dev/zero")
+    result = project.run("subscribers", "import", name, "--list", "news", timeout=30)
+    assert (result.code, result.out, result.err) == (1, "", f"{name}: {NOT_REGULAR}")
+    assert not (project.root / "newsletter.db").exists()
+
+
+def test_a_named_pipe_is_refused_without_waiting_for_a_writer(project: Project) -> None:
+    os.mkfifo(project.root / "members.csv")
+    started = time.monotonic()
+    # a regression would wait for ever: the timeout fails the test instead of the suite
+    result = project.run("subscribers", "import", "members.csv", "--list", "news",
+                         timeout=30)
+    assert time.monotonic() - started < 30
+    assert (result.code, result.out, result.err) == (1, "", f"members.csv: {NOT_REGULAR}")
+    assert not (project.root / "newsletter.db").exists()
+
+
+def test_a_folder_is_refused_on_the_command_line_and_by_the_reader(project: Project) -> None:
+    result = project.run("subscribers", "import", "subscribers", "--list", "news")
+    assert result.code == 2 and "'subscribers' is a directory" in result.err
+    from newsletter.errors import InputError
+
+    with pytest.raises(InputError) as refused:
+        subscribers.read_csv(project.root / "subscribers", consent=None, shown_as="subscribers")
+    assert str(refused.value) == ("subscribers: cannot read the file: a folder (save the "
+                                  "members as a CSV file and give its name)")
+
+
+def test_a_file_over_the_limit_is_refused_by_its_size_before_it_is_read(
+        project: Project) -> None:
+    huge = project.root / "subscribers" / "huge.csv"
+    with huge.open("wb") as f:  # sparse: the size without the bytes
+        f.write(b"email,consent_source\n")
+        f.truncate(subscribers.MAX_FILE_BYTES + 2 * 1_048_576)
+    started = time.monotonic()
+    result = project.run("subscribers", "import", "subscribers/huge.csv", "--list", "news")
+    assert time.monotonic() - started < 10
+    assert (result.code, result.out, result.err) == (
+        1, "", "subscribers/huge.csv: file is 52.0 MB; the limit is 50.0 MB (split it into "
+               "several files and import each)\n")
+    assert not (project.root / "newsletter.db").exists()
+
+
+def test_a_file_at_the_limit_is_read(tmp_path: Path) -> None:
+    path = tmp_path / "members.csv"
+    head = b"email,consent_source\na@example.org,form\n"
+    path.write_bytes(head + b"\n" * (subscribers.MAX_FILE_BYTES - len(head)))
+    parsed = subscribers.read_csv(path, consent=None)
+    assert [r.email for r in parsed.rows] == ["a@example.org"]
+
+
+# --------------------------------------------------------------------------- bidi controls
+
+
+@pytest.mark.parametrize("control", [chr(c) for c in (*range(0x202A, 0x202F),
+                                                      *range(0x2066, 0x206A))])
+@pytest.mark.parametrize("column", ["name", "organisation"])
+def test_every_bidi_control_is_refused_in_names_and_organisations(control: str,
+                                                                  column: str) -> None:
+    value = f"Amira {control}nosretaP"
+    cells = {"name": "Amira Hussain", "organisation": "West Midlands Police", column: value}
+    text = ("email,name,organisation,consent_source\n"
+            f"a.hussain@example.org,{cells['name']},{cells['organisation']},form\n")
+    parsed = parse_csv(text.encode(), "m.csv", consent=None)
+    assert parsed.rows == ()
+    (problem,) = parsed.problems
+    assert str(problem).startswith(f"m.csv:2: {column}: 'Amira \\u{ord(control):04x}"
+                                   f"nosretaP' contains U+{ord(control):04X} ")
+    assert "invisible bidirectional control" in str(problem)
+    assert control not in str(problem)  # the message itself cannot be reordered
+
+
+def test_skip_invalid_imports_the_rows_without_bidi_controls(project: Project) -> None:
+    shutil.copy(FIXTURES / "bad" / "bidi-controls.csv", project.root / "subscribers" / "b.csv")
+    result = project.run("subscribers", "import", "subscribers/b.csv", "--list", "news",
+                         "--skip-invalid")
+    assert result.code == 0, result.err
+    assert result.out.startswith("news: added 2 new")
+    assert result.err.count("invisible bidirectional control") == 6
+    names = [r[0] for r in rows(project, "SELECT name FROM subscribers ORDER BY id")]
+    assert names == ["Jane Smith", "\u0641\u0627\u0637\u0645\u0629 Ali"]  # RTL text is fine
+
+
+def test_a_bidi_control_in_consent_evidence_is_refused_too(project: Project) -> None:
+    result = project.run("subscribers", "import", "subscribers/members.csv", "--list", "news",
+                         "--consent", "signed up \u202eat the conference")
+    assert result.code == 1
+    assert result.err.startswith("--consent: 'signed up \\u202eat the conference' contains "
+                                 "U+202E RIGHT-TO-LEFT OVERRIDE")
+    assert not (project.root / "newsletter.db").exists()

@@ -4,11 +4,12 @@
     pages.py     Entries + the ARCHIVE render -> page, feed and index bytes (pure)
     publish.py   staging folder, manifest (beside the site), reuse of unchanged files, swap
 
-In: the network and the issue files. Out: the output folder (default ``site/``), replaced
-as a whole only after every page is built and the privacy gate (privacy.py) found
-nothing. Unchanged issues are not even loaded again: their entries come from the
-manifest, their pages from the previous site, and the render a re-made page embeds
-(when only a neighbour's title changed) from the page it replaces.
+In: the network, the issue files and the members' private values (PrivateValues, read by
+the members stage: this package never opens the database). Out: the output folder
+(default ``site/``), replaced as a whole only after every page is built and the privacy
+gate (privacy.py) found nothing. Unchanged issues are not even loaded again: their
+entries come from the manifest, their pages from the previous site, and the render a
+re-made page embeds (when only a neighbour's title changed) from the page it replaces.
 
     site/index.html            newest first, by year
     site/<slug>/index.html     one page per issue (+ its images, content-hashed names)
@@ -49,7 +50,7 @@ from newsletter.archive.publish import (
     staged,
 )
 from newsletter.errors import InputError, Problem
-from newsletter.model import Issue, Location, Network
+from newsletter.model import Issue, Location, Network, PrivateValues
 
 __all__ = ["BuildReport", "build_site"]
 
@@ -65,11 +66,15 @@ class BuildReport(msgspec.Struct, frozen=True):
 
 
 def build_site(network: Network, issue_files: Sequence[Path], output: Path,
-               load: Callable[[Path], Issue]) -> BuildReport:
-    """Build the archive of ``issue_files`` into ``output``; raise InputError on bad input."""
+               load: Callable[[Path], Issue], members: PrivateValues) -> BuildReport:
+    """Build the archive of ``issue_files`` into ``output``; raise InputError on bad input.
+
+    ``members``: what the member list holds (the pipeline reads it from the members
+    stage); the privacy gate refuses any page that shows one of its values.
+    """
     try:
         with locked(output):
-            return _build(network, issue_files, output, load)
+            return _build(network, issue_files, output, load, members)
     except OSError as e:  # a read-only or full disk, a path we may not write: say which
         where = e.filename or output
         raise InputError([Problem(Location(str(output)), "",
@@ -78,14 +83,15 @@ def build_site(network: Network, issue_files: Sequence[Path], output: Path,
 
 
 def _build(network: Network, issue_files: Sequence[Path], output: Path,
-           load: Callable[[Path], Issue]) -> BuildReport:
+           load: Callable[[Path], Issue], members: PrivateValues) -> BuildReport:
     recover(output)
     check_output(output)
     fingerprint = build_fingerprint(network)
     previous, reusable = _previous_build(output, fingerprint)
     entries, fresh = _entries(network, issue_files, reusable, load)
     config_written = privacy.written_in(_config_text(network))
-    policy = privacy.policy_for(network, [config_written, *(e.written for e in entries)])
+    policy = privacy.policy_for(network, [config_written, *(e.written for e in entries)],
+                                members)
     pages = Pages(network)
 
     with staged(output, previous) as site:

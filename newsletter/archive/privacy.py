@@ -2,7 +2,8 @@
 
 Stage: after the archive is rendered into its staging folder, before it replaces the live
 site. In: the staged files and a Policy (what the issues and newsletter.yaml wrote, plus the
-subscriber addresses in the state database, read-only). Out: nothing when clean, else an
+members' addresses and uids, which the members stage reads and the pipeline passes in:
+this module never opens the database). Out: nothing when clean, else an
 InputError naming every leak compiler-style, ``site/2016-12/index.html:42:17: ...``.
 
 A leak is anything a per-recipient email has and an archive page must not (see
@@ -12,25 +13,32 @@ or a ``token=`` query parameter; a Message-ID shape or a Slot marker; template s
 unrendered (unless an issue writes it literally); a link or source on a host the issues
 and the config do not name (a third party the page would talk to).
 
+Addresses are compared as a browser would hand them to a mail client: after decoding
+percent-escapes and HTML character references, again and again (``a%2Ehussain@``,
+``&#64;``, ``%2540``, mixed). The issues' own text is decoded the same way, so an address
+they write encoded (``?aff=info%40partner.example.org``) is as written as any other.
+
 Subscriber names are not searched for: contact names in issues are legitimately public
 and the archive renders with no recipient at all, so no path puts a member's name there.
 """
 
 from __future__ import annotations
 
+import bisect
+import functools
 import hashlib
 import html
 import json
 import re
-import sqlite3
+import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 import msgspec
 
-from newsletter.errors import InputError, Problem, StateError
-from newsletter.model import Location, Network
+from newsletter.errors import InputError, Problem
+from newsletter.model import Location, Network, PrivateValues
 
 GATE_VERSION = "1"  # bump when the checks change, so cached "clean" verdicts are dropped
 SCANNED_SUFFIXES = frozenset({".html", ".htm", ".xml", ".js", ".json", ".txt", ".css"})
@@ -42,7 +50,17 @@ _AT_DOMAIN = re.compile(
     r"@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+")
 _LOCAL_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
                          ".!#$%&'*+/=?^_`{|}~-")
-_ENCODED_AT = re.compile(r"&#0*64;|&#[xX]0*40;|&commat;|%40")
+# What a browser decodes on the way from a page to a mail client: runs of percent-escapes
+# (one UTF-8 sequence may take several) and HTML character references, named or numeric.
+# Left as they are: the references a page is full of that cannot be part of an address
+# (quotes, spaces) and the angle brackets _OPENERS and _CLOSERS know in both forms.
+_ESCAPE = re.compile(
+    r"[%&](?:(?<=%)[0-9A-Fa-f]{2}(?:%[0-9A-Fa-f]{2})*"
+    r"|(?<=&)(?!(?:lt|gt|quot|nbsp|#60|#62|#x3[cCeE]|#0*34|#[xX]0*22);)"
+    r"(?:#[0-9]{1,8}|#[xX][0-9A-Fa-f]{1,8}|[A-Za-z][A-Za-z0-9]{1,31});?)")
+_URL_PUNCTUATION = re.compile(r"[/?=&#]")
+_MARKUP_PUNCTUATION = re.compile(r"[^A-Za-z0-9._-]")
+MAX_DECODING_ROUNDS = 6  # %25 nested this deep is no link anyone wrote by hand
 # "logo@2x.png" is a file name, not an address
 _FILE_SUFFIXES = frozenset({"png", "jpg", "jpeg", "gif", "webp", "svg", "css", "js", "html"})
 _URL = re.compile(r"https?://[^\s\"'<>()\[\]{}\\]+", re.IGNORECASE)  # for the sources
@@ -50,7 +68,7 @@ _AFTER_SLASHES = re.compile(r"//([^\s\"'<>()\[\]{}\\]+)")
 _XMLNS = re.compile(r"""xmlns(?::\w+)?\s*=\s*("[^"]*"|'[^']*')""")
 _HEX_ID = re.compile(r"(?<![0-9A-Za-z])[0-9A-Fa-f]{16,64}(?![0-9A-Za-z])")
 _SLOT = re.compile(r"__NL_[A-Za-z0-9_]*")
-_OPENERS = ("<", "&lt;", "&#60;", "&#x3c;", "&#x3C;")
+_OPENERS = ("<", "&lt;", "&#60;", "&#x3c;", "&#x3C;")  # the forms _ESCAPE leaves as they are
 _CLOSERS = (">", "&gt;", "&#62;", "&#x3e;", "&#x3E;")
 _TEMPLATE = re.compile(r"\{\{.*?(?:\}\}|$)|\{%.*?(?:%\}|$)", re.MULTILINE)
 # itsdangerous: [.]payload.signature or [.]payload.timestamp.signature, base64url segments
@@ -67,6 +85,18 @@ def addresses(text: str) -> Iterator[tuple[int, int]]:
             start -= 1
         if start < m.start():
             yield start, m.end()
+
+
+def _readings(address: str, punctuation: re.Pattern[str] | None = None
+              ) -> list[tuple[int, str]]:
+    """(offset, address): the address as found, then shorter readings when its local part
+    holds URL punctuation (in ``//host/?aff=info@host`` the address is ``info@host``)."""
+    local, _, domain = address.rpartition("@")
+    readings = [(0, address)]
+    for m in (punctuation or _URL_PUNCTUATION).finditer(local):
+        if m.end() < len(local):
+            readings.append((m.end(), f"{local[m.end():]}@{domain}"))
+    return readings
 
 
 class Policy(msgspec.Struct, frozen=True):
@@ -104,14 +134,22 @@ class Written(msgspec.Struct, frozen=True):
 def written_in(text: str) -> Written:
     """The hosts of its URLs, its email addresses and its literal template syntax."""
     urls = {m.group(0) for m in _URL.finditer(text)}
+    # an address written encoded (``?aff=info%40partner.example.org``) is written all the
+    # same: the gate compares decoded addresses. Written in markup (```a@b.org```, ``*a@b``)
+    # it is written too: every reading after a punctuation mark counts as written.
+    decoded = Decoded.of(text).text
     return Written(
         hosts=tuple(sorted({h for h in map(_host, urls) if h})),
-        emails=tuple(sorted({text[a:b].lower() for a, b in addresses(text)})),
+        emails=tuple(sorted({reading for source in {text, decoded}
+                             for a, b in addresses(source)
+                             for _, reading in _readings(source[a:b].lower(),
+                                                         _MARKUP_PUNCTUATION)})),
         placeholders=tuple(sorted({m.group(0).strip() for m in _TEMPLATE.finditer(text)})),
     )
 
 
-def policy_for(network: Network, written: Iterable[Written]) -> Policy:
+def policy_for(network: Network, written: Iterable[Written], members: PrivateValues
+               ) -> Policy:
     """The policy for a build: what the config and the issues write, and the members."""
     hosts: set[str] = set()
     emails: set[str] = set()
@@ -128,55 +166,15 @@ def policy_for(network: Network, written: Iterable[Written]) -> Policy:
                     network.unsubscribe.mailto or ""):
         if address:
             emails.add(address.lower())
-    database = network.database if network.database.is_absolute() \
-        else network.root / network.database
-    members, uids, salt = subscriber_values(database)
-    return Policy(frozenset(hosts), frozenset(emails), frozenset(placeholders), members,
-                  network.unsubscribe.url, uids, salt)
-
-
-def subscriber_values(database: Path) -> tuple[frozenset[str], frozenset[str], str]:
-    """(addresses, uids, salt) in the state database: read-only; no database means none."""
-    if not database.is_file():
-        return frozenset(), frozenset(), ""
-    found: set[str] = set()
-    uids: set[str] = set()
-    salt = ""
-    try:
-        conn = sqlite3.connect(f"{database.resolve().as_uri()}?mode=ro", uri=True)
-    except sqlite3.Error as e:
-        raise StateError(f"{database}: cannot open the state database read-only: {e}") from e
-    try:
-        tables = [r[0] for r in conn.execute(
-            "SELECT name FROM sqlite_master WHERE type = 'table'")]
-        if "meta" in tables:
-            row = conn.execute("SELECT value FROM meta WHERE key = 'suppression_salt'"
-                               ).fetchone()
-            salt = str(row[0]) if row else ""
-        for table in tables:
-            quoted = '"' + table.replace('"', '""') + '"'
-            columns = [r[1] for r in conn.execute(f"PRAGMA table_info({quoted})")]
-            for column in columns:
-                qcol = '"' + column.replace('"', '""') + '"'
-                if column.lower() in ("email", "address", "recipient"):
-                    sql = f"SELECT DISTINCT {qcol} FROM {quoted} WHERE {qcol} LIKE '%@%'"  # noqa: S608
-                    found.update(str(r[0]).strip().lower() for r in conn.execute(sql))
-                elif column.lower() == "uid":
-                    sql = f"SELECT DISTINCT {qcol} FROM {quoted} WHERE {qcol} IS NOT NULL"  # noqa: S608
-                    uids.update(str(r[0]).strip().lower() for r in conn.execute(sql)
-                                if len(str(r[0])) >= 16)
-    except sqlite3.Error as e:
-        raise StateError(f"{database}: cannot read subscriber addresses: {e}") from e
-    finally:
-        conn.close()
-    return frozenset(found), frozenset(uids), salt
+    return Policy(frozenset(hosts), frozenset(emails), frozenset(placeholders),
+                  members.addresses, network.unsubscribe.url, members.uids, members.salt)
 
 
 def scan_text(text: str, policy: Policy, where: str) -> list[Problem]:
     """Every leak in one output file's text, located by line and column."""
     found: list[tuple[int, str]] = []
     masked: list[tuple[int, int]] = []  # spans already reported under a sharper name
-    seen: set[int] = set()  # where addresses were found (each is reported once)
+    seen: set[tuple[int, str]] = set()  # (where, address): each is reported once
 
     if policy.uids:
         for m in _HEX_ID.finditer(text):
@@ -186,24 +184,30 @@ def scan_text(text: str, policy: Policy, where: str) -> list[Problem]:
     for m in _SLOT.finditer(text):
         found.append((m.start(), f"slot marker {m.group(0)} (a per-recipient value left in "
                                  "public output)"))
-    for variant, decoded in _variants(text):
-        for a, b in addresses(variant):
-            address = variant[a:b].lower().strip(".")
-            if address.rpartition(".")[2] in _FILE_SUFFIXES:
-                continue
-            at = a if not decoded else _locate(text, variant[a:b])
-            if at in seen:
-                continue
-            seen.add(at)
-            if variant.endswith(_OPENERS, 0, a) and variant.startswith(_CLOSERS, b):
-                found.append((at, f"Message-ID-shaped value <{variant[a:b]}> (message "
-                                  "identifiers are per recipient)"))
-            elif address in policy.subscribers:
-                found.append((at, f"subscriber address {address} from the state database "
-                                  "(the archive must carry no member data)"))
-            elif address not in policy.emails:
-                found.append((at, f"email address {address} is not written in the issues "
-                                  "or the config"))
+    decoded = Decoded.of(text)
+    for a, b in addresses(decoded.text):
+        shown = decoded.text[a:b]
+        address = shown.lower().strip(".")
+        if address.rpartition(".")[2] in _FILE_SUFFIXES:
+            continue
+        at = decoded.source_index(a)
+        if (at, address) in seen:
+            continue
+        seen.add((at, address))
+        lead = a + len(shown) - len(shown.lstrip("."))
+        readings = _readings(address)
+        member = next(((o, r) for o, r in readings if r in policy.subscribers), None)
+        if decoded.text.endswith(_OPENERS, 0, a) and decoded.text.startswith(_CLOSERS, b):
+            found.append((at, f"Message-ID-shaped value <{shown}> (message "
+                              "identifiers are per recipient)"))
+        elif member is not None:
+            found.append((decoded.source_index(lead + member[0]), f"subscriber address "
+                          f"{member[1]} from the state database (the archive must carry no "
+                          "member data)"))
+        elif not any(r in policy.emails for _, r in readings):
+            offset, shortest = readings[-1]
+            found.append((decoded.source_index(lead + offset), f"email address {shortest} "
+                          "is not written in the issues or the config"))
     if policy.unsubscribe_base:
         base = re.escape(policy.unsubscribe_base.rstrip("/"))
         for m in re.finditer(base + r"/([^\s\"'<>?#]+)", text):
@@ -291,26 +295,63 @@ def _links(text: str) -> Iterator[tuple[int, str, bool]]:
             yield start, "https:" + text[start:m.end()], True
 
 
-def _variants(text: str) -> list[tuple[str, bool]]:
-    """The text itself, plus entity- and percent-decoded forms when they differ."""
-    variants = [(text, False)]
-    if ("%40" in text or "&#" in text or "&commat;" in text) and _ENCODED_AT.search(text):
-        # decoding whole pages is slow: only when it can matter
-        variants.append((html.unescape(text), True))
-        variants.append((unquote(text), True))
-    return variants
+class Decoded:
+    """A text with every percent-escape and HTML character reference decoded, again and
+    again (``%252E`` -> ``%2E`` -> ``.``, ``&#37;40`` -> ``%40`` -> ``@``), as a browser
+    would on the way from a page to a mail client; ``source_index`` maps a position in the
+    decoded text back to the original (inside a decoded escape: the escape's start)."""
+
+    __slots__ = ("rounds", "text")
+
+    def __init__(self, text: str, rounds: list[list[tuple[int, int, int, int]]]) -> None:
+        self.text = text
+        # per round, the last first: (start, end) of each decoded escape in the round's
+        # output, then (start, end) of the escape in its input
+        self.rounds = rounds
+
+    @classmethod
+    def of(cls, text: str) -> Decoded:
+        rounds: list[list[tuple[int, int, int, int]]] = []
+        for _ in range(MAX_DECODING_ROUNDS):
+            if "%" not in text and "&" not in text:
+                break
+            decoded, marks = _decode_round(text)
+            if not marks:
+                break
+            rounds.insert(0, marks)
+            text = decoded
+        return cls(text, rounds)
+
+    def source_index(self, index: int) -> int:
+        for marks in self.rounds:
+            k = bisect.bisect_right(marks, (index, sys.maxsize)) - 1
+            if k >= 0:
+                _, end, source_start, source_end = marks[k]
+                index = source_start if index < end else source_end + index - end
+        return index
 
 
-def _locate(text: str, address: str) -> int:
-    """Where an address found in a decoded variant of ``text`` sits in the text itself."""
-    local, _, domain = address.partition("@")
-    lowered = text.lower()
-    for at_sign in ("@", "&#64;", "&#x40;", "%40", "&commat;"):
-        found = lowered.find(f"{local}{at_sign}{domain}".lower())
-        if found >= 0:
-            return found
-    found = lowered.find(local.lower())
-    return found if found >= 0 else 0
+def _decode_round(text: str) -> tuple[str, list[tuple[int, int, int, int]]]:
+    """One round of decoding, and where each decoded escape went (see ``Decoded``)."""
+    marks: list[tuple[int, int, int, int]] = []
+    shift = 0
+
+    def replace(m: re.Match[str]) -> str:
+        nonlocal shift
+        escape = m.group(0)
+        value = _decoded_escape(escape)
+        if value != escape:
+            start = m.start() + shift
+            shift += len(value) - len(escape)
+            marks.append((start, start + len(value), m.start(), m.end()))
+        return value
+
+    return _ESCAPE.sub(replace, text), marks
+
+
+@functools.lru_cache(maxsize=1024)
+def _decoded_escape(escape: str) -> str:
+    return unquote(escape) if escape[0] == "%" else html.unescape(escape)
 
 
 def _location(text: str, where: str, at: int) -> Location:

@@ -134,11 +134,15 @@ def preview(ctx: click.Context, issue: str, port: int, open_browser: bool) -> No
 @main.command()
 @click.option("-o", "--output", default="site", show_default=True,
               type=_FOLDER)
+@click.option("--no-members", is_flag=True,
+              help="Build even though there is no state database (a fresh checkout, CI): "
+                   "the privacy gate's member check is skipped, with a note. When the "
+                   "database exists, members are checked anyway.")
 @click.pass_context
 @_reported
-def archive(ctx: click.Context, output: str) -> None:
+def archive(ctx: click.Context, output: str, no_members: bool) -> None:
     """Build the static web archive of every issue in issues/."""
-    commands.archive(_config(ctx), Path(output))
+    commands.archive(_config(ctx), Path(output), no_members=no_members)
 
 
 # --------------------------------------------------------------------------- members

@@ -80,8 +80,12 @@ def build(config: Path, issue: Path, output: Path | None, *, strict: bool = Fals
                f"({built.html_bytes // 1024} KB of HTML)")
 
 
-def archive(config: Path, output: Path) -> None:
-    report = pipeline.archive(config, output)
+def archive(config: Path, output: Path, *, no_members: bool = False) -> None:
+    done = pipeline.archive(config, output, no_members=no_members)
+    if done.members_skipped:
+        click.echo(f"archive: no state database ({done.database}): the member check was "
+                   "skipped (--no-members)", err=True)
+    report = done.report
     click.echo(f"archive: {report.issues} issues in {output}/ ({len(report.written)} files "
                f"written, {len(report.kept)} unchanged, {len(report.loaded)} issues rendered)")
 
@@ -91,7 +95,7 @@ def archive(config: Path, output: Path) -> None:
 
 def import_subscribers(config: Path, csv_file: Path, list_name: str, *, consent: str | None,
                        skip_invalid: bool, dry_run: bool, update: bool = False) -> None:
-    from newsletter.members.store import import_report
+    from newsletter.cli.member_reports import import_report
 
     imported = pipeline.import_subscribers(config, csv_file, list_name, consent=consent,
                                            skip_invalid=skip_invalid, dry_run=dry_run,

@@ -110,7 +110,7 @@ def _newest_issue(root: Path) -> Path | None:
 
 
 def run_demo(config: Path, folder: Path) -> None:
-    """Build, archive, import, send over loopback SMTP to a Maildir, and show the status."""
+    """Build, import, archive, send over loopback SMTP to a Maildir, and show the status."""
     from aiosmtpd.controller import Controller
 
     from newsletter.cli import commands
@@ -128,10 +128,11 @@ def run_demo(config: Path, folder: Path) -> None:
 
     for issue in sorted((root / "issues").glob("*.yaml")):
         _step(f"build {issue.stem}", commands.build, copy, issue, folder / "build" / issue.stem)
-    _step("archive", commands.archive, copy, folder / "site")
     members = root / "subscribers" / "members.csv"
     _step(f"import {members.name} into list {LIST_NAME}", commands.import_subscribers, copy,
           members, LIST_NAME, consent=None, skip_invalid=True, dry_run=False)
+    # after the import: the privacy gate checks the site against the members just added
+    _step("archive", commands.archive, copy, folder / "site")
 
     newest = _newest_issue(root)
     if newest is None:

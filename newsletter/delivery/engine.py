@@ -111,7 +111,7 @@ class LedgerThread:
     def _run(self) -> None:
         try:
             conn = db.connect(self.path)
-            conn.execute(f"PRAGMA synchronous={self.synchronous}")
+            db.set_synchronous(conn, self.synchronous)
         except BaseException as e:  # reported by start()
             self._error = e
             self._ready.set()
@@ -146,23 +146,14 @@ class LedgerThread:
     def _commit(self, conn: sqlite3.Connection, ops: list[Any], beat: bool, now: float) -> None:
         results: list[tuple[asyncio.Future[Any], asyncio.AbstractEventLoop, Any, Any]] = []
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            for op, future, loop in ops:
-                conn.execute("SAVEPOINT op")
-                try:
-                    value = op(conn)
-                except Exception as e:
-                    conn.execute("ROLLBACK TO op")
-                    results.append((future, loop, None, e))
-                else:
-                    results.append((future, loop, value, None))
-                conn.execute("RELEASE op")
-            if beat and self.lock is not None:
-                ledger.heartbeat(conn, self.lock, now)
-            conn.execute("COMMIT")
+            with db.transaction(conn):
+                for op, future, loop in ops:
+                    value, error = db.in_savepoint(conn, op)
+                    results.append((future, loop, value, error))
+                if beat and self.lock is not None:
+                    ledger.heartbeat(conn, self.lock, now)
         except sqlite3.Error as e:
-            with contextlib.suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
+            db.abandon(conn)
             error = NewsletterError(f"{self.path}: the ledger could not be written ({e}); "
                                     "sending stopped")
             results = [(future, loop, None, error) for _, future, loop in ops]

@@ -15,6 +15,7 @@ from newsletter.delivery.dkim import signer_for
 from newsletter.delivery.engine import Build
 from newsletter.email.personalize import assemble, prepare
 from newsletter.members import store as members
+from newsletter.members.recipients import recipient_for
 from newsletter.members.tokens import Secrets
 from newsletter.model import Network, Recipient, RenderedIssue
 
@@ -34,4 +35,4 @@ def recipients(conn: sqlite3.Connection, network: Network, list_name: str,
                slug: str, secrets: Secrets) -> Iterator[tuple[int, Recipient]]:
     """Every member of the list who may be sent to, as (subscriber id, Recipient)."""
     for subscriber in members.recipients(conn, list_name):
-        yield subscriber.id, members.recipient_for(subscriber, list_name, slug, network, secrets)
+        yield subscriber.id, recipient_for(subscriber, list_name, slug, network, secrets)

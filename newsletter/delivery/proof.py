@@ -23,6 +23,7 @@ from newsletter.delivery.session import send_one, transport_for
 from newsletter.email.personalize import anonymous_recipient
 from newsletter.errors import AddressError, DeliveryError, InputError, Problem
 from newsletter.members import database as db
+from newsletter.members import private
 from newsletter.members import store as members
 from newsletter.members.tokens import secrets_from_env
 from newsletter.model import Location, Network, RenderedIssue
@@ -92,7 +93,7 @@ def _write(path: Path, data: bytes) -> None:
     """Write a whole file or nothing (a .partial renamed into place): dry-run messages."""
     partial = path.with_name(path.name + ".partial")
     try:
-        partial.write_bytes(data)
+        private.write_new(partial, data)
         partial.replace(path)
     except OSError as e:
         partial.unlink(missing_ok=True)

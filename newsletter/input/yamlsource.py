@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import codecs
 import re
-import stat
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +33,12 @@ import msgspec
 import yaml
 
 from newsletter.errors import InputError, Problem
+from newsletter.input import files
+from newsletter.input.files import size_text as size_text  # issues.py: the image limit
 from newsletter.model import Location
 
 MAX_BYTES = 1_048_576
+TOO_BIG_HINT = "split it, or move large content out of the file"
 MAX_DEPTH = 20
 
 # What the YAML reader accepts as printable (PyYAML's own rule): anything else is refused
@@ -135,15 +137,8 @@ def read(path: Path, not_found: tuple[str, str] | None = None) -> bytes:
     """The bytes of a file, refused by its size before a byte is read; InputError when it
     cannot be read. ``not_found`` is the (message, hint) to give for a missing file."""
     source = str(path)
-    try:
-        status = path.stat()
-        if not stat.S_ISREG(status.st_mode):  # a folder, or a pipe that would never end
-            what = "a folder" if stat.S_ISDIR(status.st_mode) else "not a regular file"
-            raise InputError([Problem(Location(source), "", f"cannot read the file: {what}")])
-        too_big = size_problem(status.st_size, source)
-        if too_big:
-            raise InputError([too_big])
-        return path.read_bytes()
+    try:  # a folder, a device or a pipe that would never end: the rule files.py keeps
+        return files.read_regular(path, limit=MAX_BYTES, too_big_hint=TOO_BIG_HINT)
     except OSError as e:
         if isinstance(e, FileNotFoundError) and not_found is not None:
             problem = Problem(Location(source), "", *not_found)
@@ -218,19 +213,7 @@ def _wide_encoding(data: bytes) -> tuple[str, bool] | None:
 
 def size_problem(size: int, source: str) -> Problem | None:
     """The problem with a file of ``size`` bytes, if it is too big (check before reading)."""
-    if size <= MAX_BYTES:
-        return None
-    return Problem(Location(source), "", f"file is {size_text(size)}; the limit is "
-                   f"{size_text(MAX_BYTES)}", "split it, or move large content out of the file")
-
-
-def size_text(n: int) -> str:
-    """A byte count as people read it: ``1.1 MB``, ``12.0 KB``, ``300 bytes``."""
-    if n >= 1_048_576:
-        return f"{n / 1_048_576:.1f} MB"
-    if n >= 1024:
-        return f"{n / 1024:.1f} KB"
-    return f"{n} bytes"
+    return files.size_problem(size, source, MAX_BYTES, TOO_BIG_HINT)
 
 
 def _syntax_problem(e: yaml.MarkedYAMLError, source: str) -> Problem:

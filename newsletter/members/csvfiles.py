@@ -2,14 +2,15 @@
 
 Import stage: ``subscribers/*.csv`` bytes -> ``CsvImport`` (validated ``MemberRow`` values,
 every bad row as a ``Problem`` with its line, duplicates merged). Nothing here touches the
-database; members.py stores the rows. Export stage: rows -> CSV text that is safe to open in
+database; store.py stores the rows. Export stage: rows -> CSV text that is safe to open in
 a spreadsheet (formula-looking cells get a leading ``'``, which the import removes again,
 so export -> import -> export gives the same bytes).
 
 Addresses: validated by email-validator (no DNS), domain IDNA-encoded and lower-cased,
 local part lower-cased (addresses differing only in case are one member), non-ASCII local
 parts refused (SMTPUTF8 is not supported). Names and organisations may reach mail headers,
-so control characters and ``=?`` are refused.
+so control characters and ``=?`` are refused, and so are the invisible bidirectional
+controls (U+202A-U+202E, U+2066-U+2069) that make text display as something else.
 """
 
 from __future__ import annotations
@@ -20,12 +21,15 @@ import functools
 import io
 import json
 import re
+import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 import msgspec
 
 from newsletter.errors import AddressError, InputError, Problem, Severity
+from newsletter.input.files import read_regular
+from newsletter.members import private
 from newsletter.model import Location
 from newsletter.text.addresses import checked_address
 
@@ -45,10 +49,15 @@ BASES = ("consent", "contract", "legal obligation", "vital interests", "public t
 DEFAULT_BASIS = "consent"
 MAX_TEXT = 200  # name, organisation, consent fields
 MAX_EXTRA = 1000  # any other column
+MAX_FILE_BYTES = 50 * 1_048_576  # some 700,000 members; refused before a byte is read
 
 # A spreadsheet treats a cell starting with one of these as a formula.
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-_HEADER_UNSAFE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]|=\?")
+# Bidirectional embeddings, overrides and isolates: invisible, they make "Amira" + U+202E +
+# "nosretaP" display as something it is not, in a mail client, a terminal or a report.
+_BIDI = "\u202a-\u202e\u2066-\u2069"
+_BIDI_CONTROL = re.compile(f"[{_BIDI}]")
+_HEADER_UNSAFE = re.compile(f"[\x00-\x1f\x7f-\x9f\u2028\u2029{_BIDI}]|=\\?")
 _EXTRA_UNSAFE = re.compile(r"\x00")
 
 
@@ -120,6 +129,11 @@ def normalise_address(text: str) -> str:
 def text_problem(value: str, limit: int = MAX_TEXT) -> str | None:
     """Why a name or organisation cannot be used (it may end up in a mail header)."""
     found = _HEADER_UNSAFE.search(value)
+    if found and _BIDI_CONTROL.match(found.group()):
+        char = found.group()
+        return (f"{value!r} contains U+{ord(char):04X} {unicodedata.name(char)}, an "
+                "invisible bidirectional control (not allowed: it makes text display as "
+                "something else; delete it, it is often pasted in unseen)")
     if found:
         what = "'=?'" if found.group() == "=?" else f"control character {found.group()!r}"
         return f"{value!r} contains {what} (not allowed: it could reach a mail header)"
@@ -244,8 +258,10 @@ def _basis(value: str) -> str:
 def read_csv(path: Path, *, consent: str | None, shown_as: str | None = None) -> CsvImport:
     """Parse and validate a member CSV; whole-file problems raise InputError at once."""
     shown = shown_as or str(path)
-    try:
-        data = path.read_bytes()
+    try:  # the rule every input file is held to: a regular file, of a bounded size
+        data = read_regular(path, limit=MAX_FILE_BYTES, shown_as=shown,
+                            too_big_hint="split it into several files and import each",
+                            irregular_hint="save the members as a CSV file and give its name")
     except OSError as e:
         raise InputError([Problem(Location(shown), "", f"cannot read the file ({e.strerror})")]
                          ) from e
@@ -375,10 +391,12 @@ def export_csv(rows: Iterable[ExportRow]) -> str:
 
 
 def write_export(path: Path, text: str) -> None:
-    """Write exported CSV atomically, with the BOM spreadsheets need to read it as UTF-8."""
+    """Write exported CSV atomically, with the BOM spreadsheets need to read it as UTF-8.
+
+    Owner-only (0600): the file lists members' addresses."""
     partial = path.with_name(path.name + ".partial")
     try:
-        partial.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+        private.write_new(partial, b"\xef\xbb\xbf" + text.encode("utf-8"))
         partial.replace(path)
     except OSError as e:
         partial.unlink(missing_ok=True)

@@ -1,9 +1,11 @@
 """Members in the state database: lists, memberships, consent evidence, suppression.
 
-I/O stage between subscribers.py (validated CSV rows) and the delivery code (send.py,
-ledger.py), which asks for ``recipients()`` and the per-message ``recipient_for()`` values
-and reports permanent failures with ``mark_bounced()``. All the SQL for members is at the
-top of this file; the schema is ``migrations/0001_members.sql``.
+I/O stage between csvfiles.py (validated CSV rows) and the delivery code (campaign.py,
+engine.py), which asks for ``recipients()`` (recipients.py makes each one's per-message
+values) and reports permanent failures with ``mark_bounced()``; the archive's privacy gate
+gets the values it must never publish from ``private_values()``. All the SQL for members
+is at the top of this file; the schema is ``migrations/0001_members.sql``. Imports return
+``ImportResult`` values; the words for people are made in cli/member_reports.py.
 
 Rules kept here: a member who unsubscribed, bounced or was removed is in the suppression
 list (a salted sha256 of the address, the salt created at random with the database) and
@@ -26,11 +28,10 @@ from pathlib import Path
 
 import msgspec
 
-from newsletter.errors import AddressError, InputError, Problem
+from newsletter.errors import AddressError, InputError, Problem, StateError
 from newsletter.members.csvfiles import ExportRow, MemberRow, normalise_address
-from newsletter.members.database import connect, transaction
-from newsletter.members.tokens import Secrets, make_token
-from newsletter.model import Location, MemberStatus, Network, Recipient, Subscriber
+from newsletter.members.database import checkpoint, connect, open_read_only, transaction
+from newsletter.model import Location, MemberStatus, PrivateValues, Subscriber
 
 # --------------------------------------------------------------------------- SQL
 
@@ -208,6 +209,11 @@ COUNTS = """
 """
 LIST_NAMES = "SELECT name FROM lists ORDER BY name"
 
+# What the archive must never publish: every address and uid on file, whatever the status
+# (the delivery ledger copies these addresses, and erases its copies with them).
+PRIVATE_ADDRESSES = "SELECT DISTINCT email FROM subscribers WHERE email IS NOT NULL"
+PRIVATE_UIDS = "SELECT uid FROM subscribers"
+
 PAGE = 1000
 _LIST_NAME = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
 
@@ -263,6 +269,40 @@ def _subscriber(row: sqlite3.Row, status: MemberStatus) -> Subscriber:
 def _list_id(conn: sqlite3.Connection, list_name: str) -> int | None:
     row = conn.execute(LIST_ID, (list_name,)).fetchone()
     return None if row is None else int(row[0])
+
+
+def private_values(conn: sqlite3.Connection) -> PrivateValues:
+    """Every member's address and uid, and the salt: what the archive's gate looks for."""
+    salt = conn.execute(SALT).fetchone()
+    return PrivateValues(
+        addresses=frozenset(str(r[0]).strip().lower() for r in conn.execute(PRIVATE_ADDRESSES)),
+        uids=frozenset(str(r[0]).strip().lower() for r in conn.execute(PRIVATE_UIDS)
+                       if len(str(r[0])) >= 16),
+        salt=str(salt[0]) if salt else "")
+
+
+def values_for_archive(database: Path, *, no_members: bool = False) -> PrivateValues | None:
+    """``private_values`` for the archive's privacy gate, the database opened read-only
+    (never created, never migrated: building the archive changes no state).
+
+    No database is an InputError: the gate could not check the pages for members, and a
+    build in a fresh checkout, in CI or with the wrong --config would publish an address
+    unchecked. Unless ``no_members`` says so: then None, and the caller says it skipped.
+    """
+    if not database.is_file():
+        if no_members:
+            return None
+        raise InputError([Problem(
+            Location(str(database)), "", "no state database, so the privacy gate cannot "
+            "check the pages for members' addresses and ids; nothing was built",
+            hint="build where the members were imported (or give --config for that project); "
+                 "where there are none, e.g. a fresh checkout or CI, run "
+                 "'newsletter archive --no-members'")])
+    try:
+        with closing(open_read_only(database)) as conn:
+            return private_values(conn)
+    except sqlite3.Error as e:
+        raise StateError(f"{database}: cannot read subscriber addresses: {e}") from e
 
 
 def list_names(conn: sqlite3.Connection) -> list[str]:
@@ -344,32 +384,6 @@ def _leave(conn: sqlite3.Connection, subscriber_id: int, list_name: str | None,
     return changed > 0
 
 
-def recipient_for(subscriber: Subscriber, list_name: str, issue_slug: str, network: Network,
-                  secret: Secrets) -> Recipient:
-    """The per-message values for one member: greeting, unsubscribe links, Message-ID."""
-    greeting = f"Hello {subscriber.name}" if subscriber.name else "Hello"
-    links: list[str] = []
-    url = ""
-    post = ""
-    if network.unsubscribe.url:
-        token = make_token(secret, subscriber.uid, list_name)
-        url = f"{network.unsubscribe.url.rstrip('/')}/{token}"
-        links.append(f"<{url}>")
-        post = "List-Unsubscribe=One-Click"
-    if network.unsubscribe.mailto:
-        mailto = f"mailto:{network.unsubscribe.mailto}?subject=unsubscribe"
-        links.append(f"<{mailto}>")
-        url = url or mailto
-    return Recipient(
-        address=subscriber.email,
-        greeting=greeting,
-        unsubscribe_url=url,
-        list_unsubscribe=", ".join(links),
-        list_unsubscribe_post=post,
-        message_id=f"<{issue_slug}.{subscriber.uid}@{network.sender_domain}>",
-    )
-
-
 def unsubscribe_address(conn: sqlite3.Connection, email: str, list_name: str | None,
                         reason: str) -> tuple[str, bool]:
     """An editor's unsubscribe: (the stored address, whether anything changed).
@@ -441,8 +455,7 @@ def remove(conn: sqlite3.Connection, email: str, reason: str = "removed") -> Sub
         conn.execute(REMOVE_MEMBERSHIPS, {"now": now, "reason": reason,
                                           "subscriber_id": row["id"]})
         conn.execute(ERASE, (row["id"],))
-    if not conn.in_transaction:
-        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    checkpoint(conn)
     return _subscriber(row, MemberStatus.REMOVED)
 
 
@@ -468,55 +481,6 @@ class ImportResult(msgspec.Struct, frozen=True):
     dry_run: bool
     changed: tuple[ProfileChange, ...] = ()  # members on file whose row differs
     update: bool = False  # whether ``changed`` was (or, dry run, would be) written
-
-
-SHOWN_CHANGES = 10  # per-line report of profile changes; the rest are counted
-
-
-def _or_list(words: list[str]) -> str:
-    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} or {words[-1]}"
-
-
-def profile_report(result: ImportResult, path: str) -> list[str]:
-    """What --update changed (would change), or, without it, that the CSV differs."""
-    changed = result.changed
-    columns: dict[str, int] = {}
-    for change in changed:
-        for column in change.columns:
-            columns[column] = columns.get(column, 0) + 1
-    n = len(changed)
-    members_word = "member" if n == 1 else "members"
-    if not result.update:
-        if not changed:
-            return []
-        have = "has" if n == 1 else "have"
-        return [f"{n} existing {members_word} {have} a different {_or_list(list(columns))} "
-                "in the CSV; --update takes them"]
-    verb = "would update" if result.dry_run else "updated"
-    if not changed:
-        return [f"{result.list_name}: {verb} 0 existing members (none differs from the CSV)"]
-    counted = ", ".join(f"{column} {count}" for column, count in columns.items())
-    lines = [f"{result.list_name}: {verb} {n} existing {members_word} ({counted})"]
-    for change in changed[:SHOWN_CHANGES]:
-        lines.append(f"{path}:{change.line}: {verb} {change.email}: "
-                     f"{', '.join(change.columns)}")
-    if n > SHOWN_CHANGES:
-        lines.append(f"... and {n - SHOWN_CHANGES} more")
-    return lines
-
-
-def import_report(result: ImportResult, path: str) -> list[str]:
-    """What an import did (or would do), for people."""
-    verb = "would add" if result.dry_run else "added"
-    lines = [f"{result.list_name}: {verb} {result.new} new, {result.already} already "
-             f"subscribed, {len(result.skipped)} skipped (unsubscribed, bounced or removed)"]
-    for line, email in result.skipped:
-        lines.append(f"{path}:{line}: skipped: {email} left or was removed earlier "
-                     "(an import never resubscribes anyone)")
-    lines.extend(profile_report(result, path))
-    if result.dry_run:
-        lines.append("dry run: nothing was changed")
-    return lines
 
 
 def _profile_change(row: sqlite3.Row) -> tuple[ProfileChange, dict[str, object]] | None:
