@@ -346,7 +346,7 @@ class _Members:
     def _attempt(self, work: Callable[[sqlite3.Connection], T]) -> T:
         if not self.path.is_file():  # never make an empty one: every link would be refused
             raise StateError(f"{self.path}: the members database has gone")
-        conn = db.connect(self.path)
+        conn = db.connect(self.path, migrate=False)  # serve() migrated it before starting
         try:
             conn.execute(f"PRAGMA busy_timeout = {_ATTEMPT_MS}")
             return work(conn)
