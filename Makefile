@@ -53,6 +53,7 @@ benchmarks: setup
 	$(BIN)/python benchmarks/archive.py
 	$(BIN)/python benchmarks/subscribers.py
 	$(BIN)/python benchmarks/send.py
+	$(BIN)/python benchmarks/serve.py
 
 clean:
 	rm -rf build site outbox demo .pytest_cache .mypy_cache .ruff_cache

@@ -275,7 +275,8 @@ def serve(config: Path, directory: Path, *, host: str, port: int) -> None:
     network = load_network(config)
     secrets = secrets_from_env()  # refuse to start without a signing key
     web.check_site(directory)
-    db.connect(network.database).close()  # create and migrate before the first request
+    web.check_database(network.database)  # never make an empty one to answer links from
+    db.connect(network.database).close()  # migrate before the first request
     web.run(network, directory, secrets, host=host, port=port)
 
 

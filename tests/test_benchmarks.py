@@ -21,6 +21,7 @@ REPO = Path(__file__).resolve().parent.parent
     ("archive.py", ["3"], "incremental / full"),
     ("subscribers.py", ["300", "1"], "ratio:"),
     ("send.py", ["-n", "30"], "ratio"),
+    ("serve.py", ["300", "500"], "ratio:"),
     ("render.py", ["3"], "newsletter build is"),
 ])
 def test_each_benchmark_runs_on_a_tiny_input(script: str, args: list[str], expected: str

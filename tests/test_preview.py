@@ -162,3 +162,30 @@ def test_a_port_in_use_is_reported_in_one_line(project: Project) -> None:
     assert result.code == 1 and "Traceback" not in result.err
     assert result.err == (f"command line: --port: cannot listen on 127.0.0.1:{port}: Address "
                           "already in use (choose another port, or --port 0 for any free one)\n")
+
+
+def test_the_preview_page_is_the_projects_template_and_a_broken_one_is_shown_as_text(
+        preview) -> None:
+    project, base = preview
+    template = project.root / "templates" / "web" / "preview.html.j2"
+    original = template.read_text(encoding="utf-8")
+    version = get(base + "version")[1]
+    touch_later(template, original.replace("<h2>Plain-text part</h2>",
+                                           "<h2>The text version</h2>"))
+    version = wait_for_version_change(base, version)
+    status, body, _ = get(base)
+    assert status == 200 and "<h2>The text version</h2>" in body
+    assert "Plain-text part" not in body
+
+    touch_later(template, original.replace("{% if problems %}", "{% if %}"))
+    version = wait_for_version_change(base, version)
+    try:
+        urllib.request.urlopen(base, timeout=10)
+        raise AssertionError("a broken template still gave a page")
+    except urllib.error.HTTPError as e:
+        assert e.code == 500
+        assert "preview.html.j2:" in e.read().decode("utf-8")
+
+    touch_later(template, original)
+    wait_for_version_change(base, version)
+    assert "Plain-text part" in get(base)[1]  # fixed by saving; the server kept running

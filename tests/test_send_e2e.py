@@ -561,7 +561,7 @@ def wait_for_mail(server: SmtpServer, count: int, timeout: float = 60) -> None:
 
 def test_a_second_send_while_one_runs_is_refused(project: Project) -> None:
     setup(project, n=40)
-    with slow_server(0.05) as server:
+    with slow_server(0.2) as server:  # 4 s in all: longer than a second process takes to start
         first = start_send(project, server)
         wait_for_mail(server, 2)
         second = send(project, server)

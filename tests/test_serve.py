@@ -2,85 +2,22 @@
 
 from __future__ import annotations
 
-import os
 import re
-import socket
-import sqlite3
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 
 import httpx
 import pytest
 from conftest import Project, free_port
+from web_servers import SECRET, Server, start, with_members
 
 from newsletter.members.tokens import Secrets, make_token
 
-SECRET = "serve-test-secret-0123456789"
 OLD_SECRET = "retired-serve-secret-0123456789"
-
-
-@dataclass
-class Server:
-    url: str
-    project: Project
-    process: subprocess.Popen[str]
-
-    def token(self, email: str, list_name: str = "news", secret: str = SECRET) -> str:
-        uid = self.query("SELECT uid FROM subscribers WHERE email = ?", email)[0][0]
-        return make_token(Secrets(secret), str(uid), list_name)
-
-    def query(self, sql: str, *params: object) -> list[tuple[object, ...]]:
-        with sqlite3.connect(self.project.root / "newsletter.db") as conn:
-            return conn.execute(sql, params).fetchall()
-
-    def status(self, email: str, list_name: str = "news") -> str:
-        rows = self.query("SELECT m.status FROM memberships m JOIN subscribers s ON "
-                          "s.id = m.subscriber_id JOIN lists l ON l.id = m.list_id "
-                          "WHERE s.email = ? AND l.name = ?", email, list_name)
-        return str(rows[0][0])
-
-    def snapshot(self) -> list[str]:
-        with sqlite3.connect(self.project.root / "newsletter.db") as conn:
-            return list(conn.iterdump())
-
-    def stop(self) -> str:
-        """Stop the server; return everything it logged."""
-        if self.process.poll() is None:
-            self.process.terminate()
-        out, _ = self.process.communicate(timeout=10)
-        return out
-
-
-def start(project: Project, *args: str, env: dict[str, str] | None = None) -> Server:
-    port = free_port()
-    full_env = {**os.environ, "NEWSLETTER_SECRET": SECRET, **(env or {})}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "newsletter", "serve", "--port", str(port), *args],
-        cwd=project.root, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-        text=True)
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"server exited: {process.communicate()[0]}")
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return Server(f"http://127.0.0.1:{port}", project, process)
-        except OSError:
-            time.sleep(0.05)
-    process.kill()
-    raise AssertionError("server did not start")
 
 
 @pytest.fixture
 def members_project(project: Project) -> Project:
-    result = project.run("subscribers", "import", "subscribers/members.csv", "--list", "news")
-    assert result.code == 0, result.err
-    project.write("site/index.html", "<!DOCTYPE html><title>Archive</title><h1>Archive</h1>")
-    project.write("site/2016-12/index.html", "<!DOCTYPE html><title>December</title>")
-    return project
+    return with_members(project)
 
 
 @pytest.fixture

@@ -2,8 +2,9 @@
 
 A small stdlib HTTP server on 127.0.0.1 (a thread per request) serves:
 
-    /             the preview: the email in iframes at phone (320, 375 px) and desktop
-                  (640 px) width side by side, the text part in a <pre>, problems on top
+    /             the preview (templates/web/preview.html.j2): the email in iframes at
+                  phone (320, 375 px) and desktop (640 px) width side by side, the text
+                  part in a <pre>, problems on top
     /email.html   the rendered email (sample recipient filled in, local images from /images/)
     /email.txt    the text part
     /images/NAME  the issue's local images, by published name
@@ -12,12 +13,13 @@ A small stdlib HTTP server on 127.0.0.1 (a thread per request) serves:
 
 Before answering /version the server looks at the modification times of the issue file,
 its image folder, the templates and newsletter.yaml, and renders again if any changed.
-Bad YAML shows its messages in the page; the server keeps running.
+Bad YAML shows its messages in the page, a broken preview template its error as text; the
+server keeps running. No output of its own: the address is logged.
 """
 
 from __future__ import annotations
 
-import html
+import logging
 import threading
 import webbrowser
 from http import HTTPStatus
@@ -25,13 +27,16 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
+import jinja2
 import msgspec
 
-from newsletter.errors import InputError, NewsletterError, Problem
+from newsletter.errors import InputError, NewsletterError, Problem, RenderError
 from newsletter.model import Image, Location
 
+log = logging.getLogger("newsletter.preview")
+
 IMAGE_BASE = "images/"
-WIDTHS = ((320, "Phone, 320 px"), (375, "Phone, 375 px"), (640, "Desktop, 640 px"))
+PAGE_TEMPLATE = "web/preview.html.j2"  # the widths shown are the template's choice
 _CSP = ("default-src 'self'; img-src 'self' https:; style-src 'self' 'unsafe-inline'; "
         "script-src 'self'; frame-ancestors 'self'; base-uri 'none'; form-action 'none'")
 _SCRIPT = """\
@@ -113,39 +118,22 @@ class _State(msgspec.Struct):
 
 
 def page(state: _State) -> str:
-    """The preview page (every value escaped)."""
-    e = html.escape
-    problems = ""
-    if state.problems:
-        items = "".join(f"<li>{e(p)}</li>" for p in state.problems)
-        problems = f'<section class="problems" role="alert"><h2>Problems</h2><ul>{items}</ul>' \
-                   "</section>"
-    frames = "".join(
-        f'<figure><figcaption>{e(label)}</figcaption><iframe src="/email.html" '
-        f'width="{width}" height="900" title="{e(label)}"></iframe></figure>'
-        for width, label in WIDTHS) if state.html else "<p>Nothing rendered yet.</p>"
-    return f"""<!doctype html>
-<html lang="en-GB" data-version="{state.version}">
-<head><meta charset="utf-8"><title>Preview: {e(state.title or state.issue_path.name)}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 16px; background: #eef0f3; color: #1f2933; }}
-.frames {{ display: flex; gap: 16px; align-items: flex-start; overflow-x: auto; }}
-figure {{ margin: 0; }} figcaption {{ font-weight: bold; margin-bottom: 4px; }}
-iframe {{ border: 1px solid #9aa5b1; background: #fff; }}
-.problems {{ background: #fdecea; border-left: 6px solid #b42318; padding: 8px 16px; }}
-pre {{ background: #fff; border: 1px solid #9aa5b1; padding: 12px; max-width: 80ch;
-       white-space: pre; overflow-x: auto; }}
-</style></head>
-<body>
-<h1>Preview: {e(state.issue_path.name)}</h1>
-<p>Reloads when the issue, its images, the templates or newsletter.yaml change.</p>
-{problems}
-<div class="frames">{frames}</div>
-<h2>Plain-text part</h2>
-<pre id="text">{e(state.text)}</pre>
-<script src="/preview.js"></script>
-</body></html>
-"""
+    """The preview page, from the project's templates/web/preview.html.j2 (autoescaped).
+
+    RenderError when that template is broken: the editor may be changing it right now.
+    """
+    from newsletter.email.templating import html_environment
+
+    try:
+        template = html_environment(state.config.parent).get_template(PAGE_TEMPLATE)
+        return template.render(
+            version=state.version, issue_name=state.issue_path.name,
+            title=state.title or state.issue_path.name, problems=state.problems,
+            rendered=bool(state.html), text=state.text)
+    except jinja2.TemplateError as e:
+        where = getattr(e, "filename", None) or f"templates/{PAGE_TEMPLATE}"
+        raise RenderError(f"{where}:{getattr(e, 'lineno', None) or 0}: "
+                          f"{e.message or type(e).__name__}") from e
 
 
 def _handler(state: _State) -> type[BaseHTTPRequestHandler]:
@@ -161,7 +149,10 @@ def _handler(state: _State) -> type[BaseHTTPRequestHandler]:
                 self._send(str(state.version), "text/plain")
             elif path == "/":
                 state.refresh()
-                self._send(page(state), "text/html")
+                try:
+                    self._send(page(state), "text/html")
+                except RenderError as e:  # shown, not a dead connection; fixed by saving
+                    self._send(str(e), "text/plain", HTTPStatus.INTERNAL_SERVER_ERROR)
             elif path == "/email.html":
                 self._send(state.html, "text/html")
             elif path == "/email.txt":
@@ -173,10 +164,11 @@ def _handler(state: _State) -> type[BaseHTTPRequestHandler]:
             else:
                 self.send_error(HTTPStatus.NOT_FOUND)
 
-        def _send(self, body: str | bytes, media_type: str) -> None:
+        def _send(self, body: str | bytes, media_type: str,
+                  status: HTTPStatus = HTTPStatus.OK) -> None:
             data = body.encode("utf-8") if isinstance(body, str) else body
             charset = "; charset=utf-8" if media_type.startswith("text/") else ""
-            self.send_response(HTTPStatus.OK)
+            self.send_response(status)
             self.send_header("Content-Type", media_type + charset)
             self.send_header("Content-Length", str(len(data)))
             self.send_header("Cache-Control", "no-store")
@@ -215,12 +207,11 @@ def make_server(config: Path, issue: Path, port: int) -> ThreadingHTTPServer:
 
 
 def serve_preview(config: Path, issue: Path, *, port: int, open_browser: bool) -> None:
-    """Run the preview until interrupted."""
-    import click
-
+    """Run the preview until interrupted (its address is logged)."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
     server = make_server(config, issue, port)
     url = f"http://127.0.0.1:{server.server_address[1]}/"
-    click.echo(f"previewing {issue} at {url} (Ctrl+C to stop)", err=True)
+    log.info("previewing %s at %s (Ctrl+C to stop)", issue, url)
     if open_browser:
         webbrowser.open(url)
     try:

@@ -1,39 +1,57 @@
 """The web app: the built archive plus the one-click unsubscribe endpoint (RFC 8058).
 
-Edge stage: ``create_app(network, site_dir)`` -> a Starlette app; ``run()`` serves it with
+Edge stage: ``create_app(network, site_dir)`` -> an ASGI app; ``run()`` serves it with
 uvicorn. ``/unsubscribe/<token>``: GET and HEAD only show a confirmation page (link
 scanners and forwarded mail must not unsubscribe anyone); POST with the body
 ``List-Unsubscribe=One-Click`` (multipart/form-data or urlencoded, as mail providers send
 it, or as the page's own form sends it) unsubscribes, answers 200 with no redirect, and
 is idempotent. Garbage tokens and valid-looking tokens for nobody get the same answer.
-Every other path is a static file from the archive folder. No cookies, ever; strict
-security headers; small request bodies only; a per-client rate limit on unsubscribing;
-logs never contain the token.
+Every other path is a static file from the archive folder.
+
+The pages are the project's templates/web/*.html.j2, rendered once at start-up (none
+depends on the request; a broken template stops the server before it serves). Every
+response, errors included, carries the security headers and never a cookie; a path that
+is not strict UTF-8, or holds control characters, is refused with a page. Request bodies
+are small; unsubscribing is rate-limited per client (O(1) a request, bounded memory).
+The members database is used in a thread, one short connection a request; while another
+process holds its write lock (an import), an unsubscribe waits without holding a thread,
+then answers 503 with a page asking to try again. The log has one line a request, escaped,
+with every token replaced by a marker.
 """
 
 from __future__ import annotations
 
-import html
+import asyncio
 import logging
 import re
+import sqlite3
 import time
 import urllib.parse
-from collections import deque
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from email.message import EmailMessage
 from email.parser import BytesParser
 from email.policy import HTTP
 from pathlib import Path
+from typing import TypeVar
 
+import h11
+import jinja2
+import msgspec
+import uvicorn
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
-from newsletter.archive.pages import content_security_policy
-from newsletter.errors import InputError, Problem
+from newsletter.archive.pages import Site, content_security_policy
+from newsletter.email.templating import html_environment
+from newsletter.errors import InputError, Problem, RenderError, StateError
 from newsletter.members import database as db
 from newsletter.members import store as members
 from newsletter.members.tokens import Secrets, read_token, secrets_from_env
@@ -41,91 +59,74 @@ from newsletter.model import Location, Network
 
 log = logging.getLogger("newsletter.serve")
 
-MAX_BODY = 4096  # a one-click body is 26 bytes; a browser form a little more
-RATE_LIMIT = 30  # unsubscribe requests per client ...
-RATE_WINDOW = 60.0  # ... per this many seconds
+T = TypeVar("T")
+
 ONE_CLICK = ("List-Unsubscribe", "One-Click")
 SECURITY_HEADERS = (
     (b"referrer-policy", b"no-referrer"),
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
 )
-_TOKEN_IN_PATH = re.compile(r"^/unsubscribe/.*")
+_REPLACED_HEADERS = frozenset({b"set-cookie", b"content-security-policy",
+                               *(name for name, _ in SECURITY_HEADERS)})
+# each attempt at the database waits this long for its lock, in a worker thread; between
+# attempts the request sleeps on the event loop, so waiting requests hold no thread
+_ATTEMPT_MS = 200
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_TOKEN_SHAPED = re.compile(r"[A-Za-z0-9_-]{16,}\.[A-Za-z0-9_-]{16,}")  # payload.signature
+TOKEN_MARK = "<token>"  # noqa: S105 (what the log shows instead of a token)
+
+
+class Limits(msgspec.Struct, frozen=True):
+    """What one client and one request may cost (the defaults are the server's)."""
+
+    rate_limit: int = 30  # unsubscribe requests per client ...
+    rate_window: float = 60.0  # ... per this many seconds
+    rate_clients: int = 10_000  # clients remembered at once; the oldest are forgotten
+    max_body: int = 4096  # a one-click body is 26 bytes; a browser form a little more
+    # How long an unsubscribe waits for a locked database before answering 503: an import
+    # holds the lock for its whole transaction (100,000 rows: ~2.5 s on a small machine),
+    # and the member's browser or mail provider is still waiting for the answer.
+    busy_wait: float = 20.0
+    retry_after: int = 60  # the 503's Retry-After, in seconds
 
 
 # --------------------------------------------------------------------------- pages
 
-
-def _page(network: Network, title: str, body: str, status: int) -> HTMLResponse:
-    """A small self-contained page with the helpline footer (no scripts, no styles)."""
-    h = network.helpline
-    esc = html.escape
-    document = f"""<!DOCTYPE html>
-<html lang="{esc(network.language)}">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="robots" content="noindex">
-<title>{esc(title)} – {esc(network.name)}</title>
-</head>
-<body>
-<main>
-<h1>{esc(title)}</h1>
-{body}
-</main>
-<footer>
-<p>{esc(h.prompt)} Call the {esc(h.name)} on <a href="{esc(h.phone_tel)}">{esc(h.phone)}</a>
-or <a href="{esc(h.report_url)}">report online</a>.
-If someone is in immediate danger, always call
-<a href="{esc(h.emergency_tel)}">{esc(h.emergency)}</a>.</p>
-<p><a href="{esc(network.website)}">{esc(network.name)}</a></p>
-</footer>
-</body>
-</html>
-"""
-    return HTMLResponse(document, status_code=status, headers={"Cache-Control": "no-store"})
+PAGES = ("confirm", "unsubscribed", "invalid-link", "not-one-click", "too-large", "too-many",
+         "busy", "not-found", "bad-address", "method-not-allowed", "error")
 
 
-def _confirm_page(network: Network) -> HTMLResponse:
-    body = f"""<p>Do you want to stop receiving {html.escape(network.list_id.name)} by email?</p>
-<form method="post" action="">
-<input type="hidden" name="{ONE_CLICK[0]}" value="{ONE_CLICK[1]}">
-<button type="submit">Unsubscribe</button>
-</form>
-<p>If you did not mean to open this page, close it: nothing has changed.</p>"""
-    return _page(network, "Unsubscribe", body, 200)
+class Pages:
+    """The server's pages, from ``<network.root>/templates/web/<name>.html.j2``.
 
+    Each is rendered once, here: none depends on the request (the confirmation's form
+    posts back to its own address), so a broken or missing template is reported before
+    anything is served, and an error page can always be sent.
+    """
 
-def _done_page(network: Network) -> HTMLResponse:
-    body = (f"<p>You have been unsubscribed from {html.escape(network.list_id.name)}. "
-            "You will not receive it again.</p>"
-            f'<p>Past issues stay on <a href="{html.escape(network.archive_url)}">'
-            "the archive</a>.</p>")
-    return _page(network, "You have been unsubscribed", body, 200)
+    def __init__(self, network: Network) -> None:
+        env = html_environment(network.root.resolve())
+        context = {"site": Site.of(network), "list_name": network.list_id.name,
+                   "mailto": network.unsubscribe.mailto, "one_click": ONE_CLICK}
+        self.bodies: dict[str, bytes] = {}
+        for name in PAGES:
+            try:
+                text = env.get_template(f"web/{name}.html.j2").render(context)
+            except jinja2.TemplateNotFound as e:
+                missing = network.root / "templates" / str(e.name)
+                raise RenderError(f"{missing}: not found (the server's pages are the "
+                                  "templates in templates/web/)") from e
+            except jinja2.TemplateError as e:
+                where = getattr(e, "filename", None) or f"templates/web/{name}.html.j2"
+                line = getattr(e, "lineno", None) or 0
+                raise RenderError(f"{where}:{line}: {e.message or type(e).__name__}") from e
+            self.bodies[name] = text.encode("utf-8")
 
-
-def _invalid_page(network: Network) -> HTMLResponse:
-    how = ""
-    if network.unsubscribe.mailto:
-        address = html.escape(network.unsubscribe.mailto)
-        how = (f' To unsubscribe, email <a href="mailto:{address}?subject=unsubscribe">'
-               f"{address}</a> with the subject “unsubscribe”.")
-    body = ("<p>This unsubscribe link is not valid: it may have been cut short or changed "
-            f"when it was copied. Nothing has changed.{how}</p>")
-    return _page(network, "Link not recognised", body, 400)
-
-
-def _bad_request_page(network: Network) -> HTMLResponse:
-    body = ("<p>This request was not a one-click unsubscribe. Open the link in a browser "
-            "and press the Unsubscribe button. Nothing has changed.</p>")
-    return _page(network, "Not an unsubscribe request", body, 400)
-
-
-def _simple(network: Network, title: str, text: str, status: int,
-            headers: dict[str, str] | None = None) -> HTMLResponse:
-    response = _page(network, title, f"<p>{html.escape(text)}</p>", status)
-    response.headers.update(headers or {})
-    return response
+    def response(self, name: str, status: int,
+                 headers: Mapping[str, str] | None = None) -> HTMLResponse:
+        return HTMLResponse(self.bodies[name], status_code=status,
+                            headers={"Cache-Control": "no-store", **(headers or {})})
 
 
 # --------------------------------------------------------------------------- request bodies
@@ -171,7 +172,7 @@ def is_one_click(content_type: str, body: bytes) -> bool:
     return False
 
 
-# --------------------------------------------------------------------------- middleware
+# --------------------------------------------------------------------------- paths and logs
 
 
 def security_headers(network: Network) -> tuple[tuple[bytes, bytes], ...]:
@@ -182,126 +183,258 @@ def security_headers(network: Network) -> tuple[tuple[bytes, bytes], ...]:
     return (*SECURITY_HEADERS, (b"content-security-policy", policy.encode("ascii")))
 
 
-class _SecurityHeaders:
-    """Security headers on every response; any Set-Cookie is dropped; token-free logs."""
+def request_path(scope: Scope) -> str | None:
+    """The request's path, percent-decoded as strict UTF-8; None when it is not (bytes
+    that are not UTF-8, overlong forms, surrogates) or holds control characters.
 
-    def __init__(self, app: ASGIApp, headers: tuple[tuple[bytes, bytes], ...]) -> None:
-        self.app = app
-        self.headers = headers
+    The server's own decoding replaces bad bytes with U+FFFD and keeps NUL, CR and LF.
+    """
+    raw = scope.get("raw_path")
+    if raw is None:
+        text: str = scope["path"]
+    else:
+        try:
+            text = urllib.parse.unquote_to_bytes(raw).decode("utf-8")
+        except UnicodeDecodeError:
+            return None
+    return None if _CONTROL.search(text) else text
+
+
+def loggable(scope: Scope) -> str:
+    """The request line for the log: tokens replaced by a marker (everything after an
+    ``unsubscribe`` segment, anything shaped like a signed token, any query), then every
+    control and non-ASCII character escaped, so a request cannot write a line of its own."""
+    raw = scope.get("raw_path")
+    path = scope.get("path", "") if raw is None \
+        else urllib.parse.unquote_to_bytes(raw).decode("utf-8", "replace")
+    segments: list[str] = []
+    for segment in path.split("/"):
+        if segments and segments[-1].lower() == "unsubscribe":
+            segments.append(TOKEN_MARK)
+            break
+        segments.append(_TOKEN_SHAPED.sub(TOKEN_MARK, segment))
+    line = f"{scope.get('method', '?')} {'/'.join(segments)}"
+    if scope.get("query_string"):
+        line += "?<query>"
+    return line.encode("unicode_escape").decode("ascii")
+
+
+# --------------------------------------------------------------------------- the outer layer
+
+
+def _secured(headers: list[tuple[bytes, bytes]], ours: tuple[tuple[bytes, bytes], ...]
+             ) -> list[tuple[bytes, bytes]]:
+    kept = [(k, v) for k, v in headers if k.lower() not in _REPLACED_HEADERS]
+    return kept + list(ours)
+
+
+class _Guard:
+    """Outside everything else, so that nothing answers without it: the path decoded
+    strictly (else a 400 page), the security headers on every response and any cookie
+    dropped, an error page for an exception no one caught, one log line a request."""
+
+    def __init__(self, app: ASGIApp, pages: Pages,
+                 headers: tuple[tuple[bytes, bytes], ...]) -> None:
+        self.app, self.pages, self.headers = app, pages, headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http":  # lifespan
             await self.app(scope, receive, send)
             return
         status = 0
 
-        async def send_with_headers(message: Message) -> None:
+        async def send_secured(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                headers = [(k, v) for k, v in message.get("headers", [])
-                           if k.lower() != b"set-cookie"]
-                headers.extend(self.headers)
-                message = {**message, "headers": headers}
+                message = {**message, "headers": _secured(list(message.get("headers", [])),
+                                                          self.headers)}
             await send(message)
 
-        await self.app(scope, receive, send_with_headers)
-        path = _TOKEN_IN_PATH.sub("/unsubscribe/<token>", scope.get("path", ""))
-        log.info("%s %s %s", scope.get("method", "?"), path, status)
+        path = request_path(scope)
+        try:
+            if path is None:
+                await self.pages.response("bad-address", 400)(scope, receive, send_secured)
+            else:
+                await self.app({**scope, "path": path}, receive, send_secured)
+        except Exception:
+            log.exception("error answering %s", loggable(scope))
+            if not status:
+                await self.pages.response("error", 500)(scope, receive, send_secured)
+        log.info("%s %s", loggable(scope), status)
+
+
+# --------------------------------------------------------------------------- rate limit
+
+
+@dataclass(slots=True)
+class _Window:
+    opened: float
+    count: int
 
 
 class RateLimiter:
-    """At most ``limit`` requests per ``window`` seconds per client address."""
+    """At most ``limit`` requests per client in a window of ``window`` seconds that opens
+    at the client's first request; O(1) a request, at most ``max_clients`` remembered.
 
-    def __init__(self, limit: int, window: float,
+    The table is kept in the order the windows opened, so the expired ones are always at
+    its front: each request drops those, and a full table drops the oldest window (a
+    client forgotten early merely starts a fresh allowance).
+    """
+
+    def __init__(self, limit: int, window: float, max_clients: int = 10_000,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        self.limit, self.window, self.clock = limit, window, clock
-        self.seen: dict[str, deque[float]] = {}
+        self.limit, self.window, self.max_clients, self.clock = limit, window, max_clients, clock
+        self.windows: OrderedDict[str, _Window] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self.windows)
 
     def allow(self, client: str) -> bool:
         now = self.clock()
-        if len(self.seen) > 10_000:  # bound memory: forget clients gone quiet
-            self.seen = {k: v for k, v in self.seen.items() if v and v[-1] > now - self.window}
-        times = self.seen.setdefault(client, deque())
-        while times and times[0] <= now - self.window:
-            times.popleft()
-        if len(times) >= self.limit:
+        windows = self.windows
+        while windows and next(iter(windows.values())).opened <= now - self.window:
+            windows.popitem(last=False)
+        current = windows.get(client)
+        if current is None:
+            if len(windows) >= self.max_clients:
+                windows.popitem(last=False)
+            windows[client] = _Window(now, 1)
+            return True
+        if current.count >= self.limit:
             return False
-        times.append(now)
+        current.count += 1
         return True
+
+
+# --------------------------------------------------------------------------- the database
+
+
+class _Busy(Exception):
+    """The members database stayed locked for longer than the server waits."""
+
+
+def _locked(error: BaseException | None) -> bool:
+    """Is this SQLite's "database is locked" (SQLITE_BUSY, SQLITE_LOCKED), maybe wrapped?"""
+    while error is not None:
+        if isinstance(error, sqlite3.OperationalError) \
+                and error.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+            return True
+        error = error.__cause__
+    return False
+
+
+class _Members:
+    """The members database as requests use it: a short connection each, in a thread."""
+
+    def __init__(self, path: Path, busy_wait: float) -> None:
+        self.path, self.busy_wait = path, busy_wait
+
+    async def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        """``work(conn)`` in a thread; while the database is locked, tried again (sleeping
+        on the event loop between attempts) for up to ``busy_wait`` seconds, then _Busy."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.busy_wait
+        pause = 0.05
+        while True:
+            try:
+                return await run_in_threadpool(self._attempt, work)
+            except (sqlite3.Error, StateError) as e:
+                if not _locked(e):
+                    raise
+            left = deadline - loop.time()
+            if left <= 0:
+                raise _Busy
+            await asyncio.sleep(min(pause, left))
+            pause = min(pause * 2, 1.0)
+
+    def _attempt(self, work: Callable[[sqlite3.Connection], T]) -> T:
+        if not self.path.is_file():  # never make an empty one: every link would be refused
+            raise StateError(f"{self.path}: the members database has gone")
+        conn = db.connect(self.path, migrate=False)  # serve() migrated it before starting
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {_ATTEMPT_MS}")
+            return work(conn)
+        finally:
+            conn.close()
 
 
 # --------------------------------------------------------------------------- the app
 
 
 def create_app(network: Network, site_dir: Path, *, secrets: Secrets | None = None,
-               rate_limit: int = RATE_LIMIT, rate_window: float = RATE_WINDOW,
-               max_body: int = MAX_BODY) -> Starlette:
-    """The archive in ``site_dir`` and ``/unsubscribe/<token>`` for ``network``."""
+               limits: Limits | None = None) -> ASGIApp:
+    """The archive in ``site_dir`` and ``/unsubscribe/<token>`` for ``network``.
+
+    RenderError when a page template is missing or broken.
+    """
     keys = secrets if secrets is not None else secrets_from_env()
-    limiter = RateLimiter(rate_limit, rate_window)
+    limits = limits or Limits()
+    pages = Pages(network)
+    limiter = RateLimiter(limits.rate_limit, limits.rate_window, limits.rate_clients)
+    database = _Members(network.database, limits.busy_wait)
     root = site_dir.resolve()
-
-    def member_for(token: str) -> tuple[int, str] | None:
-        """(subscriber id, list) the token names, if it is ours and names a member of a list."""
-        found = read_token(keys, token)
-        if found is None:
-            return None
-        conn = db.connect(network.database)
-        try:
-            subscriber_id = members.member_id_for(conn, found.uid, found.list_name)
-            return None if subscriber_id is None else (subscriber_id, found.list_name)
-        finally:
-            conn.close()
-
-    def leave(subscriber_id: int, list_name: str) -> None:
-        conn = db.connect(network.database)
-        try:
-            members.unsubscribe(conn, subscriber_id, list_name, "one-click unsubscribe")
-        finally:
-            conn.close()
 
     async def unsubscribe(request: Request) -> Response:
         client = request.client.host if request.client else "unknown"
         if not limiter.allow(client):
-            return _simple(network, "Too many requests", "Please wait a minute and try "
-                           "again.", 429, {"Retry-After": str(int(rate_window))})
-        token = request.path_params["token"]
+            return pages.response("too-many", 429,
+                                  {"Retry-After": str(round(limits.rate_window))})
         if request.method == "POST":
             try:
-                body = await _read_body(request, max_body)
+                body = await _read_body(request, limits.max_body)
             except _TooLarge:
-                return _simple(network, "Request too large", "This request is too large.",
-                               413)
+                return pages.response("too-large", 413)
             if not is_one_click(request.headers.get("content-type", ""), body):
-                return _bad_request_page(network)
-        found = await run_in_threadpool(member_for, token)
+                return pages.response("not-one-click", 400)
+        found = read_token(keys, request.path_params["token"])
         if found is None:
-            return _invalid_page(network)
-        if request.method != "POST":
-            return _confirm_page(network)
-        await run_in_threadpool(leave, *found)
-        return _done_page(network)
+            return pages.response("invalid-link", 400)
+        uid, list_name = found.uid, found.list_name
+        try:
+            member = await database.run(lambda c: members.member_id_for(c, uid, list_name))
+            if member is None:
+                return pages.response("invalid-link", 400)
+            if request.method != "POST":
+                return pages.response("confirm", 200)
+            await database.run(lambda c: members.unsubscribe(c, member, list_name,
+                                                             "one-click unsubscribe"))
+        except _Busy:
+            log.warning("the members database stayed locked for %g s (an import?): "
+                        "answered 503", limits.busy_wait)
+            return pages.response("busy", 503, {"Retry-After": str(limits.retry_after)})
+        return pages.response("unsubscribed", 200)
 
     async def static(request: Request) -> Response:
         relative = request.path_params.get("path", "")
-        if root.is_dir():
-            candidate = (root / relative).resolve()
-            if candidate.is_dir():
-                candidate = candidate / "index.html"
-            if candidate.is_relative_to(root) and candidate.is_file():
-                return FileResponse(candidate)
-            custom = root / "404.html"
-            if custom.is_file():
-                return FileResponse(custom, status_code=404)
-        return _simple(network, "Page not found", "There is no page at this address.", 404)
+        try:
+            if root.is_dir():
+                candidate = (root / relative).resolve()
+                if candidate.is_dir():
+                    candidate = candidate / "index.html"
+                if candidate.is_relative_to(root) and candidate.is_file():
+                    return FileResponse(candidate)
+                custom = root / "404.html"
+                if custom.is_file():
+                    return FileResponse(custom, status_code=404)
+        except OSError:  # a name too long for the file system is no page either
+            pass
+        return pages.response("not-found", 404)
 
-    app = Starlette(routes=[
-        Route("/unsubscribe/{token}", unsubscribe, methods=["GET", "HEAD", "POST"]),
-        Route("/{path:path}", static, methods=["GET", "HEAD"]),
-    ])
-    app.add_middleware(_SecurityHeaders, headers=security_headers(network))
-    return app
+    async def http_error(request: Request, exc: Exception) -> Response:
+        status = exc.status_code if isinstance(exc, HTTPException) else 500
+        headers = exc.headers if isinstance(exc, HTTPException) else None
+        name = {404: "not-found", 405: "method-not-allowed"}.get(status, "error")
+        return pages.response(name, status, headers)
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        return pages.response("error", 500)  # _Guard logs the exception
+
+    app = Starlette(
+        routes=[Route("/unsubscribe/{token}", unsubscribe, methods=["GET", "HEAD", "POST"]),
+                Route("/{path:path}", static, methods=["GET", "HEAD"])],
+        exception_handlers={HTTPException: http_error, Exception: server_error})
+    return _Guard(app, pages, security_headers(network))
 
 
 def check_site(site_dir: Path) -> None:
@@ -312,12 +445,37 @@ def check_site(site_dir: Path) -> None:
                                   "archive', or name its folder with -d")])
 
 
-def run(network: Network, site_dir: Path, secrets: Secrets, *, host: str, port: int) -> None:
+def check_database(path: Path) -> None:
+    """Refuse to answer unsubscribe links without the members database they name (an
+    empty one would be made, and every link answered "not recognised")."""
+    if not path.is_file():
+        raise InputError([Problem(
+            Location(str(path)), "", "no members database here, so no unsubscribe link "
+            "could be recognised", hint="import the members first with 'newsletter "
+            "subscribers import FILE.csv --list NAME', or point --config at the "
+            "newsletter.yaml of the project that sent the links")])
+
+
+class _Protocol(H11Protocol):
+    """uvicorn's HTTP/1.1, whose own answer to a request it cannot parse (a NUL or a space
+    in the request line, oversized headers) carries the security headers too."""
+
+    ours: tuple[tuple[bytes, bytes], ...] = SECURITY_HEADERS  # run() sets the network's
+
+    def send_400_response(self, msg: str) -> None:
+        headers = [(b"content-type", b"text/plain; charset=utf-8"), (b"connection", b"close"),
+                   (b"cache-control", b"no-store"), *self.ours]
+        for event in (h11.Response(status_code=400, headers=headers, reason=b"Bad Request"),
+                      h11.Data(data=msg.encode("ascii", "replace")), h11.EndOfMessage()):
+            self.transport.write(self.conn.send(event) or b"")
+        self.transport.close()
+
+
+def run(network: Network, site_dir: Path, secrets: Secrets, *, host: str, port: int,
+        limits: Limits | None = None) -> None:
     """Serve until interrupted (uvicorn's own access log is off: it would log tokens)."""
-    import uvicorn
-
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    app = create_app(network, site_dir, secrets=secrets)
+    app = create_app(network, site_dir, secrets=secrets, limits=limits)
+    protocol = type("NetworkProtocol", (_Protocol,), {"ours": security_headers(network)})
     uvicorn.run(app, host=host, port=port, access_log=False, server_header=False,
-                log_level="info")
-
+                log_level="info", http=protocol)
