@@ -30,6 +30,7 @@ import msgspec
 from newsletter.email.plaintext import LinkRefs, tidy
 from newsletter.email.templating import html_environment, text_environment
 from newsletter.errors import InputError, Problem, RenderError
+from newsletter.input.images import published_bytes
 from newsletter.model import Image, Issue, Location, Network, RenderedIssue, RenderMode
 
 EMAIL_TEMPLATE = "email/base.mjml.j2"
@@ -219,8 +220,10 @@ def _replace_folder(folder: Path, files: dict[str, bytes], images: list[Image]) 
         for name, data in files.items():
             (staging / name).write_bytes(data)
         for image in images:
-            assert image.path is not None and image.published_name is not None
-            shutil.copyfile(image.path, staging / image.published_name)
+            assert image.path is not None and image.digest is not None
+            data = published_bytes(image.path, image.digest)  # without the metadata
+            assert image.published_name is not None
+            (staging / image.published_name).write_bytes(data)
         staging.chmod(0o755)
         if folder.exists():
             old = folder.with_name(f".{folder.name}.old-{os.getpid()}")
