@@ -113,10 +113,10 @@ class _IssueReader:
         self.path = path
         self.folder = path.parent
         self.source = source
-        self.r = Reader(source)
-        self.r.problems.extend(early)
         self.hash = hashlib.sha256(data)
         self.lines = data.decode("utf-8").splitlines()
+        self.r = Reader(source, lines=self.lines)
+        self.r.problems.extend(early)
 
     def issue(self, root: ys.Node | None) -> Issue:
         r = self.r
