@@ -336,7 +336,9 @@ class RenderedIssue(msgspec.Struct, frozen=True):
     text: str  # plain-text alternative, wrapped, links as numbered references
     view_url: str  # the anonymous archive page ("view in browser")
     mode: RenderMode
-    content_hash: str  # sha256 of html + text: refuse to resume a send if it changed
+    # sha256 of what every message shares (subject, preheader, the header values from
+    # the config, html, text: render.content_hash): a send is resumed only if it is equal
+    content_hash: str
 
 
 # --------------------------------------------------------------------------- members and delivery

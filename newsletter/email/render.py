@@ -194,10 +194,28 @@ def render_issue(issue: Issue, network: Network, mode: RenderMode = RenderMode.E
     """
     html = render_html(issue, network, mode, image_base=image_base)
     text = render_text(issue, network, mode)
-    digest = hashlib.sha256(html.encode("utf-8") + b"\0" + text.encode("utf-8")).hexdigest()
     return RenderedIssue(slug=issue.slug, subject=issue.subject_line,
                          preheader=issue.preheader, html=html, text=text,
-                         view_url=view_url(issue, network), mode=mode, content_hash=digest)
+                         view_url=view_url(issue, network), mode=mode,
+                         content_hash=content_hash(issue, network, html, text))
+
+
+def content_hash(issue: Issue, network: Network, html: str, text: str) -> str:
+    """What locks a send: everything every recipient's message shares.
+
+    The subject, the preheader, every header value ``prepare`` takes from newsletter.yaml
+    (From, Reply-To, List-Id, List-Archive) and both parts: a send that was started is
+    resumed only if none of them changed, so nobody gets another subject or sender than
+    the members before them. Only the per-recipient values are left out.
+    """
+    # here, not at the top: the archive renders without it, and it imports the email package
+    from newsletter.email.personalize import message_headers
+
+    shared = msgspec.json.encode([issue.subject_line, issue.preheader,
+                                  message_headers(network)])
+    digest = hashlib.sha256(shared + b"\0" + html.encode("utf-8") + b"\0" +
+                            text.encode("utf-8"))
+    return digest.hexdigest()
 
 
 _STYLE = re.compile(r"<style\b[^>]*>(.*?)</style>", re.DOTALL | re.IGNORECASE)
