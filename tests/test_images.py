@@ -22,6 +22,8 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import Project, free_port
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from PIL import Image, PngImagePlugin
 
 from newsletter.input.images import ImageError, metadata_in, publishable
@@ -416,3 +418,37 @@ def test_a_member_address_in_utf16_metadata_is_found_too() -> None:
     assert "image metadata: PNG 'zzZz' chunk (publishing an image leaves it out; was this " \
            "file copied in by hand?)" in messages
     assert scan_image(clean_png(), policy, "site/x.png") == []
+
+
+# --------------------------------------------------------------------------- robustness
+
+SEEDS = [photo(size=(24, 16), orientation=6), png_with_text(), gif_with_comment(),
+         webp_with_metadata(), polyglot(b"alert(1)"), clean_png()]
+
+
+@pytest.mark.filterwarnings("error")  # nothing of Pillow's may reach the editor's terminal
+@settings(max_examples=400, deadline=None)
+@given(seed=st.sampled_from(range(len(SEEDS))), data=st.data())
+def test_damaged_images_are_refused_or_published_clean_never_a_crash(
+        seed: int, data: st.DataObject) -> None:
+    """Random damage (bytes changed, cut, inserted) to images with metadata: publishing
+    refuses with an ImageError or gives a decodable image with nothing left to remove,
+    and publishing that again changes nothing."""
+    image = bytearray(SEEDS[seed])
+    for _ in range(data.draw(st.integers(1, 4))):
+        at = data.draw(st.integers(0, len(image) - 1))
+        action = data.draw(st.sampled_from(["flip", "cut", "insert"]))
+        if action == "flip":
+            image[at] = data.draw(st.integers(0, 255))
+        elif action == "cut":
+            del image[at:at + data.draw(st.integers(1, 64))]
+        else:
+            image[at:at] = data.draw(st.binary(min_size=1, max_size=16))
+        if not image:
+            return
+    try:
+        result = publishable(bytes(image))
+    except ImageError:
+        return
+    assert metadata_in(result.data) == []
+    assert publishable(result.data).data == result.data

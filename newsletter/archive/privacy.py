@@ -10,7 +10,9 @@ reference/standards.md 5.5): a subscriber's address or opaque uid; any email add
 issues and the config do not write; an unsubscribe URL with a token, a signed-token shape
 or a ``token=`` query parameter; a Message-ID shape or a Slot marker; template syntax left
 unrendered (unless an issue writes it literally); a link or source on a host the issues
-and the config do not name (a third party the page would talk to).
+and the config do not name (a third party the page would talk to). Images: metadata left in
+them (EXIF, XMP, comments, text chunks, bytes after the image) and members' addresses or ids
+anywhere in their bytes (``scan_image``).
 
 Subscriber names are not searched for: contact names in issues are legitimately public
 and the archive renders with no recipient at all, so no path puts a member's name there.

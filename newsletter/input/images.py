@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import io
 import struct
+import warnings
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -189,14 +190,16 @@ def _decode(data: bytes, media_type: str) -> tuple[int, int]:
     from PIL import Image, ImageSequence
 
     try:
-        with Image.open(io.BytesIO(data), formats=[_PILLOW_FORMATS[media_type]]) as image:
-            width, height = image.size
-            frames = getattr(image, "n_frames", 1)
-            if width * height > MAX_PIXELS or width * height * frames > MAX_TOTAL_PIXELS:
-                raise _too_big(width, height, frames)
-            for frame in ImageSequence.Iterator(image):
-                frame.load()
-            orientation = image.getexif().get(ORIENTATION, 1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow's notes on odd files: not for the editor
+            with Image.open(io.BytesIO(data), formats=[_PILLOW_FORMATS[media_type]]) as image:
+                width, height = image.size
+                frames = getattr(image, "n_frames", 1)
+                if width * height > MAX_PIXELS or width * height * frames > MAX_TOTAL_PIXELS:
+                    raise _too_big(width, height, frames)
+                for frame in ImageSequence.Iterator(image):
+                    frame.load()
+                orientation = image.getexif().get(ORIENTATION, 1)
     except ImageError:
         raise
     except Image.DecompressionBombError as e:
@@ -219,8 +222,10 @@ def _orientation(tiff: bytes) -> tuple[int, list[str]]:
 
     exif = Image.Exif()
     try:
-        exif.load(tiff)
-        tags = dict(exif)
+        with warnings.catch_warnings():  # "Corrupt EXIF data": said here, not on stderr
+            warnings.simplefilter("ignore")
+            exif.load(tiff)
+            tags = dict(exif)
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, struct.error):
         return 1, []  # unreadable: nothing of it is kept
     orientation = tags.get(ORIENTATION, 1)
