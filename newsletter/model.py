@@ -188,23 +188,33 @@ class Link(msgspec.Struct, frozen=True):
     note: str | None = None
 
 
+IMAGE_EXTENSIONS = {"image/png": ".png", "image/jpeg": ".jpg", "image/gif": ".gif",
+                    "image/webp": ".webp"}
+
+
 class Image(msgspec.Struct, frozen=True):
     src: str  # as written: a path relative to the issue, or an https URL
     alt: str
     where: Location
     path: Path | None = None  # resolved local file, None for https images
-    media_type: str | None = None  # sniffed: image/png, image/jpeg, image/gif, image/webp
-    width: int | None = None
+    media_type: str | None = None  # from the bytes: image/png, image/jpeg, image/gif, image/webp
+    width: int | None = None  # as displayed
     height: int | None = None
     size: int | None = None  # bytes
     digest: str | None = None  # sha256 hex of the local file's bytes
+    # sha256 hex of the bytes published (input/images.py: the file less its metadata)
+    published_digest: str | None = None
 
     @property
     def published_name(self) -> str | None:
-        """Content-hashed file name the image is published under (local images only)."""
-        if self.path is None or self.digest is None:
+        """Content-hashed file name the image is published under (local images only).
+
+        The extension is the real type's, whatever the editor's file was called: a GIF
+        saved as ``.js`` must not be served as a script.
+        """
+        if self.path is None or self.published_digest is None or self.media_type is None:
             return None
-        return f"{self.path.stem}-{self.digest[:12]}{self.path.suffix.lower()}"
+        return f"{self.path.stem}-{self.published_digest[:12]}{IMAGE_EXTENSIONS[self.media_type]}"
 
 
 class Person(msgspec.Struct, frozen=True):
@@ -333,7 +343,9 @@ class RenderedIssue(msgspec.Struct, frozen=True):
     text: str  # plain-text alternative, wrapped, links as numbered references
     view_url: str  # the anonymous archive page ("view in browser")
     mode: RenderMode
-    content_hash: str  # sha256 of html + text: refuse to resume a send if it changed
+    # sha256 of what every message shares (subject, preheader, the header values from
+    # the config, html, text: render.content_hash): a send is resumed only if it is equal
+    content_hash: str
 
 
 # --------------------------------------------------------------------------- members and delivery

@@ -12,7 +12,8 @@ entries come from the manifest, their pages from the previous site, and the rend
 re-made page embeds (when only a neighbour's title changed) from the page it replaces.
 
     site/index.html            newest first, by year
-    site/<slug>/index.html     one page per issue (+ its images, content-hashed names)
+    site/<slug>/index.html     one page per issue (+ its images, content-hashed names,
+                               without their metadata: input/images.py)
     site/search/index.html     search that works without a server (search-index.js)
     site/feed.xml              Atom, full content of the latest 20 issues
     site/sitemap.xml, robots.txt, 404.html, static/
@@ -50,6 +51,7 @@ from newsletter.archive.publish import (
     staged,
 )
 from newsletter.errors import InputError, Problem
+from newsletter.input.images import published_bytes
 from newsletter.model import Issue, Location, Network, PrivateValues
 
 __all__ = ["BuildReport", "build_site"]
@@ -155,7 +157,9 @@ def _issue_pages(site: Staging, pages: Pages, entries: list[Entry], fresh: dict[
         elif i < FEED_ENTRIES:
             bodies[entry.slug] = _embedded(kept)[1]
         for image in entry.images:
-            site.copy(f"{entry.slug}/{image.name}", network.root / image.source, image.digest)
+            relative = f"{entry.slug}/{image.name}"
+            if site.keep(relative) is None:  # new, or the live copy was edited or is gone
+                site.put(relative, published_bytes(network.root / image.source, image.digest))
     return page_keys, bodies
 
 

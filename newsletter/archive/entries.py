@@ -33,7 +33,7 @@ _SPACE = re.compile(r"\s+")
 class PublishedImage(msgspec.Struct, frozen=True):
     name: str  # the content-hashed file name beside the page (Image.published_name)
     source: str  # the local file, relative to the project folder
-    digest: str  # sha256 of its bytes
+    digest: str  # sha256 of the source file's bytes (the name hashes the published ones)
 
 
 class Entry(msgspec.Struct, frozen=True):

@@ -11,7 +11,9 @@ reference/standards.md 5.5): a subscriber's address or opaque uid; any email add
 issues and the config do not write; an unsubscribe URL with a token, a signed-token shape
 or a ``token=`` query parameter; a Message-ID shape or a Slot marker; template syntax left
 unrendered (unless an issue writes it literally); a link or source on a host the issues
-and the config do not name (a third party the page would talk to).
+and the config do not name (a third party the page would talk to). Images: metadata left in
+them (EXIF, XMP, comments, text chunks, bytes after the image) and members' addresses or ids
+anywhere in their bytes (``scan_image``).
 
 Addresses are compared as a browser would hand them to a mail client: after decoding
 percent-escapes and HTML character references, again and again (``a%2Ehussain@``,
@@ -40,8 +42,9 @@ import msgspec
 from newsletter.errors import InputError, Problem
 from newsletter.model import Location, Network, PrivateValues
 
-GATE_VERSION = "1"  # bump when the checks change, so cached "clean" verdicts are dropped
+GATE_VERSION = "2"  # bump when the checks change, so cached "clean" verdicts are dropped
 SCANNED_SUFFIXES = frozenset({".html", ".htm", ".xml", ".js", ".json", ".txt", ".css"})
+IMAGE_SUFFIXES = frozenset({".png", ".jpg", ".jpeg", ".gif", ".webp"})
 MAX_REPORTED = 100
 
 # Every pattern starts with a literal ("@", "://", ".", "token=") so the scan jumps from
@@ -265,7 +268,11 @@ def scan_files(folder: Path, relatives: Iterable[str], policy: Policy, *,
     """
     problems: list[Problem] = []
     for relative in sorted(relatives):
-        if Path(relative).suffix.lower() not in SCANNED_SUFFIXES:
+        suffix = Path(relative).suffix.lower()
+        if suffix in IMAGE_SUFFIXES:
+            problems.extend(scan_image((folder / relative).read_bytes(), policy,
+                                       f"{shown_as.rstrip('/')}/{relative}"))
+        if suffix not in SCANNED_SUFFIXES:
             continue
         text = (folder / relative).read_bytes().decode("utf-8", errors="replace")
         problems.extend(scan_text(text, policy, f"{shown_as.rstrip('/')}/{relative}"))
@@ -277,6 +284,33 @@ def scan_files(folder: Path, relatives: Iterable[str], policy: Policy, *,
         shown.append(Problem(Location(shown_as), "", "privacy gate: nothing was published "
                              "(the previous site is unchanged)"))
         raise InputError(shown)
+
+
+def scan_image(data: bytes, policy: Policy, where: str) -> list[Problem]:
+    """What an image file must not carry: metadata (EXIF with a GPS position or a name,
+    XMP, comments, text chunks, bytes after the image), and members' addresses or ids
+    anywhere in its bytes (as ASCII, Latin-1 or UTF-16 text)."""
+    from newsletter.input.images import metadata_in
+
+    found = [Problem(Location(where), "", f"image metadata: {what} (publishing an image "
+                     "leaves it out; was this file copied in by hand?)")
+             for what in metadata_in(data)]
+    seen: set[str] = set()
+    for variant in (data, data.replace(b"\0", b"")):  # UTF-16 text, less its zero bytes
+        text = variant.decode("latin-1").lower()
+        # binary bytes run into the local part: try each place the address might start
+        values = [text[start:b] for a, b in addresses(text)
+                  for start in range(a, text.index("@", a))
+                  if text[start:b] in policy.subscribers]
+        if policy.uids:
+            values += [m.group(0) for m in _HEX_ID.finditer(text) if m.group(0) in policy.uids]
+        for value in values:
+            if value not in seen:
+                seen.add(value)
+                what = "address" if "@" in value else "id"
+                found.append(Problem(Location(where), "", f"subscriber {what} {value} from "
+                                     "the state database inside an image"))
+    return found
 
 
 def _links(text: str) -> Iterator[tuple[int, str, bool]]:

@@ -126,16 +126,6 @@ class Staging:
             self._write(relative, data)
         self.files[relative] = digest
 
-    def copy(self, relative: str, source: Path, digest: str) -> None:
-        """Add a copy of a source file whose sha256 is known (an image)."""
-        same = self.previous.files.get(relative) == digest and _same_size(
-            self.output / relative, source)  # the name carries the hash; images are large
-        if not (same and self._use_live(relative)):
-            target = self._fresh(relative)
-            shutil.copyfile(source, target)
-            self.written.append(relative)
-        self.files[relative] = digest
-
     def keep(self, relative: str) -> bytes | None:
         """Reuse the live site's file unchanged; its bytes, or None if it cannot be."""
         digest = self.previous.files.get(relative)
@@ -258,13 +248,6 @@ def _mirror_all(folder: Path, live: Path) -> None:
                 os.link(Path(top) / name, here / name)
             except OSError:
                 shutil.copy2(Path(top) / name, here / name)
-
-
-def _same_size(a: Path, b: Path) -> bool:
-    try:
-        return a.stat().st_size == b.stat().st_size
-    except OSError:
-        return False
 
 
 def check_output(output: Path) -> None:

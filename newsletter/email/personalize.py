@@ -30,7 +30,16 @@ from email.utils import format_datetime, formataddr
 import msgspec
 
 from newsletter.errors import HeaderValueError
-from newsletter.model import Issue, Network, Recipient, RenderedIssue, RenderMode, Slot
+from newsletter.model import (
+    Issue,
+    ListId,
+    Mailbox,
+    Network,
+    Recipient,
+    RenderedIssue,
+    RenderMode,
+    Slot,
+)
 from newsletter.text.addresses import url_problem
 from newsletter.text.headers import ascii_address, check_value
 
@@ -150,24 +159,45 @@ def _subject(subject: str) -> bytes:
 # --------------------------------------------------------------------------- once per issue
 
 
+class MessageHeaders(msgspec.Struct, frozen=True):
+    """Everything ``prepare`` takes from newsletter.yaml: the header values every
+    recipient's message shares (the Subject comes from the render).
+
+    The render's content hash covers these (render.py), so a send that was started is
+    never resumed with another From, Reply-To, List-Id or List-Archive. ``prepare`` reads
+    the network only through this: a header added from the config belongs here.
+    """
+
+    sender: Mailbox
+    reply_to: Mailbox | None
+    list_id: ListId
+    archive_url: str
+
+
+def message_headers(network: Network) -> MessageHeaders:
+    return MessageHeaders(network.sender, network.reply_to, network.list_id,
+                          network.archive_url)
+
+
 def prepare(rendered: RenderedIssue, network: Network, *,
             subject_prefix: str = "") -> PreparedMessage:
     """Build and pre-encode the message once; ``assemble`` fills in each recipient."""
     if rendered.mode is not RenderMode.EMAIL:
         raise ValueError("prepare() needs an EMAIL render (the archive render has no slots)")
+    headers = message_headers(network)
     boundary = "==nl_" + rendered.content_hash[:32]
     parts: list[bytes | _Field] = [b"Date: ", _Field.DATE, b"\r\n"]
-    head = [_mailbox("From", network.sender.name, network.sender.address, "sender")]
-    if network.reply_to is not None:
-        head.append(_mailbox("Reply-To", network.reply_to.name, network.reply_to.address,
+    head = [_mailbox("From", headers.sender.name, headers.sender.address, "sender")]
+    if headers.reply_to is not None:
+        head.append(_mailbox("Reply-To", headers.reply_to.name, headers.reply_to.address,
                              "reply_to"))
     parts += [*head, b"To: ", _Field.TO, b"\r\n", _subject(subject_prefix + rendered.subject),
               b"Message-ID: ", _Field.MESSAGE_ID, b"\r\n"]
-    check_value("List-Id label", network.list_id.label)
-    check_value("List-Id name", network.list_id.name)
-    parts.append(_phrase(network.list_id.name, network.list_id.label, "List-Id"))
-    if url_problem(network.archive_url) is None:
-        archive = check_value("archive_url", network.archive_url)
+    check_value("List-Id label", headers.list_id.label)
+    check_value("List-Id name", headers.list_id.name)
+    parts.append(_phrase(headers.list_id.name, headers.list_id.label, "List-Id"))
+    if url_problem(headers.archive_url) is None:
+        archive = check_value("archive_url", headers.archive_url)
         parts.append(_header("List-Archive", f"<{archive}>"))
     parts += [b"List-Unsubscribe: ", _Field.LIST_UNSUBSCRIBE, b"\r\n",
               _Field.LIST_UNSUBSCRIBE_POST,  # the whole line, or nothing (mailto only)

@@ -8,8 +8,9 @@
 Pure and deterministic: the same issue and network give the same bytes (``write_build``
 at the end is the one function that touches files, for ``newsletter build``). In EMAIL
 mode the output holds Slot markers (greeting, unsubscribe URL) that personalize.py fills
-per recipient; ARCHIVE mode has no recipient at all (no greeting, no unsubscribe link) and
-points at images by their published names, which the archive copies beside each page.
+per recipient, where the templates placed them and nowhere else (``PlacedSlots``);
+ARCHIVE mode has no recipient at all (no greeting, no unsubscribe link) and points at
+images by their published names, which the archive copies beside each page.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import secrets
 import shutil
 import tempfile
 from functools import lru_cache
@@ -29,7 +31,8 @@ import msgspec
 
 from newsletter.email.templating import html_environment, text_environment
 from newsletter.errors import InputError, Problem, RenderError
-from newsletter.model import Image, Issue, Location, Network, RenderedIssue, RenderMode
+from newsletter.input.images import published_bytes
+from newsletter.model import Image, Issue, Location, Network, RenderedIssue, RenderMode, Slot
 from newsletter.text.plaintext import LinkRefs, tidy
 
 EMAIL_TEMPLATE = "email/base.mjml.j2"
@@ -76,21 +79,61 @@ def image_url(image: Image, issue: Issue, network: Network, mode: RenderMode,
     return view_url(issue, network) + name
 
 
-def _context(issue: Issue, network: Network, mode: RenderMode,
+class PlacedSlots:
+    """The per-recipient markers the templates place in one render (``{{ Slot.GREETING }}``).
+
+    While rendering, each is a random word of this render alone, so no text an issue or
+    newsletter.yaml writes can pass for one (load.py refuses the Slot values in any
+    text, in any spelling; this is the backstop). ``settle`` turns them into the Slot
+    values personalize.py fills, after refusing any Slot value that was there already:
+    it did not come from a template, and filling it would send each member's value
+    wherever that text shows or links to.
+    """
+
+    def __init__(self) -> None:
+        nonce = secrets.token_hex(8)
+        self.markers = {slot: f"__slot_{nonce}_{slot.name}__" for slot in Slot}
+
+    def for_templates(self) -> dict[str, str]:
+        return {slot.name: marker for slot, marker in self.markers.items()}
+
+    def settle(self, output: str, issue: Issue, part: str) -> str:
+        stray = _STRAY_SLOT.search(output)
+        if stray is not None:
+            raise RenderError(
+                f"{issue.where}: the {part} holds the personalisation marker "
+                f"{stray.group()} where no template placed it; members' values go only "
+                "where a template writes {{ Slot." + (_slot_name(stray.group()) or "...")
+                + " }} (run `newsletter check` to find it in the issue or newsletter.yaml)")
+        for slot, marker in self.markers.items():
+            output = output.replace(marker, slot.value)
+        return output
+
+
+_STRAY_SLOT = re.compile(r"__NL_[A-Za-z0-9_]*", re.IGNORECASE)
+
+
+def _slot_name(marker: str) -> str | None:
+    return next((slot.name for slot in Slot if slot.value == marker), None)
+
+
+def _context(issue: Issue, network: Network, mode: RenderMode, slots: PlacedSlots,
              image_base: str | None = None) -> dict[str, object]:
     def locate(image: Image) -> str:
         return image_url(image, issue, network, mode, image_base)
 
     return {"issue": issue, "network": network, "mode": mode,
-            "view_url": view_url(issue, network), "image_url": locate, "colours": COLOURS}
+            "view_url": view_url(issue, network), "image_url": locate, "colours": COLOURS,
+            "Slot": slots.for_templates()}
 
 
 def render_mjml(issue: Issue, network: Network, mode: RenderMode = RenderMode.EMAIL, *,
-                image_base: str | None = None) -> str:
-    """Stage 1: the MJML document for an issue."""
+                image_base: str | None = None, slots: PlacedSlots | None = None) -> str:
+    """Stage 1: the MJML document for an issue, with ``slots``' markers where the
+    templates place them (``PlacedSlots.settle`` turns them into Slot values)."""
     # absolute(), not resolve(): resolve() would lstat each folder of the path every time
     env = html_environment(network.root.absolute())
-    context = _context(issue, network, mode, image_base)
+    context = _context(issue, network, mode, slots or PlacedSlots(), image_base)
     try:
         return env.get_template(EMAIL_TEMPLATE).render(context)
     except jinja2.TemplateError as e:
@@ -123,21 +166,24 @@ def inline_css(html: str) -> str:
 
 def render_html(issue: Issue, network: Network, mode: RenderMode = RenderMode.EMAIL, *,
                 image_base: str | None = None) -> str:
-    """Jinja -> MJML -> HTML -> inlined CSS."""
-    return inline_css(mjml_to_html(render_mjml(issue, network, mode, image_base=image_base),
-                                   issue))
+    """Jinja -> MJML -> HTML -> inlined CSS, Slot markers only where templates put them."""
+    slots = PlacedSlots()
+    html = inline_css(mjml_to_html(render_mjml(issue, network, mode, image_base=image_base,
+                                               slots=slots), issue))
+    return slots.settle(html, issue, "HTML part")
 
 
 def render_text(issue: Issue, network: Network, mode: RenderMode = RenderMode.EMAIL) -> str:
     """The plain-text part from the model: wrapped, links as numbered references."""
     env = text_environment(network.root.absolute())
-    context = _context(issue, network, mode)
+    slots = PlacedSlots()
+    context = _context(issue, network, mode, slots)
     context["refs"] = LinkRefs()
     try:
         text = env.get_template(TEXT_TEMPLATE).render(context)
     except jinja2.TemplateError as e:
         raise RenderError(f"{issue.where}: the text template failed: {_describe(e)}") from e
-    return tidy(text)
+    return slots.settle(tidy(text), issue, "plain-text part")
 
 
 def render_issue(issue: Issue, network: Network, mode: RenderMode = RenderMode.EMAIL, *,
@@ -148,10 +194,28 @@ def render_issue(issue: Issue, network: Network, mode: RenderMode = RenderMode.E
     """
     html = render_html(issue, network, mode, image_base=image_base)
     text = render_text(issue, network, mode)
-    digest = hashlib.sha256(html.encode("utf-8") + b"\0" + text.encode("utf-8")).hexdigest()
     return RenderedIssue(slug=issue.slug, subject=issue.subject_line,
                          preheader=issue.preheader, html=html, text=text,
-                         view_url=view_url(issue, network), mode=mode, content_hash=digest)
+                         view_url=view_url(issue, network), mode=mode,
+                         content_hash=content_hash(issue, network, html, text))
+
+
+def content_hash(issue: Issue, network: Network, html: str, text: str) -> str:
+    """What locks a send: everything every recipient's message shares.
+
+    The subject, the preheader, every header value ``prepare`` takes from newsletter.yaml
+    (From, Reply-To, List-Id, List-Archive) and both parts: a send that was started is
+    resumed only if none of them changed, so nobody gets another subject or sender than
+    the members before them. Only the per-recipient values are left out.
+    """
+    # here, not at the top: the archive renders without it, and it imports the email package
+    from newsletter.email.personalize import message_headers
+
+    shared = msgspec.json.encode([issue.subject_line, issue.preheader,
+                                  message_headers(network)])
+    digest = hashlib.sha256(shared + b"\0" + html.encode("utf-8") + b"\0" +
+                            text.encode("utf-8"))
+    return digest.hexdigest()
 
 
 _STYLE = re.compile(r"<style\b[^>]*>(.*?)</style>", re.DOTALL | re.IGNORECASE)
@@ -219,8 +283,10 @@ def _replace_folder(folder: Path, files: dict[str, bytes], images: list[Image]) 
         for name, data in files.items():
             (staging / name).write_bytes(data)
         for image in images:
-            assert image.path is not None and image.published_name is not None
-            shutil.copyfile(image.path, staging / image.published_name)
+            assert image.path is not None and image.digest is not None
+            data = published_bytes(image.path, image.digest)  # without the metadata
+            assert image.published_name is not None
+            (staging / image.published_name).write_bytes(data)
         staging.chmod(0o755)
         if folder.exists():
             old = folder.with_name(f".{folder.name}.old-{os.getpid()}")

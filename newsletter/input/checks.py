@@ -5,8 +5,8 @@ careful sub-editor would flag: link text that says nothing out of context ("clic
 means nothing to a screen reader listing links), placeholders left in, a subject too long
 for an inbox line, no preheader, long alt text, remote images (where the network allows
 them at all: fetching them tells the image's server when each reader opened the email),
-repeated block titles, articles without a body. ``newsletter check --strict`` turns them
-into errors.
+an image file whose name says another type than its bytes, repeated block titles, articles
+without a body. ``newsletter check --strict`` turns them into errors.
 
 Also here: folding repeated warnings for the terminal, as Pelican's ``LimitFilter`` does.
 """
@@ -28,6 +28,9 @@ FOLD_AFTER = 3
 
 VAGUE_LINK_TEXT = frozenset({"click here", "here", "read more", "this link", "link", "more",
                              "click", "click this link", "more here", "this"})
+# the file extensions that tell an image's real type (the published name uses the first)
+_NAMES_OF = {"image/png": (".png",), "image/jpeg": (".jpg", ".jpeg"), "image/gif": (".gif",),
+             "image/webp": (".webp",)}
 _PLACEHOLDER = re.compile(r"\b(?:TK|TODO|TBC|XXX)\b|\b[Ll]orem ipsum\b|\{\{.*?\}\}")
 
 
@@ -86,6 +89,13 @@ def editorial(issue: Issue, network: Network | None = None) -> list[Problem]:
                     warn(f"{path}.image.src", "remote image: fetching it tells its server "
                          "when each reader opens the email",
                          "save the image next to the issue and give its path")
+                elif image.media_type and image.path.suffix.lower() not in \
+                        _NAMES_OF[image.media_type]:
+                    kind = image.media_type.removeprefix("image/").upper().replace("WEBP",
+                                                                                   "WebP")
+                    warn(f"{path}.image.src", f"{image.path.name} is a {kind} image, not what "
+                         f"its name says; it is published as {image.published_name}",
+                         f"rename the file to end in {_NAMES_OF[image.media_type][0]}")
 
     for key, text in _texts(issue):
         for match in _PLACEHOLDER.finditer(text):

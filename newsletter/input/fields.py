@@ -4,15 +4,18 @@ Used by config.py and load.py: a :class:`Reader` reads each field of a mapping a
 schema wants it (text as written, a whole number, a date, one of a few choices), records
 a ``file:line:col`` problem for anything else and returns None, so a loader reads the whole
 file and reports everything at once. ``Reader.fields`` reports unknown keys with "did you
-mean" and missing required ones.
+mean" and missing required ones. No text value may hold a personalisation marker
+(``__NL_UNSUBSCRIBE_URL__``...): those belong to the templates alone.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import html
 import re
 from collections.abc import Iterable
 from typing import TypeVar
+from urllib.parse import unquote
 
 import msgspec
 
@@ -51,6 +54,38 @@ _DATE = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})")
 _DATETIME = re.compile(r"([0-9]{4})-([0-9]{2})-([0-9]{2})[T ]([0-9]{2}):([0-9]{2})(?::([0-9]{2}))?")
 
 
+# Every per-recipient marker (model.Slot) starts so. The render fills them only where a
+# template placed one, so no value read here may hold one, in any spelling a renderer or
+# a browser decodes into it: Markdown backslash escapes, HTML entities, percent-encoding.
+_MARKER = re.compile(r"__NL_[A-Za-z0-9_]*", re.IGNORECASE)
+
+
+def _decoded(text: str) -> str:
+    return unquote(html.unescape(text.replace("\\", "")))
+
+
+def slot_marker(text: str) -> tuple[int, str] | None:
+    """(offset, marker) of the first personalisation marker in ``text``, however spelt."""
+    found = _MARKER.search(text)
+    if found:
+        return found.start(), found.group()
+    decoded = _MARKER.search(_decoded(text))
+    if decoded is None:
+        return None
+    # the shortest stretch of text that decodes into a marker: where it ends, then starts
+    low, high = 0, len(text)
+    while low < high:
+        middle = (low + high) // 2
+        low, high = (low, middle) if _MARKER.search(_decoded(text[:middle])) else \
+            (middle + 1, high)
+    end, low, high = low, 0, low
+    while low < high:
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if _MARKER.search(_decoded(text[middle:end])) else \
+            (low, middle - 1)
+    return low, decoded.group()
+
+
 def _closest(word: str, choices: list[str]) -> list[str]:
     """The "did you mean" candidate, if any (difflib loads only when a word is wrong)."""
     import difflib
@@ -67,11 +102,13 @@ class Reader:
     loader that keeps none passes ``keep_locations=False``, saving a Location per value.
     """
 
-    def __init__(self, source: str, *, keep_locations: bool = True) -> None:
+    def __init__(self, source: str, *, keep_locations: bool = True,
+                 lines: list[str] | None = None) -> None:
         self.source = source
         self.problems: list[Problem] = []
         self.locations: dict[str, Location] = {}
         self.keep_locations = keep_locations
+        self.lines = lines  # the file's lines, to place problems inside block scalars
 
     # --- problems and places
 
@@ -188,10 +225,31 @@ class Reader:
             self.error(scalar, key, f"too long: {len(value):,} characters; the limit is "
                        f"{max_len:,}")
             return None
+        marker = slot_marker(scalar.text)
+        if marker is not None:
+            at, shown = marker
+            self.problems.append(Problem(
+                self._inside(scalar, at), key, f"{shown} is a personalisation marker: each "
+                "member's own value would be put here", "remove it; members' values go only "
+                "where the templates place them, never into issue text or links"))
+            return None
         if not value.strip():
             self.error(scalar, key, "empty", "write some text or remove the key")
             return None
         return value
+
+    def _inside(self, scalar: Scalar, at: int) -> Location:
+        """Where offset ``at`` of a scalar's text is in the file: exact on the first line of
+        a plain or quoted value and in literal blocks (``|``); else where the value starts."""
+        before = scalar.text[:at]
+        if scalar.style == "|" and self.lines is not None:
+            number = scalar.line + 1 + before.count("\n")
+            line = self.lines[number - 1] if 0 < number <= len(self.lines) else ""
+            indent = len(line) - len(line.lstrip(" "))
+            return Location(self.source, number, indent + 1 + at - (before.rfind("\n") + 1))
+        if scalar.style in (None, "'", '"') and "\n" not in before:
+            return Location(self.source, scalar.line, scalar.col + (scalar.style is not None) + at)
+        return self.where(scalar)
 
     def integer(self, f: Fields, name: str, *, minimum: int = 0,
                 maximum: int | None = None) -> int | None:

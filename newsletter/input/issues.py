@@ -3,11 +3,11 @@
 Strict YAML (see yamlsource.py), then the issue schema of SPEC.md, version 1. Every
 problem in the file is collected and raised together as one InputError, each with the
 file, line and column of the value at fault. Local images are read here, once: their type
-is sniffed from the bytes (not the name), their dimensions come from the file headers,
-and their bytes go into the issue's ``source_hash``. An image from another site is refused
-(loading it tells that site who opens the email, and when) unless newsletter.yaml says
-``remote_images: allow``. An issue file that is a link to a file outside its folder is
-refused unread.
+is sniffed from the bytes (not the name), every frame is decoded, their metadata is left
+out of the bytes to publish (images.py), and the file's bytes go into the issue's
+``source_hash``. An image from another site is refused (loading it tells that site who
+opens the email, and when) unless newsletter.yaml says ``remote_images: allow``. An issue
+file that is a link to a file outside its folder is refused unread.
 
 Markdown (intro and bodies) is inspected here with ``markdown.parts`` to refuse what the
 renderer would drop (raw HTML, Markdown images, links other than https/mailto/tel), so the
@@ -20,15 +20,16 @@ import datetime as dt
 import functools
 import hashlib
 import re
-import struct
 from collections.abc import Callable, Iterator
 from pathlib import Path, PurePosixPath
 from typing import TypeVar
 from urllib.parse import urlsplit
 
 from newsletter.errors import InputError, Problem
+from newsletter.input import images
 from newsletter.input import yamlsource as ys
 from newsletter.input.fields import Fields, Reader
+from newsletter.input.images import sniff_image
 from newsletter.model import (
     Article,
     Block,
@@ -141,64 +142,6 @@ def markdown_location(node: ys.Scalar, line: int, source: str, lines: list[str])
     return Location(source, number, len(text) - len(text.lstrip(" ")) + 1)
 
 
-# --------------------------------------------------------------------------- images
-
-
-def sniff_image(data: bytes) -> tuple[str, int, int] | None:
-    """``(media type, width, height)`` from the file's own header, or None."""
-    try:
-        if data.startswith(b"\x89PNG\r\n\x1a\n") and data[12:16] == b"IHDR":
-            width, height = struct.unpack(">II", data[16:24])
-            return "image/png", width, height
-        if data[:6] in (b"GIF87a", b"GIF89a"):
-            width, height = struct.unpack("<HH", data[6:10])
-            return "image/gif", width, height
-        if data.startswith(b"\xff\xd8\xff"):
-            size = _jpeg_size(data)
-            return ("image/jpeg", *size) if size else None
-        if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-            size = _webp_size(data)
-            return ("image/webp", *size) if size else None
-    except (struct.error, IndexError):  # a header cut short: not an image we can use
-        return None
-    return None
-
-
-def _jpeg_size(data: bytes) -> tuple[int, int] | None:
-    i = 2
-    while i + 9 < len(data):
-        if data[i] != 0xFF:
-            return None
-        marker = data[i + 1]
-        if marker == 0xFF:  # fill byte
-            i += 1
-            continue
-        if marker in (0x01, *range(0xD0, 0xD8)):  # markers without a length
-            i += 2
-            continue
-        (length,) = struct.unpack(">H", data[i + 2:i + 4])
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            height, width = struct.unpack(">HH", data[i + 5:i + 9])
-            return width, height
-        i += 2 + length
-    return None
-
-
-def _webp_size(data: bytes) -> tuple[int, int] | None:
-    chunk = data[12:16]
-    if chunk == b"VP8 " and data[23:26] == b"\x9d\x01\x2a":
-        width, height = struct.unpack("<HH", data[26:30])
-        return width & 0x3FFF, height & 0x3FFF
-    if chunk == b"VP8L" and data[20] == 0x2F:
-        (bits,) = struct.unpack("<I", data[21:25])
-        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
-    if chunk == b"VP8X":
-        width = int.from_bytes(data[24:27], "little") + 1
-        height = int.from_bytes(data[27:30], "little") + 1
-        return width, height
-    return None
-
-
 # --------------------------------------------------------------------------- the schema
 
 
@@ -209,10 +152,10 @@ class _IssueReader:
         self.remote_images = remote_images
         self.folder = path.parent
         self.source = source
-        self.r = Reader(source)
-        self.r.problems.extend(early)
         self.hash = hashlib.sha256(data)
         self.lines = data.decode("utf-8").splitlines()
+        self.r = Reader(source, lines=self.lines)
+        self.r.problems.extend(early)
 
     def issue(self, root: ys.Node | None) -> Issue:
         r = self.r
@@ -441,15 +384,20 @@ class _IssueReader:
                     "compress it; 1200 pixels wide is plenty for an email")
             return None
         data = file.read_bytes()
-        sniffed = sniff_image(data)
-        if sniffed is None:
+        if sniff_image(data) is None:
             r.error(src_node, key, f"{src} is not a PNG, JPEG, GIF or WebP image",
                     "export it in one of those formats")
             return None
+        try:
+            published = images.publishable(data)
+        except images.ImageError as e:
+            r.error(src_node, key, f"{src}: {e.message}", e.hint)
+            return None
         self.hash.update(data)
-        media_type, width, height = sniffed
-        return Image(src, alt, where, path=file, media_type=media_type, width=width,
-                     height=height, size=size, digest=hashlib.sha256(data).hexdigest())
+        return Image(src, alt, where, path=file, media_type=published.media_type,
+                     width=published.width, height=published.height, size=size,
+                     digest=hashlib.sha256(data).hexdigest(),
+                     published_digest=hashlib.sha256(published.data).hexdigest())
 
     def remote_image_problem(self, src: str) -> tuple[str, str]:
         """Why an image from another site is refused, and where to put it instead."""

@@ -31,6 +31,7 @@ import jinja2
 import msgspec
 
 from newsletter.errors import InputError, NewsletterError, Problem, RenderError
+from newsletter.input.images import published_bytes
 from newsletter.model import Image, Location
 
 log = logging.getLogger("newsletter.preview")
@@ -159,8 +160,11 @@ def _handler(state: _State) -> type[BaseHTTPRequestHandler]:
                 self._send(state.text, "text/plain")
             elif path == "/preview.js":
                 self._send(_SCRIPT, "text/javascript")
-            elif image is not None and image.path is not None:
-                self._send(image.path.read_bytes(), image.media_type or "image/png")
+            elif image is not None and image.path and image.digest and image.media_type:
+                try:  # as published: without the metadata
+                    self._send(published_bytes(image.path, image.digest), image.media_type)
+                except (OSError, InputError):  # changed since the render: the next one shows it
+                    self.send_error(HTTPStatus.NOT_FOUND)
             else:
                 self.send_error(HTTPStatus.NOT_FOUND)
 
