@@ -95,7 +95,7 @@ class ListId(msgspec.Struct, frozen=True):
 
 class Brand(msgspec.Struct, frozen=True):
     colour: str = "#1d4f91"  # links, headings, buttons; must keep 4.5:1 on white
-    logo: Path | None = None  # local file, optional
+    logo: Image | None = None  # the masthead: a local file, optional (alt: logo_alt)
     logo_alt: str = ""
 
 

@@ -119,7 +119,7 @@ def build(config: Path, issue: Path, output: Path | None, *, strict: bool = Fals
     folder = output if output is not None else network.root / "build" / loaded.slug
     data = html.encode("utf-8")
     write_build(folder, {"email.html": data, "email.txt": text.encode("utf-8"),
-                         "email.eml": message}, local_images(loaded))
+                         "email.eml": message}, local_images(loaded, network))
     return Built(loaded.slug, folder, len(data), warnings)
 
 

@@ -110,6 +110,9 @@ def _build(network: Network, issue_files: Sequence[Path], output: Path,
         static = network.root / "templates" / "archive" / "static"
         for path in sorted(p for p in static.rglob("*") if p.is_file()):
             site.put(f"static/{path.relative_to(static).as_posix()}", path.read_bytes())
+        logo = network.brand.logo  # the masthead of the pages and of every email
+        if logo is not None and logo.path is not None and logo.digest is not None:
+            site.put(f"static/{logo.published_name}", published_bytes(logo.path, logo.digest))
         site.finish()  # now the folder holds exactly site.files
         # a file byte-identical to one that passed the gate under the same policy is clean
         trusted = previous.files if previous.policy == policy.fingerprint else {}
@@ -231,6 +234,8 @@ def build_fingerprint(network: Network) -> str:
     """Changes whenever the code, the templates or the config could change any output."""
     digest = hashlib.sha256()
     digest.update(_config_text(network).encode())
+    logo = network.brand.logo  # every page names it: a new logo is a new build
+    digest.update(((logo.published_digest or "") if logo else "").encode() + b"\0")
     package = Path(__file__).resolve().parent.parent  # the newsletter package
     templates = network.root / "templates"
     for folder, pattern in ((package, "*.py"), (templates, "*")):

@@ -22,7 +22,7 @@ from markupsafe import Markup
 from newsletter.archive.entries import Entry
 from newsletter.email.templating import html_environment
 from newsletter.errors import RenderError
-from newsletter.model import Helpline, Issue, Network, RemoteImages
+from newsletter.model import Helpline, Image, Issue, Network, RemoteImages
 
 FEED_ENTRIES = 20  # full content is heavy; readers need the recent issues, the site has the rest
 BODY_START = "<!-- issue body -->\n"
@@ -45,6 +45,7 @@ class Site(msgspec.Struct, frozen=True):
     quick_exit_url: str | None
     remote_images: bool  # issues may show images from other sites (the footer says so)
     csp: str  # the Content-Security-Policy of every page
+    logo: Image | None = None  # the masthead, published as static/<logo.published_name>
 
     @classmethod
     def of(cls, network: Network) -> Site:
@@ -57,7 +58,7 @@ class Site(msgspec.Struct, frozen=True):
             noindex=network.archive.noindex,
             quick_exit_url=network.archive.quick_exit_url,
             remote_images=network.remote_images is RemoteImages.ALLOW,
-            csp=content_security_policy(network),
+            csp=content_security_policy(network), logo=network.brand.logo,
         )
 
 

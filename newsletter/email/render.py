@@ -124,7 +124,18 @@ def _context(issue: Issue, network: Network, mode: RenderMode, slots: PlacedSlot
 
     return {"issue": issue, "network": network, "mode": mode,
             "view_url": view_url(issue, network), "image_url": locate, "colours": COLOURS,
-            "Slot": slots.for_templates()}
+            "logo_url": logo_url(network, image_base), "Slot": slots.for_templates()}
+
+
+def logo_url(network: Network, image_base: str | None = None) -> str | None:
+    """Where the email's masthead is fetched from: the archive's static folder, where
+    ``newsletter archive`` publishes it (``image_base`` overrides, for previews)."""
+    logo = network.brand.logo
+    if logo is None or logo.published_name is None:
+        return None
+    if image_base is not None:
+        return image_base + logo.published_name
+    return network.archive_url.rstrip("/") + "/static/" + logo.published_name
 
 
 def render_mjml(issue: Issue, network: Network, mode: RenderMode = RenderMode.EMAIL, *,
@@ -248,9 +259,13 @@ def _describe(error: jinja2.TemplateError) -> str:
 # --------------------------------------------------------------------------- the build's edge
 
 
-def local_images(issue: Issue) -> list[Image]:
-    """The issue's local images (https images are not copied), each once."""
+def local_images(issue: Issue, network: Network | None = None) -> list[Image]:
+    """The issue's local images (https images are not copied), each once; with
+    ``network``, its masthead too."""
     seen: dict[str, Image] = {}
+    logo = network.brand.logo if network is not None else None
+    if logo is not None and logo.published_name is not None:
+        seen[logo.published_name] = logo
     for block in issue.blocks:
         image = getattr(block, "image", None)
         if isinstance(image, Image) and image.published_name and image.path is not None:

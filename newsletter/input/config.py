@@ -20,6 +20,7 @@ override the file's smtp settings (for a proof server or a test), checked like t
 from __future__ import annotations
 
 import enum
+import hashlib
 import math
 import os
 import re
@@ -32,10 +33,12 @@ import msgspec
 from newsletter.errors import InputError, Problem
 from newsletter.input import yamlsource as ys
 from newsletter.input.fields import Fields, Reader
+from newsletter.input.images import ImageError, publishable
 from newsletter.model import (
     ArchiveSettings,
     Brand,
     Helpline,
+    Image,
     Limits,
     ListId,
     Location,
@@ -186,17 +189,36 @@ def _project_file(default: str | None = None) -> Read:
     return read
 
 
-def _logo(nr: _NetworkReader, f: Fields, key: str) -> Path | None:
+LOGO_BYTES = 512 * 1024  # a masthead, not a photograph
+
+
+def _logo(nr: _NetworkReader, f: Fields, key: str) -> Image | None:
+    """The masthead image: a local file, published without its metadata (as issue images)."""
     path: Path | None = _project_file()(nr, f, key)
     if path is None:
         return None
     try:
-        found = path.is_file()
+        data = path.read_bytes() if path.is_file() else None
     except OSError:  # a name too long for the file system, say
-        found = False
-    if not found:
+        data = None
+    if data is None:
         nr.error(f, key, f"logo file not found: {path}")
-    return path
+        return None
+    if len(data) > LOGO_BYTES:
+        nr.error(f, key, f"{path.name} is {len(data) // 1024} KB; a logo may be at most "
+                 f"{LOGO_BYTES // 1024} KB", "export it smaller, e.g. 400 px wide")
+        return None
+    try:
+        image = publishable(data)
+    except ImageError as e:
+        nr.error(f, key, f"{path.name}: {e.message}", e.hint)
+        return None
+    node = f.values[key]
+    return Image(src=str(path.relative_to(nr.root)) if path.is_relative_to(nr.root)
+                 else str(path), alt="", where=Location(nr.source, node.line, node.col),
+                 path=path, media_type=image.media_type, width=image.width,
+                 height=image.height, size=len(data), digest=hashlib.sha256(data).hexdigest(),
+                 published_digest=hashlib.sha256(image.data).hexdigest())
 
 
 # --------------------------------------------------------------------------- the settings
@@ -247,6 +269,8 @@ def _brand(nr: _NetworkReader, m: Fields, values: dict[str, Any]) -> bool:
     if values["logo"] is not None and not values["logo_alt"]:
         nr.error(m, "logo", "required with a logo", "the network's name, as the logo shows it",
                  key="logo_alt")
+    elif values["logo"] is not None:
+        values["logo"] = msgspec.structs.replace(values["logo"], alt=values["logo_alt"])
     return True
 
 

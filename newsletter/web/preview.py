@@ -114,7 +114,8 @@ class _State(msgspec.Struct):
             return
         self.html, self.text = fill(rendered, anonymous_recipient(network, issue.slug))
         self.title = issue.title
-        self.images = {i.published_name: i for i in local_images(issue) if i.published_name}
+        self.images = {i.published_name: i for i in local_images(issue, network)
+                       if i.published_name}
         self.problems = [str(p) for p in editorial(issue, network)]
 
 
