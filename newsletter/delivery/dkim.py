@@ -33,12 +33,17 @@ class Signer(msgspec.Struct, frozen=True):
         return f"Signer(selector={self.selector!r}, domain={self.domain!r}, key=...)"
 
     def sign(self, message: bytes) -> bytes:
+        """The message with its DKIM-Signature header in front."""
+        return self.header(message) + message
+
+    def header(self, message: bytes) -> bytes:
+        """The DKIM-Signature header line(s) for ``message``, ending in CRLF."""
         signature: bytes = dkimpy.sign(
             message, self.selector.encode("ascii"), self.domain.encode("ascii"), self.key,
             canonicalize=(b"relaxed", b"relaxed"), include_headers=list(SIGNED_HEADERS),
             linesep=b"\r\n",
         )
-        return signature + message
+        return signature
 
 
 def signer_for(smtp: Smtp, sender_domain: str) -> Signer | None:

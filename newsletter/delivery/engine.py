@@ -51,6 +51,7 @@ from newsletter.delivery import ledger
 from newsletter.delivery.limits import DAY, HOUR, Limiter
 from newsletter.delivery.replies import Action, Reply, Verdict
 from newsletter.delivery.session import Attempt, Session, Transport
+from newsletter.email.wire import Outgoing
 from newsletter.errors import NewsletterError
 from newsletter.members import database as db
 from newsletter.members import store as members
@@ -65,7 +66,7 @@ RETRIES_IN_RUN = 5  # "nothing delivered" retries of one row before it waits its
 FETCH = 500  # rows read from the ledger at a time
 HEARTBEAT_EVERY = 5.0
 
-Build = Callable[[Recipient, dt.datetime], bytes]
+Build = Callable[[Recipient, dt.datetime], bytes | Outgoing]
 
 
 # --------------------------------------------------------------------------- the ledger thread
