@@ -33,6 +33,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -423,21 +424,23 @@ def bench_signing(key: Path) -> None:
     pem = key.read_bytes()
     signer = Signer("bench", "wmasn.example.org", pem)
     signer.header(message)  # loads the key once, as a send does
-    n = 300
-    start = time.perf_counter()
+    ours, ours_cpu = per_call(lambda: signer.header(message), 300)
+    pure, pure_cpu = per_call(lambda: dkim.sign(
+        message, b"bench", b"wmasn.example.org", pem, canonicalize=(b"relaxed", b"relaxed"),
+        include_headers=list(SIGNED_HEADERS), linesep=b"\r\n"), 20)
+    print(f"   signing one {len(message) / 1024:.0f} KB message: {ours_cpu * 1e3:.2f} ms of CPU, "
+          f"{ours * 1e3:.2f} ms by the clock (target <= 1.5 ms; RSA through OpenSSL); "
+          f"dkimpy's dkim.sign: {pure_cpu * 1e3:.1f} ms of CPU, {pure * 1e3:.1f} ms by the "
+          f"clock ({pure_cpu / ours_cpu:.0f}x slower)")
+
+
+def per_call(call: Callable[[], object], n: int) -> tuple[float, float]:
+    """(seconds by the clock, seconds of this process's CPU) per call: the CPU time is
+    what the work costs when other processes share the cores."""
+    clock, cpu = time.perf_counter(), time.process_time()
     for _ in range(n):
-        signer.header(message)
-    ours = (time.perf_counter() - start) / n
-    m = 20
-    start = time.perf_counter()
-    for _ in range(m):
-        dkim.sign(message, b"bench", b"wmasn.example.org", pem,
-                  canonicalize=(b"relaxed", b"relaxed"), include_headers=list(SIGNED_HEADERS),
-                  linesep=b"\r\n")
-    pure = (time.perf_counter() - start) / m
-    print(f"   signing one {len(message) / 1024:.0f} KB message: {ours * 1e3:.2f} ms (target <= "
-          f"1.5 ms; RSA through OpenSSL); dkimpy's dkim.sign: {pure * 1e3:.1f} ms "
-          f"({pure / ours:.0f}x slower)")
+        call()
+    return (time.perf_counter() - clock) / n, (time.process_time() - cpu) / n
 
 
 def bench_memory(n: int, sink_choice: str) -> None:

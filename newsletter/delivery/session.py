@@ -15,7 +15,8 @@ the same raw-bytes path (no ``send_message``, nothing re-flattened), but we know
 failed, and the final dot gets its own, longer timeout (smtp.final_dot_timeout, RFC 5321
 §4.5.3.2.6). The message goes in its DATA-phase form (email/wire.py), written through the
 protocol as it is: ``SMTP.data`` would rewrite the line endings and stuff the dots of the
-whole message again for every recipient, most of what it costs to send one.
+whole message again for every recipient, most of what it costs to send one. When the server
+offers PIPELINING (RFC 2920), MAIL, RCPT and DATA go in one write (``_pipelined``).
 """
 
 from __future__ import annotations
