@@ -370,6 +370,8 @@ class Sender:
         assert self.limiter is not None
         granted = self.limiter.try_acquire(until=self.deadline)
         if granted is None:
+            if self._recording:  # about to wait: count the outcomes in flight first
+                await asyncio.wait(set(self._recording))
             granted = await self._unless_stopped(self.limiter.acquire(until=self.deadline))
             if granted is None:
                 return  # stopped while waiting for the limits (a batch pause, a back-off)
