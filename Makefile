@@ -3,14 +3,15 @@
 #               the sample data (Python alone: no browser, npm or Debian package needed)
 #   make test   everything the tests need, then the whole test suite (ruff and mypy included)
 #
-# `make setup` installs what the tests need besides the venv: Debian's chromium, spamassassin
-# and valgrind (when run as root; otherwise it says what to install) and the npm tools
-# (axe-core, the official MJML compiler for the benchmark).
+# `make setup` installs what the tests need besides the venv: Debian's chromium, spamassassin,
+# valgrind and postfix (for its smtp-sink, the send benchmark's sink; postfix itself is left
+# unconfigured and not started) when run as root (otherwise it says what to install), and the
+# npm tools (axe-core, the official MJML compiler for the benchmark).
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-DEBIAN_PACKAGES := chromium spamassassin valgrind
+DEBIAN_PACKAGES := chromium spamassassin valgrind postfix
 
 .PHONY: setup venv demo test system benchmarks clean
 
@@ -23,12 +24,14 @@ system:
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	command -v spamassassin >/dev/null 2>&1 || missing="$$missing spamassassin"; \
 	command -v valgrind >/dev/null 2>&1 || missing="$$missing valgrind"; \
+	test -x /usr/sbin/smtp-sink || missing="$$missing postfix"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing Debian packages:$$missing"; \
+	    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBIAN_PACKAGES) >/dev/null; \
 	  else \
-	    echo "note: browser and spam tests need: sudo apt-get install$$missing (they skip without)"; \
+	    echo "note: browser and spam tests and the send benchmark's sink need: sudo apt-get install$$missing (they skip or fall back without)"; \
 	  fi; \
 	fi
 

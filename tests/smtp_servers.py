@@ -9,7 +9,8 @@ Faults decide each reply. Override a hook (or pass a subclass) to inject a failu
 line ("451 4.3.0 try later"), a Drop() to close the connection without replying, or a
 Delay(seconds, reply) to answer late. The server speaks enough ESMTP for aiosmtplib:
 EHLO/HELO, AUTH PLAIN and LOGIN (when ``users`` is set), MAIL, RCPT, DATA, RSET, NOOP,
-QUIT; it never offers STARTTLS. It is also fast enough to be the benchmark's sink.
+QUIT, and PIPELINING when asked (``pipelining=True``); it never offers STARTTLS. It is also
+fast enough to be a benchmark's sink.
 """
 
 from __future__ import annotations
@@ -114,8 +115,10 @@ class SmtpServer:
     """A threaded asyncio SMTP server on 127.0.0.1 (port 0 unless given)."""
 
     def __init__(self, faults: Faults | None = None, *, users: dict[str, str] | None = None,
-                 maildir: Path | None = None, keep: bool = True, port: int = 0) -> None:
+                 maildir: Path | None = None, keep: bool = True, port: int = 0,
+                 pipelining: bool = False) -> None:
         self.faults = faults or Faults()
+        self.pipelining = pipelining  # offer PIPELINING (RFC 2920); commands are read in turn
         self.users = users
         self.maildir = mailbox.Maildir(maildir, create=True) if maildir else None
         self.keep = keep  # False: count only (benchmark sink)
@@ -127,6 +130,7 @@ class SmtpServer:
         self.sessions = 0
         self.auth_attempts = 0
         self.commands: list[str] = []  # every command verb, in order (all sessions)
+        self.pipelined = 0  # MAIL commands whose next command had already arrived
         self._ids = itertools.count(1)
         self._lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -215,6 +219,8 @@ class SmtpServer:
                 verb, _, arg = line.decode("utf-8", "replace").rstrip("\r\n").partition(" ")
                 verb = verb.upper()
                 self.commands.append(verb)
+                if verb == "MAIL" and reader._buffer:  # RCPT came before MAIL was answered
+                    self.pipelined += 1
                 if not await self._command(verb, arg, session, reader, writer):
                     return
         except (ConnectionError, asyncio.IncompleteReadError, asyncio.CancelledError):
@@ -242,6 +248,8 @@ class SmtpServer:
             if answer is not None:
                 return not await self._answer(writer, answer, "")
             lines = ["localhost", "8BITMIME", "ENHANCEDSTATUSCODES", "SIZE 52428800"]
+            if self.pipelining:
+                lines.append("PIPELINING")
             if self.users is not None:
                 lines.append("AUTH PLAIN LOGIN")
             text = "".join(f"250-{x}\r\n" for x in lines[:-1]) + f"250 {lines[-1]}\r\n"

@@ -22,8 +22,11 @@ next run send both).
 A kill at any point leaves each row either untouched, ``attempting`` (resent on the next
 run, same Message-ID: the only possible duplicate) or settled. Outcomes are classified
 by outcomes.py. The database is touched by one thread (LedgerThread), which commits
-whatever steps the connections have queued together: every step is durable before the
-connection that asked for it goes on, but ten connections cost one fsync, not ten.
+whatever steps the connections have queued together, in the order they were queued:
+``attempting`` is durable before the first byte of the message is sent, and an outcome
+before the same connection's next row is marked attempting (a connection does not wait for
+its outcome's commit, only for the next ``attempting``, which that commit precedes); ten
+connections cost one fsync, not ten.
 One connection is a session.Session; this module decides what each outcome does to the
 row, to the stream (slow down, stop) and to the member (bounced).
 """
@@ -51,6 +54,7 @@ from newsletter.delivery import ledger
 from newsletter.delivery.limits import DAY, HOUR, Limiter
 from newsletter.delivery.replies import Action, Reply, Verdict
 from newsletter.delivery.session import Attempt, Session, Transport
+from newsletter.email.wire import Outgoing
 from newsletter.errors import NewsletterError
 from newsletter.members import database as db
 from newsletter.members import store as members
@@ -65,7 +69,7 @@ RETRIES_IN_RUN = 5  # "nothing delivered" retries of one row before it waits its
 FETCH = 500  # rows read from the ledger at a time
 HEARTBEAT_EVERY = 5.0
 
-Build = Callable[[Recipient, dt.datetime], bytes]
+Build = Callable[[Recipient, dt.datetime], bytes | Outgoing]
 
 
 # --------------------------------------------------------------------------- the ledger thread
@@ -103,10 +107,18 @@ class LedgerThread:
         self._thread.join()
 
     async def __call__(self, op: Callable[[sqlite3.Connection], T]) -> T:
+        return await self.submit(op)
+
+    def submit(self, op: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+        """Queue ``op`` without waiting: the future is done once its commit is durable.
+
+        Operations commit in the order they were submitted, so any later operation's
+        commit includes (or follows) this one's.
+        """
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self._requests.put((op, future, loop))
-        return await future
+        return future
 
     def _run(self) -> None:
         try:
@@ -157,17 +169,22 @@ class LedgerThread:
             error = NewsletterError(f"{self.path}: the ledger could not be written ({e}); "
                                     "sending stopped")
             results = [(future, loop, None, error) for _, future, loop in ops]
+        # One wake-up of each waiting event loop per commit, not one per operation.
+        settled: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, Any]]] = {}
         for future, loop, value, error in results:
-            loop.call_soon_threadsafe(_settle_future, future, value, error)
+            settled.setdefault(loop, []).append((future, value, error))
+        for loop, outcomes in settled.items():
+            loop.call_soon_threadsafe(_settle_futures, outcomes)
 
 
-def _settle_future(future: asyncio.Future[Any], value: Any, error: Any) -> None:
-    if future.cancelled():
-        return
-    if error is not None:
-        future.set_exception(error)
-    else:
-        future.set_result(value)
+def _settle_futures(outcomes: list[tuple[asyncio.Future[Any], Any, Any]]) -> None:
+    for future, value, error in outcomes:
+        if future.cancelled():
+            continue
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(value)
 
 
 # --------------------------------------------------------------------------- the run
@@ -213,6 +230,8 @@ class Sender:
         self._policy_streak = 0
         self._connect_failures = 0
         self._retries: Counter[int] = Counter()
+        self._recording: set[asyncio.Future[None]] = set()  # outcomes not yet committed
+        self._ledger_error: BaseException | None = None
         self.limiter: Limiter | None = None
 
     # ---------------------------------------------------------------- control
@@ -272,6 +291,9 @@ class Sender:
             for _ in workers:
                 await self._queue.put(None)
             await asyncio.gather(*workers)
+            await asyncio.gather(*self._recording, return_exceptions=True)
+            if self._ledger_error is not None:
+                raise self._ledger_error
         finally:
             for sig in handled:
                 with contextlib.suppress(ValueError, RuntimeError):
@@ -340,9 +362,13 @@ class Sender:
 
     async def _deliver(self, job: ledger.Delivery, session: Session) -> None:
         assert self.limiter is not None
-        granted = await self._unless_stopped(self.limiter.acquire(until=self.deadline))
+        granted = self.limiter.try_acquire(until=self.deadline)
         if granted is None:
-            return  # stopped while waiting for the limits (a batch pause, a back-off)
+            if self._recording:  # about to wait: count the outcomes in flight first
+                await asyncio.wait(set(self._recording))
+            granted = await self._unless_stopped(self.limiter.acquire(until=self.deadline))
+            if granted is None:
+                return  # stopped while waiting for the limits (a batch pause, a back-off)
         if not granted:
             if self.limiter.day_used_up:
                 self.result.daily_cap = True
@@ -439,8 +465,11 @@ class Sender:
         if state is DeliveryState.DEFERRED and next_at is not None \
                 and next_at > first + self.limits.retry_deadline:
             state, next_at = DeliveryState.EXPIRED, None
-        await self.db(lambda c: _record(c, job, state, reply, now, next_at, bounce))
-        self._count(str(state))
+        # Not awaited: the ledger commits in order, so this outcome is durable before this
+        # connection's next row is marked attempting, let alone sent; the count waits for it.
+        recorded = self.db.submit(lambda c: _record(c, job, state, reply, now, next_at, bounce))
+        self._recording.add(recorded)
+        recorded.add_done_callback(functools.partial(self._recorded, str(state)))
         if action is Action.STOP:
             self.stop(_stopped_by(attempt), fatal=True)
         elif self._policy_streak >= POLICY_STREAK:
@@ -448,6 +477,17 @@ class Sender:
                       f"(circuit breaker): {_said(reply)}\n  this is about the sender, not the "
                       "recipients: check SPF, DKIM and DMARC for the sender's domain and the "
                       "account's sending limits, then run the same command again", fatal=True)
+
+    def _recorded(self, state: str, future: asyncio.Future[None]) -> None:
+        self._recording.discard(future)
+        if future.cancelled():
+            return
+        error = future.exception()
+        if error is None:
+            self._count(state)
+        elif self._ledger_error is None:
+            self._ledger_error = error
+            self.stop(str(error), fatal=True)
 
     def _backoff(self, attempts: int) -> float:
         delay: float = self.limits.retry_base * 2 ** max(0, attempts - 1)

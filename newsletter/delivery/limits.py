@@ -93,28 +93,48 @@ class Limiter:
         ``until`` (the send-by deadline).
         """
         async with self._lock:  # one waiter at a time: first come, first served
-            if self.day_used_up:
-                return False
             while True:
+                granted = self._grant(until)
+                if granted is not None:
+                    return granted
                 now = self.clock.now()
-                wait = max([self.paused_until - now, *(w.wait(now) for w in self.windows)])
-                if until is not None and now + max(0.0, wait) >= until:
-                    return False
-                if wait <= 0:
-                    break
+                wait = self._wait(now)
                 if wait >= 1.0 and self.on_wait is not None:
                     pause = self.paused_until - now
                     self.on_wait(wait, self.paused_for if pause >= wait else "the rate limit")
                 await self.clock.sleep(wait)
-            for window in self.windows:
-                window.spend(now)
-            self.granted += 1
-            if self.daily_left is not None:
-                self.daily_left -= 1
-            if self.batch_size and self.granted % self.batch_size == 0 and self.batch_pause:
-                self.paused_until = max(self.paused_until, now + self.batch_pause)
-                self.paused_for = "the pause between batches"
-            return True
+
+    def try_acquire(self, until: float | None = None) -> bool | None:
+        """``acquire`` when it would answer at once (True or False); None when it would wait
+        (or someone is already waiting): then await ``acquire``. No await: with the limits
+        off, a message costs no trip through the event loop here."""
+        if self._lock.locked():
+            return None
+        return self._grant(until)
+
+    def _wait(self, now: float) -> float:
+        return max([self.paused_until - now, *(w.wait(now) for w in self.windows)])
+
+    def _grant(self, until: float | None) -> bool | None:
+        """Spend one message of every budget if it fits now; False: the daily cap is used,
+        or the message would start at or after ``until``; None: not yet."""
+        if self.day_used_up:
+            return False
+        now = self.clock.now()
+        wait = self._wait(now)
+        if until is not None and now + max(0.0, wait) >= until:
+            return False
+        if wait > 0:
+            return None
+        for window in self.windows:
+            window.spend(now)
+        self.granted += 1
+        if self.daily_left is not None:
+            self.daily_left -= 1
+        if self.batch_size and self.granted % self.batch_size == 0 and self.batch_pause:
+            self.paused_until = max(self.paused_until, now + self.batch_pause)
+            self.paused_for = "the pause between batches"
+        return True
 
     def give_back(self) -> None:
         """A granted message that was not sent after all (suppressed, nothing transmitted)."""

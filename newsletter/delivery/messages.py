@@ -1,19 +1,20 @@
 """The per-recipient message function and the recipients it is called for: part of delivery.
 
 In: a Network and one RenderedIssue (rendered once). Out: ``message_builder``, a function
-from (Recipient, Date) to the exact bytes to send (personalize.assemble, then the DKIM
+from (Recipient, Date) to the exact bytes to send (personalize.assemble_outgoing, then the DKIM
 signature when one is configured), and ``recipients``, each member of a list due this
 issue as (subscriber id, Recipient).
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from newsletter.delivery.dkim import signer_for
-from newsletter.delivery.engine import Build
-from newsletter.email.personalize import assemble, prepare
+from newsletter.email.personalize import assemble_outgoing, prepare
+from newsletter.email.wire import Outgoing
 from newsletter.members import store as members
 from newsletter.members.recipients import recipient_for
 from newsletter.members.tokens import Secrets
@@ -21,14 +22,23 @@ from newsletter.model import Network, Recipient, RenderedIssue
 
 
 def message_builder(network: Network, rendered: RenderedIssue, *,
-                    subject_prefix: str = "") -> Build:
-    """The per-recipient function: prepare once, then assemble (and sign) per message."""
+                    subject_prefix: str = "") -> Callable[[Recipient, dt.datetime], Outgoing]:
+    """The per-recipient function: prepare once, then assemble (and sign) per message.
+
+    Each call gives the message and its DATA-phase form (wire.Outgoing): the sender writes
+    that as it is, and ``--dry-run`` writes the message.
+    """
     prepared = prepare(rendered, network, subject_prefix=subject_prefix)
     signer = signer_for(network.smtp, network.sender_domain)
     if signer is None:
-        return lambda recipient, date: assemble(prepared, recipient, date)
-    sign = signer.sign
-    return lambda recipient, date: sign(assemble(prepared, recipient, date))
+        return lambda recipient, date: assemble_outgoing(prepared, recipient, date)
+    header = signer.header
+
+    def signed(recipient: Recipient, date: dt.datetime) -> Outgoing:
+        outgoing = assemble_outgoing(prepared, recipient, date)
+        return outgoing.signed(header(outgoing.message))
+
+    return signed
 
 
 def recipients(conn: sqlite3.Connection, network: Network, list_name: str,

@@ -84,7 +84,7 @@ def dry_run(network: Network, rendered: RenderedIssue, list_name: str, folder: P
                                       f"cannot create the folder ({e.strerror or e})")]) from e
         for number, (_, recipient) in enumerate(
                 recipients(conn, network, list_name, rendered.slug, secrets), start=1):
-            _write(folder / f"{number:06d}.eml", build(recipient, date))
+            _write(folder / f"{number:06d}.eml", build(recipient, date).message)
             count = number
     return DryRun(list_name, count, folder)
 

@@ -10,22 +10,33 @@ TLS is required (implicit, or STARTTLS with ``start_tls=True`` so a server that 
 offer it is refused, not silently used in plaintext), the certificate is checked, and
 plaintext is only allowed to a loopback host.
 
-We call ``mail``/``rcpt``/``data`` rather than ``sendmail``: the same raw-bytes path (no
-``send_message``, nothing re-flattened), but we know which step failed and the final dot
-gets its own, longer timeout (smtp.final_dot_timeout, RFC 5321 §4.5.3.2.6).
+We send MAIL, RCPT and DATA with aiosmtplib's ``execute_command`` rather than ``sendmail``:
+the same raw-bytes path (no ``send_message``, nothing re-flattened), but we know which step
+failed, and the final dot gets its own, longer timeout (smtp.final_dot_timeout, RFC 5321
+§4.5.3.2.6). The message goes in its DATA-phase form (email/wire.py), written through the
+protocol as it is: ``SMTP.data`` would rewrite the line endings and stuff the dots of the
+whole message again for every recipient, most of what it costs to send one. When the server
+offers PIPELINING (RFC 2920), MAIL, RCPT and DATA go in one write (``_pipelined``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import contextlib
 import os
+import re
 import ssl
 from collections.abc import Mapping
 
 import aiosmtplib
 import msgspec
+from aiosmtplib.email import quote_address
+from aiosmtplib.protocol import COMMAND_INJECTION_REGEX, MAX_RESPONSE_LENGTH, SMTPProtocol
 
 from newsletter.delivery.replies import Action, Reply, Stage, Verdict, classify, lost, parse_reply
+from newsletter.email import wire
+from newsletter.email.wire import Outgoing
 from newsletter.errors import DeliveryError
 from newsletter.model import Smtp, TlsMode
 from newsletter.text.addresses import is_loopback
@@ -93,6 +104,7 @@ class Session:
     def __init__(self, transport: Transport) -> None:
         self.transport = transport
         self.smtp: aiosmtplib.SMTP | None = None
+        self._stage = Stage.MAIL  # where the message being sent is
 
     async def connect(self) -> Attempt | None:
         """Open the session unless it is open: connect, TLS, EHLO, login.
@@ -132,31 +144,115 @@ class Session:
         self.smtp = smtp
         return None
 
-    async def send(self, sender: str, address: str, data: bytes) -> Attempt:
-        """Transmit one message to one recipient; never raises for SMTP trouble."""
+    async def send(self, sender: str, address: str, message: bytes | Outgoing) -> Attempt:
+        """Transmit one message to one recipient; never raises for SMTP trouble.
+
+        An Outgoing carries the DATA phase ready to write; plain bytes are put in that form
+        here (wire.data_phase), as aiosmtplib's ``data`` would.
+        """
         failed = await self.connect()
         if failed is not None:
             return failed
         smtp = self.smtp
         assert smtp is not None
-        stage = Stage.MAIL
+        self._stage = Stage.MAIL
         try:
-            options = [f"SIZE={len(data)}"] if smtp.supports_extension("size") else []
-            await smtp.mail(sender, options=options)
-            stage = Stage.RCPT
-            await smtp.rcpt(address)
-            stage = Stage.DOT
-            response = await smtp.data(data, timeout=self.transport.final_dot_timeout)
+            if isinstance(message, Outgoing):
+                size, data = len(message.message), message.data
+            else:
+                size, data = len(message), wire.data_phase(message)
+            mail = [b"MAIL", b"FROM:" + _quoted(sender)]
+            if smtp.supports_extension("size"):
+                mail.append(f"SIZE={size}".encode())
+            rcpt = [b"RCPT", b"TO:" + _quoted(address)]
+            if smtp.supports_extension("pipelining"):
+                response = await self._pipelined(smtp, mail, rcpt, data)
+            else:
+                response = await smtp.execute_command(*mail)
+                if response.code == 250:
+                    self._stage = Stage.RCPT
+                    response = await smtp.execute_command(*rcpt)
+                    if response.code in (250, 251):
+                        self._stage = Stage.DOT
+                        response = await self._data(smtp, data)
+            stage = self._stage
             enhanced, text = parse_reply(response.message)
             attempt = Attempt(classify(response.code, enhanced, stage),
                               Reply(response.code, enhanced, text, str(stage)))
         except (aiosmtplib.SMTPException, OSError, ValueError) as e:
-            attempt = _describe(stage, e, self.transport)
+            attempt = _describe(self._stage, e, self.transport)
         if attempt.verdict.reconnect or attempt.verdict.action is Action.STOP:
             self.close()
         elif attempt.verdict.action is not Action.SENT and self.smtp is not None:
             await self._reset()
         return attempt
+
+    async def _data(self, smtp: aiosmtplib.SMTP, data: bytes) -> aiosmtplib.SMTPResponse:
+        """DATA, then the message in its DATA-phase form: the reply to the final dot (or the
+        refusal of DATA). A refusal of DATA is judged as at the final dot, as before."""
+        timeout = self.transport.final_dot_timeout
+        start = await smtp.execute_command(b"DATA", timeout=timeout)
+        if start.code != 354:
+            return start
+        protocol = smtp.protocol
+        if protocol is None:
+            raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+        try:
+            protocol.write(data)
+            return await protocol.read_response(timeout=timeout)
+        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError):
+            smtp.close()  # a late reply must never be taken for the next command's
+            raise
+
+    async def _pipelined(self, smtp: aiosmtplib.SMTP, mail: list[bytes], rcpt: list[bytes],
+                         data: bytes) -> aiosmtplib.SMTPResponse:
+        """MAIL, RCPT and DATA in one write (RFC 2920, when the server offers PIPELINING),
+        then the message once DATA is answered 354: two round trips a message, not four.
+
+        The first refusal is the answer, at its stage, as if the commands had gone one by
+        one. aiosmtplib reads one reply per command it sends, so the three replies are read
+        by a _Replies protocol put on the connection's transport meanwhile (asyncio's
+        ``set_protocol``), then aiosmtplib's protocol is put back.
+        """
+        t = self.transport
+        transport, protocol = smtp.transport, smtp.protocol
+        if transport is None or protocol is None or transport.is_closing():
+            raise aiosmtplib.SMTPServerDisconnected("Connection lost")
+        lines = [b" ".join(mail), b" ".join(rcpt), b"DATA"]
+        if any(COMMAND_INJECTION_REGEX.search(line) for line in lines):
+            raise ValueError("Command arg contains a prohibited control character")
+        replies = _Replies(protocol)
+        transport.set_protocol(replies)
+        try:
+            protocol.write(b"\r\n".join(lines) + b"\r\n")
+            got = [await replies.next(t.timeout)]
+            self._stage = Stage.RCPT
+            got.append(await replies.next(t.timeout))
+            self._stage = Stage.DOT  # DATA refused or lost: judged as at the final dot
+            got.append(await replies.next(t.final_dot_timeout))
+        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError):
+            smtp.close()  # a late reply must never be taken for the next command's
+            raise
+        finally:
+            if not transport.is_closing():
+                transport.set_protocol(protocol)
+        mail_reply, rcpt_reply, data_reply = got
+        refused = None
+        if mail_reply.code != 250:
+            self._stage, refused = Stage.MAIL, mail_reply
+        elif rcpt_reply.code not in (250, 251):
+            self._stage, refused = Stage.RCPT, rcpt_reply
+        if data_reply.code != 354:
+            return refused or data_reply
+        try:
+            # A server that answers DATA with 354 after refusing the envelope gets an empty
+            # message ended at once (RFC 2920 §3.1); the refusal stays the answer.
+            protocol.write(data if refused is None else b".\r\n")
+            final = await protocol.read_response(timeout=t.final_dot_timeout)
+        except (aiosmtplib.SMTPServerDisconnected, aiosmtplib.SMTPTimeoutError):
+            smtp.close()
+            raise
+        return refused or final
 
     async def _reset(self) -> None:
         if self.smtp is None:
@@ -176,6 +272,86 @@ class Session:
             with contextlib.suppress(aiosmtplib.SMTPException, OSError):
                 await self.smtp.quit(timeout=5)
         self.close()
+
+
+class _Replies(asyncio.Protocol):
+    """Reads pipelined replies in place of aiosmtplib's protocol (which reads one per
+    command it writes itself); a lost connection is passed on to that protocol."""
+
+    def __init__(self, smtp_protocol: SMTPProtocol) -> None:
+        self.smtp_protocol = smtp_protocol
+        self.buffer = bytearray()
+        self.replies: collections.deque[aiosmtplib.SMTPResponse] = collections.deque()
+        self.error: aiosmtplib.SMTPException | None = None
+        self.waiter: asyncio.Future[None] | None = None
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer.extend(data)
+        while (reply := self._parse()) is not None:
+            self.replies.append(reply)
+        if len(self.buffer) > MAX_RESPONSE_LENGTH:
+            self._fail(aiosmtplib.SMTPResponseException(-1, "Response too long"))
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self._fail(aiosmtplib.SMTPServerDisconnected("Unexpected EOF received"))
+        return False  # the transport closes
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._fail(aiosmtplib.SMTPServerDisconnected("Connection lost"))
+        self.smtp_protocol.connection_lost(exc)
+
+    async def next(self, timeout: float) -> aiosmtplib.SMTPResponse:
+        """The next reply, within ``timeout`` seconds."""
+        while not self.replies:
+            if self.error is not None:
+                raise self.error
+            self.waiter = asyncio.get_running_loop().create_future()
+            try:
+                await asyncio.wait_for(self.waiter, timeout)
+            except TimeoutError as e:
+                raise aiosmtplib.SMTPReadTimeoutError(
+                    "Timed out waiting for server response") from e
+        return self.replies.popleft()
+
+    def _parse(self) -> aiosmtplib.SMTPResponse | None:
+        """One complete reply off the buffer (``250-a`` lines continue it, ``250 b`` ends it)."""
+        lines: list[bytes] = []
+        offset = 0
+        while (end := self.buffer.find(b"\n", offset)) != -1:
+            line = bytes(self.buffer[offset:end + 1])
+            offset = end + 1
+            lines.append(line)
+            if line[3:4] != b"-":
+                try:
+                    code = int(line[:3])
+                except ValueError:
+                    code = -1  # garbage: classify() says what that means at this stage
+                del self.buffer[:offset]
+                text = b"\n".join(x[4:].strip(b" \t\r\n") for x in lines)
+                return aiosmtplib.SMTPResponse(code, text.decode("utf-8", "surrogateescape"))
+        return None
+
+    def _fail(self, error: aiosmtplib.SMTPException) -> None:
+        if self.error is None:
+            self.error = error
+        self._wake()
+
+    def _wake(self) -> None:
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+
+_PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+                            r"@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
+
+
+def _quoted(address: str) -> bytes:
+    """``<address>`` for MAIL FROM and RCPT TO, as aiosmtplib's ``mail`` and ``rcpt`` quote
+    it (ValueError for what cannot go on a command line); a plain address skips the parse."""
+    if _PLAIN_ADDRESS.fullmatch(address):
+        return b"<" + address.encode("ascii") + b">"
+    return quote_address(address).encode("ascii")
 
 
 def _describe(stage: Stage, error: Exception, t: Transport) -> Attempt:
@@ -215,10 +391,11 @@ def _stop(stage: Stage, why: str) -> Attempt:
 # --------------------------------------------------------------------------- one proof
 
 
-async def send_one(transport: Transport, sender: str, address: str, data: bytes) -> Attempt:
+async def send_one(transport: Transport, sender: str, address: str,
+                   message: bytes | Outgoing) -> Attempt:
     """Send one message on a fresh connection (a proof); nothing is recorded."""
     session = Session(transport)
     try:
-        return await session.send(sender, address, data)
+        return await session.send(sender, address, message)
     finally:
         await session.quit()

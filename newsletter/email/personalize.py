@@ -29,6 +29,7 @@ from email.utils import format_datetime, formataddr
 
 import msgspec
 
+from newsletter.email import wire
 from newsletter.errors import HeaderValueError
 from newsletter.model import (
     Issue,
@@ -71,6 +72,8 @@ class PreparedMessage(msgspec.Struct, frozen=True):
     content_hash: str
     literals: tuple[bytes, ...]
     fields: tuple[_Field, ...]
+    stuffed: tuple[bytes, ...] = ()  # each literal dot-stuffed (wire.stuffed), for SMTP
+    clean: bool = False  # every literal is CRLF-clean, so ``stuffed`` can be used as is
 
     @property
     def size(self) -> int:
@@ -223,7 +226,9 @@ def prepare(rendered: RenderedIssue, network: Network, *,
             fields.append(part)
             literals.append(b"")
     return PreparedMessage(slug=rendered.slug, content_hash=rendered.content_hash,
-                           literals=tuple(literals), fields=tuple(fields))
+                           literals=tuple(literals), fields=tuple(fields),
+                           stuffed=tuple(wire.stuffed(b) for b in literals),
+                           clean=all(wire.is_clean(b) for b in literals))
 
 
 # --------------------------------------------------------------------------- per recipient
@@ -293,6 +298,44 @@ def assemble(prepared: PreparedMessage, recipient: Recipient, date: dt.datetime)
         out.append(values[field])
         out.append(literal)
     return b"".join(out)
+
+
+def assemble_outgoing(prepared: PreparedMessage, recipient: Recipient, date: dt.datetime
+                      ) -> wire.Outgoing:
+    """``assemble``'s bytes, and the same in their DATA-phase form (wire.py) for SMTP.
+
+    The literals were dot-stuffed once, in ``prepare``; here only the recipient's values
+    are, and a dot is doubled where a piece starting with one begins a line.
+    """
+    try:
+        values = _field_values(recipient, date)
+    except UnicodeEncodeError as e:
+        raise HeaderValueError(f"a header value for {recipient.message_id[:60]!r} "
+                               "is not ASCII") from e
+    out: list[bytes] = []
+    data: list[bytes] = []
+    at_line_start, clean = True, prepared.clean
+    for i, literal in enumerate(prepared.literals):
+        if i:
+            value = values[prepared.fields[i - 1]]
+            if value:
+                clean = clean and wire.is_clean(value)
+                out.append(value)
+                if at_line_start and value[:1] == b".":
+                    data.append(b".")
+                data.append(wire.stuffed(value))
+                at_line_start = value.endswith(b"\r\n")
+        if literal:
+            out.append(literal)
+            if at_line_start and literal[:1] == b".":
+                data.append(b".")
+            data.append(prepared.stuffed[i])
+            at_line_start = literal.endswith(b"\r\n")
+    message = b"".join(out)
+    if not (clean and at_line_start):  # never, for what prepare builds
+        return wire.Outgoing(message, wire.data_phase(message))
+    data.append(wire.FINAL_DOT)
+    return wire.Outgoing(message, b"".join(data))
 
 
 def anonymous_recipient(network: Network, slug: str) -> Recipient:
