@@ -141,7 +141,7 @@ def test_every_block_type_and_its_keys_are_in_the_editors_guide(kind: str) -> No
     text = EDITORS.read_text(encoding="utf-8")
     assert f"| `{kind}` |" in section(text, "Blocks"), f"{kind} is not in the table of blocks"
     own = section(text, kind)
-    missing = [k for k in BLOCK_KEYS[kind] if k != "type" and f"`{k}`" not in own]
+    missing = [k for k in BLOCK_KEYS[kind] if k != "type" and f"| `{k}` |" not in own]
     assert not missing, f"docs/editors.md, section {kind!r}, lacks {missing}"
     assert f"type: {kind}" in own, f"section {kind!r} has no example"
 
