@@ -394,7 +394,7 @@ def load_network(path: Path, environ: Mapping[str, str] | None = None) -> Networ
     root = ys.parse(data, source, early)
     if root is None:
         raise InputError([Problem(Location(source), "", "the file is empty",
-                                  "see SPEC.md for the settings a network needs")])
+                                  "see docs/settings.md for the settings a network needs")])
     reader = _NetworkReader(source, path.parent, os.environ if environ is None else environ)
     reader.r.problems.extend(early)
     return reader.network(root)

@@ -1,6 +1,6 @@
 """Load stage: ``issues/<slug>.yaml`` -> :class:`~newsletter.model.Issue`.
 
-Strict YAML (see yamlsource.py), then the issue schema of SPEC.md, version 1. Every
+Strict YAML (see yamlsource.py), then the issue schema (docs/editors.md), version 1. Every
 problem in the file is collected and raised together as one InputError, each with the
 file, line and column of the value at fault. Local images are read here, once: their type
 is sniffed from the bytes (not the name), every frame is decoded, their metadata is left
@@ -161,7 +161,8 @@ class _IssueReader:
         r = self.r
         if root is None:
             raise InputError([Problem(Location(self.source), "", "the file is empty",
-                                      "an issue needs at least title, date and blocks")])
+                                      "an issue needs at least title, date and blocks: see "
+                                      "docs/editors.md")])
         slug = self.path.stem
         if not SLUG.fullmatch(slug):
             r.problems.append(Problem(
