@@ -259,6 +259,27 @@ def status(ctx: click.Context, issue: str | None, csv_out: str | None) -> None:
 
 
 @main.command()
+@click.option("--maildir", default=None, type=_FOLDER,
+              help="Read this Maildir instead of the inbox newsletter.yaml names.")
+@click.option("--mbox", default=None, type=_FILE,
+              help="Read this mbox file instead of the inbox newsletter.yaml names.")
+@click.option("--after", type=click.Choice(["move", "flag", "delete"]), default=None,
+              help="What to do with a message once dealt with: move it to the processed "
+                   "folder, flag it as read, or delete it (default: inbox.after, else move).")
+@click.pass_context
+@_reported
+def inbox(ctx: click.Context, maildir: str | None, mbox: str | None, after: str | None) -> None:
+    """Read bounces, spam complaints and emailed unsubscribes; act on each once."""
+    from newsletter.model import AfterReading
+
+    if maildir is not None and mbox is not None:
+        raise click.UsageError("give --maildir or --mbox, not both")
+    commands.inbox(_config(ctx), maildir=Path(maildir) if maildir else None,
+                   mbox=Path(mbox) if mbox else None,
+                   after=AfterReading(after) if after else None)
+
+
+@main.command()
 @click.option("-d", "--directory", default="site", show_default=True,
               type=_FOLDER, help="The built archive to serve.")
 @click.option("--host", default="127.0.0.1", show_default=True)

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from newsletter.cli.progress import Progress
     from newsletter.clock import Clock
     from newsletter.delivery.campaign import Plan, SendReport
+    from newsletter.model import AfterReading
     from newsletter.pipeline import Readiness
 
 DEFAULT_CONFIG = Path("newsletter.yaml")
@@ -239,3 +240,18 @@ def status(config: Path, issue: Path | None, csv_out: Path | None,
         click.echo(line)
     if found.csv is not None:
         click.echo(f"wrote {found.csv}")
+
+
+# --------------------------------------------------------------------------- what comes back
+
+
+def inbox(config: Path, *, maildir: Path | None, mbox: Path | None,
+          after: AfterReading | None, clock: Clock | None = None) -> None:
+    """Read the mailbox once; print what was done. Safe to run from cron (no questions)."""
+    from newsletter.cli.inbox_report import inbox_lines
+    from newsletter.clock import RealClock
+
+    report = pipeline.inbox(config, clock or RealClock(), maildir=maildir, mbox=mbox,
+                            after=after)
+    for line in inbox_lines(report):
+        click.echo(line)

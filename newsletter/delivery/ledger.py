@@ -193,6 +193,16 @@ class Reported(msgspec.Struct, frozen=True):
     message_id: str
 
 
+class LateReport(msgspec.Struct, frozen=True):
+    """A late bounce or a complaint, as ``status`` lists it."""
+
+    kind: str  # bounce, complaint
+    address: str
+    status: str | None
+    diagnostic: str | None
+    at: float
+
+
 class Lock(msgspec.Struct, frozen=True):
     issue: str
     token: str
@@ -367,10 +377,9 @@ def feedback_counts(conn: sqlite3.Connection, issue: str) -> dict[str, int]:
             for kind in ("bounce", "soft", "complaint", "unsubscribe")}
 
 
-def late_reports(conn: sqlite3.Connection, issue: str) -> list[tuple[str, str, str | None,
-                                                                     str | None, float]]:
-    """Late bounces and complaints about an issue: (kind, address, status, diagnostic, at)."""
-    return [tuple(row) for row in conn.execute(FEEDBACK_ROWS, (issue,))]  # type: ignore[misc]
+def late_reports(conn: sqlite3.Connection, issue: str) -> list[LateReport]:
+    """Late bounces and complaints about an issue, in the order they came."""
+    return [LateReport(*row) for row in conn.execute(FEEDBACK_ROWS, (issue,))]
 
 
 def inbox_handled(conn: sqlite3.Connection, fingerprint: str) -> str | None:
