@@ -196,9 +196,11 @@ def import_subscribers(config: Path, csv_file: Path, list_name: str, *, consent:
     return Imported(parsed, result)
 
 
-def export_subscribers(config: Path, list_name: str | None, output: Path | None) -> str | None:
+def export_subscribers(config: Path, list_name: str | None, output: Path | None, *,
+                       everyone: bool = False) -> str | None:
     """Subscribed members as spreadsheet-safe CSV: written to ``output`` (atomically), or
-    returned when there is no output file."""
+    returned when there is no output file. ``everyone``: every member on file, whatever
+    their status, with the status, its reason and when it changed."""
     from newsletter.input.config import load_network
     from newsletter.members import csvfiles
     from newsletter.members import store as members
@@ -206,7 +208,11 @@ def export_subscribers(config: Path, list_name: str | None, output: Path | None)
     network = load_network(config)
     with members.existing(network.database) as conn:
         members.require_list(conn, list_name)
-        text = csvfiles.export_csv(members.export_rows(conn, list_name))
+        if everyone:
+            text = csvfiles.export_csv(members.export_rows_with_status(conn, list_name),
+                                       with_status=True)
+        else:
+            text = csvfiles.export_csv(members.export_rows(conn, list_name))
     if output is None:
         return text
     csvfiles.write_export(output, text)

@@ -177,11 +177,17 @@ def subscribers_import(ctx: click.Context, csv_file: str, list_name: str, consen
 @click.option("--list", "list_name", default=None, help="Only this list.")
 @click.option("-o", "--output", default=None, type=_FILE,
               help="CSV file to write (default: standard output).")
+@click.option("--all", "everyone", is_flag=True,
+              help="Every member on file, whatever their status (subscribed, unsubscribed, "
+                   "bounced, complained), with status, status_reason and status_changed "
+                   "columns.")
 @click.pass_context
 @_reported
-def subscribers_export(ctx: click.Context, list_name: str | None, output: str | None) -> None:
+def subscribers_export(ctx: click.Context, list_name: str | None, output: str | None,
+                       everyone: bool) -> None:
     """Export members as CSV (safe to open in a spreadsheet)."""
-    commands.export_subscribers(_config(ctx), list_name, Path(output) if output else None)
+    commands.export_subscribers(_config(ctx), list_name, Path(output) if output else None,
+                                everyone=everyone)
 
 
 @subscribers.command("list")

@@ -109,8 +109,9 @@ def import_subscribers(config: Path, csv_file: Path, list_name: str, *, consent:
         click.echo(line)
 
 
-def export_subscribers(config: Path, list_name: str | None, output: Path | None) -> None:
-    text = pipeline.export_subscribers(config, list_name, output)
+def export_subscribers(config: Path, list_name: str | None, output: Path | None, *,
+                       everyone: bool = False) -> None:
+    text = pipeline.export_subscribers(config, list_name, output, everyone=everyone)
     if text is not None:
         click.echo(text, nl=False)
 

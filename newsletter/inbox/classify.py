@@ -25,12 +25,14 @@ it becomes a Finding a person reads. Only the first MAX_PARSE bytes are parsed.
 
 from __future__ import annotations
 
+import binascii
 import email
 import email.header
 import email.message
 import email.utils
 import enum
 import logging
+import quopri
 import re
 from collections.abc import Iterable, Iterator
 from email.message import Message
@@ -124,7 +126,10 @@ def classify(data: bytes) -> Finding:
 
 def _classify(msg: Message) -> Finding:
     sender, subject = _sender(msg), _subject(msg)
-    envelope = tuple(_tokens(_header_values(msg, ENVELOPE_HEADERS)))
+    if not any(msg.get(name) for name in ("From", "Subject", "Date", "Message-ID", "To")):
+        return Finding(Kind.IGNORED, "not an email (no From, To, Subject, Date or Message-ID)",
+                       sender, subject)
+    envelope = _unique(_tokens(_header_values(msg, ENVELOPE_HEADERS)))
 
     feedback = _part(msg, "message/feedback-report")
     if feedback is not None:
@@ -135,21 +140,21 @@ def _classify(msg: Message) -> Finding:
 
     auto = _auto_reply(msg, subject)
     token = UNSUBSCRIBE_TOKEN.search(subject)
-    if token is not None and auto != "Auto-Submitted: auto-replied":
+    if token is not None and auto is None:
         return Finding(Kind.UNSUBSCRIBE, "an unsubscribe request (the List-Unsubscribe mailto)",
                        sender, subject, unsubscribe_token=token.group(1))
-    if auto is not None:
-        return Finding(Kind.AUTO_REPLY, auto, sender, subject, return_tokens=envelope)
-    if _looks_automatic(msg, sender, subject) or envelope:
+    # Bounces say Auto-Submitted: auto-replied too (RFC 3834 asks it of them): one that comes
+    # from a mail daemon or is titled as a bounce is read as a bounce first.
+    bounce_like = _looks_like_bounce(msg, subject)
+    if bounce_like or (auto is None and (envelope or _null_sender(msg))):
         found = _flufl(msg, sender, subject, envelope)
         if found is not None:
             return found
-        automatic = _automatic(msg)
-        if automatic is not None:
-            return Finding(Kind.AUTO_REPLY, automatic, sender, subject, return_tokens=envelope)
-        if _looks_automatic(msg, sender, subject):
-            return Finding(Kind.PERSON, "looks like a bounce, but names no failed recipient "
-                           "in a format we know", sender, subject, return_tokens=envelope)
+    if auto is not None:
+        return Finding(Kind.AUTO_REPLY, auto, sender, subject, return_tokens=envelope)
+    if bounce_like:
+        return Finding(Kind.PERSON, "looks like a bounce, but names no failed recipient in a "
+                       "format we know", sender, subject, return_tokens=envelope)
     automatic = _automatic(msg)
     if automatic is not None:
         return Finding(Kind.AUTO_REPLY, automatic, sender, subject, return_tokens=envelope)
@@ -192,6 +197,7 @@ def _delivery_status(msg: Message, part: Message, sender: str, subject: str,
     blocks = _blocks(part)
     permanent: list[Recipient] = []
     temporary: list[Recipient] = []
+    unreadable = False  # a failure reported for a recipient we cannot read
     for block in blocks[1:] if len(blocks) > 1 else blocks:
         action = printable(block.get("Action", ""), 40).strip().lower()
         final = _addresses(_header_values(block, ("final-recipient",)))
@@ -199,6 +205,7 @@ def _delivery_status(msg: Message, part: Message, sender: str, subject: str,
             final = _addresses(_header_values(block, ("x-actual-recipient",)))
         original = _addresses(_header_values(block, ("original-recipient",)))
         if not final and not original:
+            unreadable = unreadable or action.startswith(("failed", "error", "delayed"))
             continue
         status_text = printable(block.get("Status", ""), 60)
         found = STATUS.search(status_text)
@@ -228,7 +235,11 @@ def _delivery_status(msg: Message, part: Message, sender: str, subject: str,
         return Finding(Kind.SOFT, "a delivery status notification (RFC 3464): "
                        "delayed or a temporary failure", sender, subject, tuple(temporary),
                        _unique(tokens), ids)
-    return Finding(Kind.IGNORED, "a delivery status notification that reports no failure",
+    if unreadable:
+        return Finding(Kind.PERSON, "a delivery status notification whose failed recipient "
+                       "cannot be read", sender, subject, (), _unique(tokens), ids)
+    return Finding(Kind.IGNORED, "a delivery status notification that reports no failure "
+                   "(none we can read)",
                    sender, subject, (), _unique(tokens), ids)
 
 
@@ -251,8 +262,11 @@ def _flufl(msg: Message, sender: str, subject: str,
     except Exception:
         return None
     text = _text(msg)
+    original = _original(msg)
     tokens = [*envelope, *_tokens(re.findall(r"Return-Path:\s*(\S+)", text, re.I))]
-    ids = _message_ids(msg, None, text)
+    if original is not None:
+        tokens += _tokens(_header_values(original, ("return-path",)))
+    ids = _message_ids(msg, original, text)
     found = STATUS.search(text)
     diagnostic = _diagnostic_line(text)
     if permanent:
@@ -302,10 +316,12 @@ def _automatic(msg: Message) -> str | None:
     return None
 
 
-def _looks_automatic(msg: Message, sender: str, subject: str) -> bool:
-    """A bounce's usual marks: the null return path, a daemon's From, a bounce's subject."""
-    if str(msg.get("Return-Path", "")).strip() == "<>":
-        return True
+def _null_sender(msg: Message) -> bool:
+    return str(msg.get("Return-Path", "")).strip() == "<>"
+
+
+def _looks_like_bounce(msg: Message, subject: str) -> bool:
+    """A bounce's usual marks: a mail daemon's From, or a bounce's subject."""
     name, address = email.utils.parseaddr(str(msg.get("From", "")))
     local = address.rpartition("@")[0].lower()
     if local in AUTOMATIC_SENDERS or "mail delivery" in name.lower() \
@@ -327,11 +343,18 @@ def _part(msg: Message, content_type: str) -> Message | None:
 def _blocks(part: Message) -> list[Message]:
     """The header blocks of a message/delivery-status or message/feedback-report part."""
     payload = part.get_payload()
+    encoding = str(part.get("Content-Transfer-Encoding", "")).strip().lower()
+    raw: object
     if isinstance(payload, list):
         blocks = [p for p in payload if isinstance(p, Message)]
-        if blocks:
+        if encoding not in ("base64", "quoted-printable"):
             return blocks
-    raw = part.get_payload(decode=True)
+        # an encoded report was parsed as header blocks: undo that, then decode it
+        encoded = "\n".join(b.as_string() for b in blocks).encode("ascii", "replace")
+        raw = (binascii.a2b_base64(encoded) if encoding == "base64"
+               else quopri.decodestring(encoded))
+    else:
+        raw = part.get_payload(decode=True)
     if not isinstance(raw, bytes):
         return []
     text = raw.decode("utf-8", "replace")

@@ -149,7 +149,7 @@ class MboxBox:
         self.after = after
         self.target = path.parent / processed_folder
         self.where = f"mbox {path}"
-        self._done: list[str] = []
+        self._done: list[int] = []
         try:
             self.box = mailbox.mbox(path, create=False)
             self.box.lock()
@@ -163,7 +163,7 @@ class MboxBox:
 
     def processed(self, key: str) -> None:
         if self.after is not AfterReading.FLAG:
-            self._done.append(key)
+            self._done.append(int(key))
 
     def close(self) -> None:
         try:
