@@ -3,14 +3,16 @@
 #               the sample data (Python alone: no browser, npm or Debian package needed)
 #   make test   everything the tests need, then the whole test suite (ruff and mypy included)
 #
-# `make setup` installs what the tests need besides the venv: Debian's chromium, spamassassin
-# and valgrind (when run as root; otherwise it says what to install) and the npm tools
-# (axe-core, the official MJML compiler for the benchmark).
+# `make setup` installs what the tests need besides the venv: Debian's chromium, spamassassin,
+# valgrind, Dovecot (IMAP for `newsletter inbox`) and Postfix (a real late bounce), when run
+# as root (otherwise it says what to install), and the npm tools (axe-core, the official
+# MJML compiler for the benchmark). Postfix is installed unconfigured ("No configuration"):
+# the tests run their own instances from temporary folders; none is started as a service.
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-DEBIAN_PACKAGES := chromium spamassassin valgrind
+DEBIAN_PACKAGES := chromium spamassassin valgrind dovecot-imapd postfix
 
 .PHONY: setup venv demo test system benchmarks clean
 
@@ -23,12 +25,15 @@ system:
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	command -v spamassassin >/dev/null 2>&1 || missing="$$missing spamassassin"; \
 	command -v valgrind >/dev/null 2>&1 || missing="$$missing valgrind"; \
+	[ -x /usr/sbin/dovecot ] || missing="$$missing dovecot-imapd"; \
+	[ -x /usr/sbin/postfix ] || missing="$$missing postfix"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing Debian packages:$$missing"; \
+	    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBIAN_PACKAGES) >/dev/null; \
 	  else \
-	    echo "note: browser and spam tests need: sudo apt-get install$$missing (they skip without)"; \
+	    echo "note: browser, spam, IMAP and bounce tests need: sudo apt-get install$$missing (they skip without)"; \
 	  fi; \
 	fi
 
