@@ -149,7 +149,8 @@ class MboxBox:
         self.after = after
         self.target = path.parent / processed_folder
         self.where = f"mbox {path}"
-        self._done: list[int] = []
+        self._keys: dict[str, str] = {}  # as shown -> as mailbox.mbox has it (an int, really)
+        self._done: list[str] = []
         try:
             self.box = mailbox.mbox(path, create=False)
             self.box.lock()
@@ -159,11 +160,12 @@ class MboxBox:
     def messages(self) -> Iterator[Incoming]:
         for key in list(self.box.iterkeys()):
             data = self.box.get_bytes(key)
+            self._keys[str(key)] = key
             yield Incoming(str(key), data[:MAX_KEEP], _fingerprint(data), len(data))
 
     def processed(self, key: str) -> None:
         if self.after is not AfterReading.FLAG:
-            self._done.append(int(key))
+            self._done.append(self._keys[key])
 
     def close(self) -> None:
         try:
