@@ -292,8 +292,7 @@ def _inbox(nr: _NetworkReader, m: Fields, values: dict[str, Any]) -> bool:
         nr.r.error(m.node, m.path,
                    "one of maildir, mbox or imap is required" if not given
                    else f"give one mailbox, not {' and '.join(given)}",
-                   "the mailbox that reports come back to (bounces.address, unsubscribe."
-                   "mailto)")
+                   "the one mailbox where bounces and emailed unsubscribes arrive")
         return False
     return True
 
@@ -405,7 +404,7 @@ NETWORK = Group(Network, (
             Setting("timeout", number(1)),
         ), _imap)),
         Setting("processed_folder", text(200, header=True)),
-        Setting("after", choice(AfterReading, "after value")),
+        Setting("after", choice(AfterReading, "after setting")),
     ), _inbox)),
     Setting("database", _project_file("newsletter.db")),
 ), _network)
