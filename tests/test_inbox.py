@@ -400,6 +400,28 @@ def test_the_whole_corpus_as_it_is_changes_nobody_and_never_crashes(sent: Sent, 
     assert "unsubscribed" not in out.split("\n", 1)[1].split("left in the mailbox")[0]
 
 
+PATHOLOGICAL = {
+    # a detector's trigger, then a 3 MB line its address pattern must scan
+    "long line": (CORPUS / "exchange-2003-legacy.eml").read_bytes().replace(
+        b"recipient(s):\n", b"recipient(s):\n" + b"a" * 3_000_000 + b"\n"),
+    "a header of 3 MB": b"From: MAILER-DAEMON@x\nTo: " + b"a+" * 1_500_000 + b"\n\nhi\n",
+    "3 million empty lines": b"From: x@y\nSubject: undeliverable\n\n" + b"\n" * 3_000_000,
+    "100,000 headers": b"".join(b"X-H%d: v\n" % i for i in range(100_000)) + b"\nhi\n",
+    "60,000 parts": (b"From: MAILER-DAEMON@x\nSubject: Undeliverable\nContent-Type: multipart/"
+                     b"mixed; boundary=b\n\n" + b"--b\nContent-Type: text/plain\n\nx\n" * 60_000),
+    "20,000 nested messages": b"From: MAILER-DAEMON@x\n" + b"Content-Type: message/rfc822\n\n"
+                              * 20_000,
+}
+
+
+@pytest.mark.parametrize("name", sorted(PATHOLOGICAL))
+def test_pathological_messages_are_classified_in_seconds_and_change_nothing(name: str) -> None:
+    started = time.monotonic()
+    found = classify(PATHOLOGICAL[name])
+    assert time.monotonic() - started < 10
+    assert found.kind in (Kind.PERSON, Kind.IGNORED, Kind.AUTO_REPLY)
+
+
 def test_running_inbox_twice_on_the_same_mail_changes_nothing_the_second_time(
         sent: Sent, fresh: Project) -> None:
     reports = [sent.about(n) for n in ("postfix-user-unknown", "gmail-mailbox-full-delay",

@@ -45,11 +45,15 @@ logging.getLogger("flufl.bounce").addHandler(logging.NullHandler())
 logging.getLogger("flufl.bounce").propagate = False
 
 MAX_PARSE = 2 * 1024 * 1024  # a report's parts come first; the rest is the returned message
+# flufl.bounce's detectors search each line with patterns that are quadratic in its length:
+# they see the first FLUFL_BYTES, with lines cut at RFC 5322's 998 characters
+FLUFL_BYTES = 64 * 1024
+LINE_MAX = 998
 TEXT_MAX = 300  # subjects, diagnostics and senders are shown and stored truncated
 
-# bounces+<token>@domain: the 32-character base32 token tokens.py makes
-RETURN_ADDRESS = re.compile(r"[A-Za-z0-9!#$%&'*/=?^_`{|}~.-]*\+([A-Za-z2-7]{32})@"
-                            r"[A-Za-z0-9.-]+")
+# bounces+<token>@domain: the 32-character base32 token tokens.py makes (searched for from
+# the "+" on: a pattern that starts with a repeated class is quadratic on a long header)
+RETURN_ADDRESS = re.compile(r"\+([A-Za-z2-7]{32})@[A-Za-z0-9.-]")
 UNSUBSCRIBE = re.compile(r"\bunsubscribe\b", re.IGNORECASE)
 # itsdangerous: base64url payload "." base64url signature
 UNSUBSCRIBE_TOKEN = re.compile(r"\bunsubscribe\s+([A-Za-z0-9_-]{8,400}\.[A-Za-z0-9_-]{20,100})",
@@ -57,7 +61,8 @@ UNSUBSCRIBE_TOKEN = re.compile(r"\bunsubscribe\s+([A-Za-z0-9_-]{8,400}\.[A-Za-z0
 STATUS = re.compile(r"\b([245])\.(\d{1,3})\.(\d{1,3})\b")
 SMTP_CODE = re.compile(r"^\s*([245]\d\d)\b")
 MESSAGE_ID = re.compile(r"<[^<>\s]{1,250}@[^<>\s]{1,250}>")
-MESSAGE_ID_LINE = re.compile(r"^\s*Message-ID:\s*(<[^<>\s]+@[^<>\s]+>)", re.IGNORECASE | re.M)
+MESSAGE_ID_LINE = re.compile(r"^[ \t]*Message-ID:[ \t]*(<[^<>\s@]{1,250}@[^<>\s]{1,250}>)",
+                             re.IGNORECASE | re.M)
 
 # Headers that carry the address a message was delivered to (the envelope recipient).
 ENVELOPE_HEADERS = ("delivered-to", "x-original-to", "envelope-to", "x-envelope-to",
@@ -117,14 +122,14 @@ def classify(data: bytes) -> Finding:
         return Finding(Kind.IGNORED, f"could not be read as an email ({type(e).__name__})",
                        "", "")
     try:
-        return _classify(msg)
+        return _classify(msg, data)
     except Exception as e:
         # A report malformed in a way no rule foresaw: a person reads it; nothing changes.
         return Finding(Kind.PERSON, f"could not be understood ({type(e).__name__}: "
                        f"{printable(str(e), 80)})", _sender(msg), _subject(msg))
 
 
-def _classify(msg: Message) -> Finding:
+def _classify(msg: Message, data: bytes) -> Finding:
     sender, subject = _sender(msg), _subject(msg)
     if not any(msg.get(name) for name in ("From", "Subject", "Date", "Message-ID", "To")):
         return Finding(Kind.IGNORED, "not an email (no From, To, Subject, Date or Message-ID)",
@@ -147,7 +152,7 @@ def _classify(msg: Message) -> Finding:
     # from a mail daemon or is titled as a bounce is read as a bounce first.
     bounce_like = _looks_like_bounce(msg, subject)
     if bounce_like or (auto is None and (envelope or _null_sender(msg))):
-        found = _flufl(msg, sender, subject, envelope)
+        found = _flufl(msg, data, sender, subject, envelope)
         if found is not None:
             return found
     if auto is not None:
@@ -254,14 +259,18 @@ def _diagnostic(block: Message) -> str:
 # --------------------------------------------------------------------------- others
 
 
-def _flufl(msg: Message, sender: str, subject: str,
+def _flufl(msg: Message, data: bytes, sender: str, subject: str,
            envelope: tuple[str, ...]) -> Finding | None:
     """A bounce in a format flufl.bounce's detectors know (Exchange, qmail, Yahoo, ...)."""
+    head = email.message_from_bytes(_LONG_LINE.sub(lambda m: m.group()[:LINE_MAX],
+                                                   data[:FLUFL_BYTES]))
     try:
-        temporary, permanent = all_failures(msg)
+        temporary, permanent = all_failures(head)
     except Exception:
         return None
-    text = _text(msg)
+    if not temporary and not permanent:
+        return None
+    text = _text(head)
     original = _original(msg)
     tokens = [*envelope, *_tokens(re.findall(r"Return-Path:\s*(\S+)", text, re.I))]
     if original is not None:
@@ -274,12 +283,10 @@ def _flufl(msg: Message, sender: str, subject: str,
         rcpts = tuple(Recipient(_decode(a), status, diagnostic) for a in sorted(permanent))
         return Finding(Kind.BOUNCE, "a bounce (non-standard format, read by flufl.bounce)",
                        sender, subject, rcpts, _unique(tokens), ids)
-    if temporary:
-        status = found.group(0) if found and found.group(1) == "4" else "4.0.0"
-        rcpts = tuple(Recipient(_decode(a), status, diagnostic) for a in sorted(temporary))
-        return Finding(Kind.SOFT, "a delay warning (non-standard format, read by "
-                       "flufl.bounce)", sender, subject, rcpts, _unique(tokens), ids)
-    return None
+    status = found.group(0) if found and found.group(1) == "4" else "4.0.0"
+    rcpts = tuple(Recipient(_decode(a), status, diagnostic) for a in sorted(temporary))
+    return Finding(Kind.SOFT, "a delay warning (non-standard format, read by flufl.bounce)",
+                   sender, subject, rcpts, _unique(tokens), ids)
 
 
 def _diagnostic_line(text: str) -> str:
@@ -464,6 +471,7 @@ def _decoded(value: object) -> str:
         return text
 
 
+_LONG_LINE = re.compile(rb"[^\n]{%d,}" % (LINE_MAX + 1))
 _UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
 
 
