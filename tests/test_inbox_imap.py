@@ -187,7 +187,7 @@ def folders(dovecot: Dovecot) -> dict[str, list[tuple[bytes, ...]]]:
 
 
 def use_imap(project: Project, dovecot: Dovecot, *, tls: str = "implicit") -> None:
-    port = dovecot.imaps if tls == "implicit" else dovecot.imap
+    port = dovecot.imaps if tls == "implicit" else dovecot.imap  # STARTTLS or plaintext
     project.write("newsletter.yaml", project.config.read_text(encoding="utf-8") + f"""
 inbox:
   imap:
@@ -269,3 +269,19 @@ def test_nothing_is_deleted_from_imap_unless_asked(mailbox_of: Dovecot, sent: Se
     assert folders(mailbox_of) == {"INBOX": [()]}
     assert statuses(fresh)[JANE] == "bounced"
     assert query(fresh, "SELECT count(*) FROM inbox_messages") == [(3,)]
+
+
+def test_plaintext_imap_is_allowed_to_this_machine_only(mailbox_of: Dovecot, sent: Sent,
+                                                        fresh: Project) -> None:
+    put(mailbox_of, sent.about("sendmail-dsn"))
+    use_imap(fresh, mailbox_of, tls="none")
+    code, out, err = run(fresh, mailbox_of)
+    assert code == 0, err
+    assert statuses(fresh)[JANE] == "bounced"
+    remote = fresh.config.read_text(encoding="utf-8").replace("host: 127.0.0.1",
+                                                               "host: imap.example.org")
+    fresh.write("newsletter.yaml", remote)
+    result = fresh.run("inbox", env={"TEST_IMAP_PASSWORD": PASSWORD})
+    assert result.code == 1
+    assert "inbox.imap.tls: tls: none sends the password and the mail in the clear to " \
+        "imap.example.org" in result.err
