@@ -275,7 +275,7 @@ def test_plaintext_imap_is_allowed_to_this_machine_only(mailbox_of: Dovecot, sen
                                                         fresh: Project) -> None:
     put(mailbox_of, sent.about("sendmail-dsn"))
     use_imap(fresh, mailbox_of, tls="none")
-    code, out, err = run(fresh, mailbox_of)
+    code, _, err = run(fresh, mailbox_of)
     assert code == 0, err
     assert statuses(fresh)[JANE] == "bounced"
     remote = fresh.config.read_text(encoding="utf-8").replace("host: 127.0.0.1",
