@@ -4,14 +4,16 @@
 #   make test   everything the tests need, then the whole test suite (ruff and mypy included)
 #
 # `make setup` installs what the tests need besides the venv: Debian's chromium, spamassassin,
-# valgrind and postfix (for its smtp-sink, the send benchmark's sink; postfix itself is left
-# unconfigured and not started) when run as root (otherwise it says what to install), and the
-# npm tools (axe-core, the official MJML compiler for the benchmark).
+# valgrind, Dovecot (IMAP for `newsletter inbox`) and Postfix (a real late bounce, and the
+# smtp-sink the send benchmark sends to), when run as root (otherwise it says what to
+# install), and the npm tools (axe-core, the official MJML compiler for the benchmark).
+# Postfix is installed unconfigured ("No configuration"): the tests run their own instances
+# from temporary folders; none is started as a service.
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-DEBIAN_PACKAGES := chromium spamassassin valgrind postfix
+DEBIAN_PACKAGES := chromium spamassassin valgrind dovecot-imapd postfix
 
 .PHONY: setup venv demo test system benchmarks clean
 
@@ -24,14 +26,15 @@ system:
 	command -v chromium >/dev/null 2>&1 || missing="$$missing chromium"; \
 	command -v spamassassin >/dev/null 2>&1 || missing="$$missing spamassassin"; \
 	command -v valgrind >/dev/null 2>&1 || missing="$$missing valgrind"; \
-	test -x /usr/sbin/smtp-sink || missing="$$missing postfix"; \
+	[ -x /usr/sbin/dovecot ] || missing="$$missing dovecot-imapd"; \
+	[ -x /usr/sbin/postfix ] && [ -x /usr/sbin/smtp-sink ] || missing="$$missing postfix"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing Debian packages:$$missing"; \
 	    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBIAN_PACKAGES) >/dev/null; \
 	  else \
-	    echo "note: browser and spam tests and the send benchmark's sink need: sudo apt-get install$$missing (they skip or fall back without)"; \
+	    echo "note: browser, spam, IMAP and bounce tests and the send benchmark's sink need: sudo apt-get install$$missing (they skip or fall back without)"; \
 	  fi; \
 	fi
 

@@ -8,7 +8,8 @@
     ├── StateError      the state database refuses (locked, newer schema, corrupt): exit 1
     ├── RenderError     a template or MJML failed on valid input (a bug): exit 1
     ├── HeaderValueError  a value that would corrupt or inject a header line: exit 1
-    └── DeliveryError   sending stopped (config, circuit breaker, failed recipients): exit 1
+    ├── DeliveryError   sending stopped (config, circuit breaker, failed recipients): exit 1
+    └── MailboxError    the inbox cannot be read (missing, refused login, bad certificate)
 
     AddressError (a ValueError)  why a string is not an address we can send to; the
                         callers turn it into a Problem where they know the position
@@ -84,6 +85,10 @@ class RenderError(NewsletterError):
 
 class DeliveryError(NewsletterError):
     """Sending stopped or finished with failures."""
+
+
+class MailboxError(NewsletterError):
+    """The mailbox ``newsletter inbox`` reads cannot be opened, read or changed."""
 
 
 class CheckFailed(InputError):

@@ -152,6 +152,47 @@ class ArchiveSettings(msgspec.Struct, frozen=True):
     quick_exit_url: str | None = None  # "leave this site quickly" target
 
 
+class Bounces(msgspec.Struct, frozen=True):
+    """Where reports about sent messages come back, and when soft bounces count as one.
+
+    With ``address`` (``bounces@news.example.org``), each message's envelope sender is
+    ``bounces+<signed token>@news.example.org``: the token names the delivery, never the
+    address. Without it, the sender's address is the envelope sender (Message-IDs only).
+    """
+
+    address: str | None = None
+    soft_limit: int = 3  # this many soft bounces (4.x.x, delays) ...
+    soft_issues: int = 2  # ... about at least this many different issues: bounced
+
+
+class ImapSettings(msgspec.Struct, frozen=True):
+    host: str
+    user: str
+    port: int = 993
+    tls: TlsMode = TlsMode.IMPLICIT
+    password_env: str = "NEWSLETTER_IMAP_PASSWORD"  # noqa: S105 (a variable name)
+    folder: str = "INBOX"
+    timeout: float = 60.0
+
+
+class AfterReading(enum.StrEnum):
+    """What ``newsletter inbox`` does with a message it has dealt with."""
+
+    MOVE = "move"  # to the processed folder (an mbox file is flagged instead)
+    FLAG = "flag"  # marked read where it is
+    DELETE = "delete"  # only when asked
+
+
+class Inbox(msgspec.Struct, frozen=True):
+    """The mailbox ``newsletter inbox`` reads: a Maildir, an mbox file, or IMAP."""
+
+    maildir: Path | None = None
+    mbox: Path | None = None
+    imap: ImapSettings | None = None
+    processed_folder: str = "Processed"
+    after: AfterReading = AfterReading.MOVE
+
+
 class Network(msgspec.Struct, frozen=True):
     """Everything newsletter.yaml says, validated once."""
 
@@ -169,6 +210,8 @@ class Network(msgspec.Struct, frozen=True):
     limits: Limits = msgspec.field(default_factory=Limits)
     archive: ArchiveSettings = msgspec.field(default_factory=ArchiveSettings)
     remote_images: RemoteImages = RemoteImages.REFUSE
+    bounces: Bounces = msgspec.field(default_factory=Bounces)
+    inbox: Inbox | None = None
     database: Path = Path("newsletter.db")
     root: Path = Path(".")  # the project folder (where newsletter.yaml lives)
     source: Location = Location("newsletter.yaml")
@@ -356,6 +399,7 @@ class MemberStatus(enum.StrEnum):
     UNSUBSCRIBED = "unsubscribed"
     BOUNCED = "bounced"
     REMOVED = "removed"
+    COMPLAINED = "complained"  # reported the newsletter as spam (a feedback report)
 
 
 class Subscriber(msgspec.Struct, frozen=True):
@@ -385,6 +429,9 @@ class Recipient(msgspec.Struct, frozen=True):
     list_unsubscribe: str  # exact List-Unsubscribe header value
     list_unsubscribe_post: str  # "List-Unsubscribe=One-Click"
     message_id: str  # "<...@sender.domain>", stable for (issue, subscriber)
+    # The envelope sender (bounces+<token>@...), stable for (issue, subscriber) like the
+    # Message-ID; "" sends with the network's own address.
+    return_path: str = ""
 
 
 class DeliveryState(enum.StrEnum):
@@ -396,3 +443,4 @@ class DeliveryState(enum.StrEnum):
     UNKNOWN = "unknown"
     SUPPRESSED = "suppressed"
     EXPIRED = "expired"
+    BOUNCED = "bounced"  # sent, then a bounce report came back (newsletter inbox)

@@ -25,10 +25,11 @@ if TYPE_CHECKING:
     from newsletter.delivery.campaign import Plan, SendReport
     from newsletter.delivery.proof import DryRun, Proof
     from newsletter.delivery.status import SendStatus
+    from newsletter.inbox import InboxReport
     from newsletter.input.starter import Started
     from newsletter.members.csvfiles import CsvImport
     from newsletter.members.store import ImportResult, Listing
-    from newsletter.model import Subscriber
+    from newsletter.model import AfterReading, Subscriber
 
 
 # --------------------------------------------------------------------------- editors
@@ -195,9 +196,11 @@ def import_subscribers(config: Path, csv_file: Path, list_name: str, *, consent:
     return Imported(parsed, result)
 
 
-def export_subscribers(config: Path, list_name: str | None, output: Path | None) -> str | None:
+def export_subscribers(config: Path, list_name: str | None, output: Path | None, *,
+                       everyone: bool = False) -> str | None:
     """Subscribed members as spreadsheet-safe CSV: written to ``output`` (atomically), or
-    returned when there is no output file."""
+    returned when there is no output file. ``everyone``: every member on file, whatever
+    their status, with the status, its reason and when it changed."""
     from newsletter.input.config import load_network
     from newsletter.members import csvfiles
     from newsletter.members import store as members
@@ -205,7 +208,11 @@ def export_subscribers(config: Path, list_name: str | None, output: Path | None)
     network = load_network(config)
     with members.existing(network.database) as conn:
         members.require_list(conn, list_name)
-        text = csvfiles.export_csv(members.export_rows(conn, list_name))
+        if everyone:
+            text = csvfiles.export_csv(members.export_rows_with_status(conn, list_name),
+                                       with_status=True)
+        else:
+            text = csvfiles.export_csv(members.export_rows(conn, list_name))
     if output is None:
         return text
     csvfiles.write_export(output, text)
@@ -434,3 +441,36 @@ def status(config: Path, issue: Path | None, csv_out: Path | None) -> Status:
         if csv_out is not None:
             ledger_status.write_csv(conn, [s.record for s in sends], csv_out)
     return Status(slug, issue, tuple(sends), send_by, csv_out)
+
+
+# --------------------------------------------------------------------------- what comes back
+
+
+def inbox(config: Path, clock: Clock, *, maildir: Path | None = None, mbox: Path | None = None,
+          after: AfterReading | None = None) -> InboxReport:
+    """Read the bounce/unsubscribe mailbox (newsletter.yaml's inbox:, or the one given) and
+    act on each message not handled before: late bounces, complaints, emailed unsubscribes.
+    """
+    from newsletter.inbox import read_inbox
+    from newsletter.inbox.mailboxes import open_mailbox
+    from newsletter.input.config import load_network
+    from newsletter.members import database as db
+    from newsletter.members.tokens import secrets_from_env
+    from newsletter.model import AfterReading
+
+    network = load_network(config)
+    secrets = secrets_from_env()  # tokens are checked with it: refuse to start without it
+    settings = network.inbox
+    chosen = after or (settings.after if settings else AfterReading.MOVE)
+    folder = settings.processed_folder if settings else "Processed"
+    given = maildir is not None or mbox is not None
+    with closing(db.connect(network.database)) as conn:
+        if given:
+            box = open_mailbox(maildir=maildir, mbox=mbox, after=chosen,
+                               processed_folder=folder)
+        elif settings is not None:
+            box = open_mailbox(maildir=settings.maildir, mbox=settings.mbox,
+                               imap=settings.imap, after=chosen, processed_folder=folder)
+        else:
+            box = open_mailbox()  # says what to add
+        return read_inbox(conn, box, secrets, network.bounces, clock, chosen)

@@ -157,12 +157,17 @@ def test_setting_keys_are_exactly_the_keys_the_loader_accepts(tmp_path: Path) ->
             "archive.quick_exit_url", "remote_images", "database"} <= set(keys)
     sections = [k for k in keys if any(other.startswith(k + ".") for other in keys)]
     assert sections == ["sender", "reply_to", "list_id", "helpline", "brand", "unsubscribe",
-                        "smtp", "limits", "archive"]
+                        "smtp", "limits", "archive", "bounces", "inbox", "inbox.imap"]
     # an unknown key with no near miss makes the loader list the keys it allows, per section
+    config = CONFIG + ("bounces:\n  address: bounces@wmasn.example.org\n"
+                       "inbox:\n  imap:\n    host: imap.example.org\n    user: news\n")
     for section in ["", *sections]:
-        text = CONFIG + "zzzzzzzz: 1\n" if not section else \
-            re.sub(f"(?m)^{section}:.*$", "\\g<0>\n  zzzzzzzz: 1", CONFIG, count=1)
-        assert text != CONFIG
+        indent = "  " * (section.count(".") + 1)
+        last = section.rpartition(".")[2]
+        text = config + "zzzzzzzz: 1\n" if not section else \
+            re.sub(f"(?m)^{indent[2:]}{last}:.*$", f"\\g<0>\n{indent}zzzzzzzz: 1", config,
+                   count=1)
+        assert text != config
         (problem,) = [p for p in problems_of(write_config(tmp_path, text)) if "zzzz" in p]
         allowed = problem.split("allowed keys: ")[1].rstrip(")").split(", ")
         prefix = f"{section}." if section else ""

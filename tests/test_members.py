@@ -167,8 +167,10 @@ def test_recipient_values_are_exact(conn: sqlite3.Connection) -> None:
     token = r.unsubscribe_url.rsplit("/", 1)[1]
     found = read_token(SECRETS, token)
     assert found is not None and (found.uid, found.list_name) == (jane.uid, "news")
+    # the mailto carries the same signed token, in its subject (newsletter inbox reads it)
     assert r.list_unsubscribe == (f"<{r.unsubscribe_url}>, "
-                                  "<mailto:unsubscribe@wmasn.example.org?subject=unsubscribe>")
+                                  "<mailto:unsubscribe@wmasn.example.org?subject=unsubscribe"
+                                  f"%20{token}>")
     assert r.list_unsubscribe_post == "List-Unsubscribe=One-Click"
     assert r.message_id == f"<2016-12.{jane.uid}@wmasn.example.org>"
     assert "jane" not in r.message_id and "jane" not in r.unsubscribe_url

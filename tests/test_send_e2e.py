@@ -727,8 +727,13 @@ def test_the_demo_runs_the_whole_pipeline_into_a_local_maildir_and_can_run_again
     assert "demo/build/2017-02-news/email.html" in result.out
     suggested = re.search(r"`newsletter (--config \S+) status (\S+)`", result.out)
     assert suggested, result.out
+    # then it reads what came back: one late bounce, one emailed unsubscribe
+    assert "inbox: Maildir demo/bounces: 2 new messages: 1 bounce, 1 unsubscribe request\n" \
+        in result.out
+    assert re.search(r"\n  bounced       \S+@\S+  2017-02-news: 5\.1\.1 ", result.out)
+    assert re.search(r"\n  unsubscribed  \S+@\S+  list members: asked by email\n", result.out)
     shown = project.run(*suggested.group(1).split(), "status", suggested.group(2))
-    assert shown.code == 0 and "50 recipients: 50 sent" in shown.out
+    assert shown.code == 0 and "50 recipients: 49 sent, 1 bounced" in shown.out
     box = mailbox.Maildir(project.root / "demo" / "mail", create=False)
     messages = [box.get_bytes(key) for key in box.iterkeys()]
     assert len(messages) == 50

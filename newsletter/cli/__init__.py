@@ -177,11 +177,17 @@ def subscribers_import(ctx: click.Context, csv_file: str, list_name: str, consen
 @click.option("--list", "list_name", default=None, help="Only this list.")
 @click.option("-o", "--output", default=None, type=_FILE,
               help="CSV file to write (default: standard output).")
+@click.option("--all", "everyone", is_flag=True,
+              help="Every member on file, whatever their status (subscribed, unsubscribed, "
+                   "bounced, complained), with status, status_reason and status_changed "
+                   "columns.")
 @click.pass_context
 @_reported
-def subscribers_export(ctx: click.Context, list_name: str | None, output: str | None) -> None:
+def subscribers_export(ctx: click.Context, list_name: str | None, output: str | None,
+                       everyone: bool) -> None:
     """Export members as CSV (safe to open in a spreadsheet)."""
-    commands.export_subscribers(_config(ctx), list_name, Path(output) if output else None)
+    commands.export_subscribers(_config(ctx), list_name, Path(output) if output else None,
+                                everyone=everyone)
 
 
 @subscribers.command("list")
@@ -256,6 +262,27 @@ def status(ctx: click.Context, issue: str | None, csv_out: str | None) -> None:
     """What was sent, to whom, what failed and why."""
     commands.status(_config(ctx), Path(issue) if issue else None,
                     Path(csv_out) if csv_out else None)
+
+
+@main.command()
+@click.option("--maildir", default=None, type=_FOLDER,
+              help="Read this Maildir instead of the inbox newsletter.yaml names.")
+@click.option("--mbox", default=None, type=_FILE,
+              help="Read this mbox file instead of the inbox newsletter.yaml names.")
+@click.option("--after", type=click.Choice(["move", "flag", "delete"]), default=None,
+              help="What to do with a message once dealt with: move it to the processed "
+                   "folder, flag it as read, or delete it (default: inbox.after, else move).")
+@click.pass_context
+@_reported
+def inbox(ctx: click.Context, maildir: str | None, mbox: str | None, after: str | None) -> None:
+    """Read bounces, spam complaints and emailed unsubscribes; act on each once."""
+    from newsletter.model import AfterReading
+
+    if maildir is not None and mbox is not None:
+        raise click.UsageError("give --maildir or --mbox, not both")
+    commands.inbox(_config(ctx), maildir=Path(maildir) if maildir else None,
+                   mbox=Path(mbox) if mbox else None,
+                   after=AfterReading(after) if after else None)
 
 
 @main.command()

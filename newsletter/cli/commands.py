@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from newsletter.cli.progress import Progress
     from newsletter.clock import Clock
     from newsletter.delivery.campaign import Plan, SendReport
+    from newsletter.model import AfterReading
     from newsletter.pipeline import Readiness
 
 DEFAULT_CONFIG = Path("newsletter.yaml")
@@ -108,8 +109,9 @@ def import_subscribers(config: Path, csv_file: Path, list_name: str, *, consent:
         click.echo(line)
 
 
-def export_subscribers(config: Path, list_name: str | None, output: Path | None) -> None:
-    text = pipeline.export_subscribers(config, list_name, output)
+def export_subscribers(config: Path, list_name: str | None, output: Path | None, *,
+                       everyone: bool = False) -> None:
+    text = pipeline.export_subscribers(config, list_name, output, everyone=everyone)
     if text is not None:
         click.echo(text, nl=False)
 
@@ -239,3 +241,18 @@ def status(config: Path, issue: Path | None, csv_out: Path | None,
         click.echo(line)
     if found.csv is not None:
         click.echo(f"wrote {found.csv}")
+
+
+# --------------------------------------------------------------------------- what comes back
+
+
+def inbox(config: Path, *, maildir: Path | None, mbox: Path | None,
+          after: AfterReading | None, clock: Clock | None = None) -> None:
+    """Read the mailbox once; print what was done. Safe to run from cron (no questions)."""
+    from newsletter.cli.inbox_report import inbox_lines
+    from newsletter.clock import RealClock
+
+    report = pipeline.inbox(config, clock or RealClock(), maildir=maildir, mbox=mbox,
+                            after=after)
+    for line in inbox_lines(report):
+        click.echo(line)

@@ -210,8 +210,12 @@ def status_lines(sends: tuple[SendStatus, ...], slug: str | None, issue: str | N
                f"{uk.utc_time(record.created_at)}  {counts_text(send.counts)}")
         if issue is not None and send_by is not None:
             yield deadline_line(send_by, now, send.left)
+        if any(send.late.values()):
+            yield "  came back later: " + ", ".join(
+                f"{n} {LATE[kind][n != 1]}" for kind, n in send.late.items() if n)
         if issue is not None:
             yield from _problem_lines(send)
+            yield from _late_lines(send)
 
 
 def deadline_line(send_by: dt.date, now: float, left: int | None) -> str:
@@ -240,6 +244,21 @@ def _problem_lines(send: SendStatus) -> Iterator[str]:
             yield f"  unknown   {row.address}  {row.message_id}: {why} (at {row.stage})"
         else:
             yield f"  {row.state:<9} {row.address}  {why} (at {row.stage})"
+
+
+# What `newsletter inbox` recorded about an issue (singular, plural).
+LATE = {"bounce": ("bounce", "bounces"), "soft": ("soft bounce", "soft bounces"),
+        "complaint": ("complaint", "complaints"),
+        "unsubscribe": ("unsubscribe", "unsubscribes")}
+
+
+def _late_lines(send: SendStatus) -> Iterator[str]:
+    for report in send.late_reports:
+        if report.kind == "bounce":
+            why = " ".join(x for x in (report.status, report.diagnostic) if x)
+            yield f"  bounced   {report.address}  late bounce {why}"
+        else:
+            yield f"  complaint {report.address}  reported the newsletter as spam"
 
 
 # --------------------------------------------------------------------------- words

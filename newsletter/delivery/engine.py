@@ -395,7 +395,9 @@ class Sender:
             attempt = Attempt(Verdict(Action.FAIL, why="the message could not be built"),
                               Reply(None, None, f"not sent: {e}", "build"))
         else:
-            attempt = await session.send(self.sender, job.recipient.address, data)
+            # the envelope sender names the delivery (bounces+<token>@...) when configured
+            sender = job.recipient.return_path or self.sender
+            attempt = await session.send(sender, job.recipient.address, data)
         await self._settle(job, attempt, now)
 
     def _deadline_reached(self) -> None:

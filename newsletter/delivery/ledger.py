@@ -6,7 +6,8 @@ every outcome the sender reports. Out: the rows still due, the counts ``status``
 
 None of these functions commits: callers group them in ``transaction(conn)`` so that one
 commit covers, say, "mark the last message sent and the next one attempting". The schema is
-``migrations/0002_deliveries.sql``; every query is here, at the top.
+``migrations/0002_deliveries.sql`` (0004_inbox.sql adds the envelope sender of each row, the
+``bounced`` state and what ``newsletter inbox`` found); every query is here, at the top.
 """
 
 from __future__ import annotations
@@ -37,13 +38,13 @@ INSERT INTO sends (issue, list_name, content_hash, subject, created_at) VALUES (
 INSERT_DELIVERY = """
 INSERT OR IGNORE INTO deliveries
     (issue, subscriber_id, address, greeting, unsubscribe_url, list_unsubscribe,
-     list_unsubscribe_post, message_id)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+     list_unsubscribe_post, message_id, return_path, return_token)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
 DUE = """
 SELECT d.id, d.subscriber_id, s.list_name, d.address, d.greeting, d.unsubscribe_url,
        d.list_unsubscribe, d.list_unsubscribe_post, d.message_id, d.state, d.attempts,
-       d.first_attempt_at
+       d.first_attempt_at, d.return_path
 FROM deliveries d JOIN sends s ON s.issue = d.issue
 WHERE d.issue = :issue AND d.id > :after
   AND (d.state IN ('pending', 'attempting')
@@ -101,6 +102,40 @@ UPDATE deliveries SET address = '', greeting = '', unsubscribe_url = '', list_un
     reply_text = NULL
 WHERE subscriber_id = ?
 """
+FORGET_FEEDBACK = "UPDATE feedback SET diagnostic = NULL WHERE subscriber_id = ?"
+# What came back (newsletter inbox): the delivery a report names, by the token of its
+# envelope sender or by its Message-ID.
+REPORTED = """
+SELECT d.id, d.issue, d.subscriber_id, s.list_name, d.address, d.state, d.message_id
+FROM deliveries d JOIN sends s ON s.issue = d.issue
+"""
+BY_RETURN_TOKEN = REPORTED + "WHERE d.return_token = ?"
+BY_MESSAGE_ID = REPORTED + "WHERE d.message_id = ?"
+# A late bounce: only a message the server accepted (sent), or may have (unknown).
+LATE_BOUNCE = """
+UPDATE deliveries SET state = 'bounced', reply_code = :code, enhanced_code = :status,
+    reply_text = :text, stage = 'report', next_attempt_at = NULL
+WHERE id = :id AND state IN ('sent', 'unknown')
+"""
+INBOX_SEEN = "SELECT kind FROM inbox_messages WHERE fingerprint = ?"
+INBOX_RECORD = """
+INSERT OR IGNORE INTO inbox_messages (fingerprint, kind, handled_at) VALUES (?, ?, ?)
+"""
+ADD_FEEDBACK = """
+INSERT INTO feedback (delivery_id, issue, subscriber_id, kind, status, diagnostic, at,
+                      fingerprint)
+VALUES (:delivery_id, :issue, :subscriber_id, :kind, :status, :diagnostic, :at, :fingerprint)
+"""
+SOFT_BOUNCES = """
+SELECT count(*), count(DISTINCT issue) FROM feedback WHERE subscriber_id = ? AND kind = 'soft'
+"""
+FEEDBACK_COUNTS = "SELECT kind, count(*) FROM feedback WHERE issue = ? GROUP BY kind"
+FEEDBACK_ROWS = """
+SELECT f.kind, d.address, f.status, f.diagnostic, f.at
+FROM feedback f JOIN deliveries d ON d.id = f.delivery_id
+WHERE f.issue = ? AND f.kind IN ('bounce', 'complaint')
+ORDER BY f.at, f.id
+"""
 RECORD_PROOF = """
 INSERT INTO proofs (issue, content_hash, sent_at) VALUES (?, ?, ?)
 ON CONFLICT (issue, content_hash) DO UPDATE SET sent_at = excluded.sent_at
@@ -118,6 +153,7 @@ RELEASE_LOCK = "DELETE FROM send_lock WHERE token = ?"
 # A lock whose heartbeat is older than this belongs to a run that died (on any host).
 STALE_AFTER = 60.0
 REPLY_TEXT_MAX = 500
+FEEDBACK_TEXT_MAX = 500
 
 
 # --------------------------------------------------------------------------- values
@@ -143,6 +179,28 @@ class Delivery(msgspec.Struct, frozen=True):
     state: DeliveryState
     attempts: int
     first_attempt_at: float | None
+
+
+class Reported(msgspec.Struct, frozen=True):
+    """The delivery a report is about: which issue, which member, at which address."""
+
+    id: int
+    issue: str
+    subscriber_id: int
+    list_name: str
+    address: str  # '' once the member was removed
+    state: DeliveryState
+    message_id: str
+
+
+class LateReport(msgspec.Struct, frozen=True):
+    """A late bounce or a complaint, as ``status`` lists it."""
+
+    kind: str  # bounce, complaint
+    address: str
+    status: str | None
+    diagnostic: str | None
+    at: float
 
 
 class Lock(msgspec.Struct, frozen=True):
@@ -197,7 +255,8 @@ def snapshot(conn: sqlite3.Connection, send: SendRecord,
         before = conn.total_changes
         conn.executemany(INSERT_DELIVERY, (
             (send.issue, subscriber_id, r.address, r.greeting, r.unsubscribe_url,
-             r.list_unsubscribe, r.list_unsubscribe_post, r.message_id)
+             r.list_unsubscribe, r.list_unsubscribe_post, r.message_id, r.return_path,
+             return_token(r.return_path))
             for subscriber_id, r in recipients
         ))
         return conn.total_changes - before
@@ -226,7 +285,7 @@ def due(conn: sqlite3.Connection, issue: str, now: float, *, after: int = 0,
             id=row[0], subscriber_id=row[1], list_name=row[2],
             recipient=Recipient(address=row[3], greeting=row[4], unsubscribe_url=row[5],
                                 list_unsubscribe=row[6], list_unsubscribe_post=row[7],
-                                message_id=row[8]),
+                                message_id=row[8], return_path=row[12]),
             state=DeliveryState(row[9]), attempts=row[10], first_attempt_at=row[11],
         )
         for row in rows
@@ -258,6 +317,81 @@ def record(conn: sqlite3.Connection, delivery_id: int, state: DeliveryState, rep
 def forget_subscriber(conn: sqlite3.Connection, subscriber_id: int) -> None:
     """Erase a removed member's personal values from their ledger rows (keeps the counts)."""
     conn.execute(FORGET, (subscriber_id,))
+    conn.execute(FORGET_FEEDBACK, (subscriber_id,))
+
+
+def return_token(return_path: str) -> str | None:
+    """The token of an envelope sender ``local+<token>@domain`` (None: no token)."""
+    local = return_path.rpartition("@")[0]
+    return local.rpartition("+")[2].lower() if "+" in local else None
+
+
+# --------------------------------------------------------------------------- what came back
+
+
+def reported_by_token(conn: sqlite3.Connection, token: str) -> Reported | None:
+    """The delivery whose envelope sender carries this (verified) token."""
+    row = conn.execute(BY_RETURN_TOKEN, (token.lower(),)).fetchone()
+    return _reported(row)
+
+
+def reported_by_message_id(conn: sqlite3.Connection, message_id: str) -> Reported | None:
+    row = conn.execute(BY_MESSAGE_ID, (message_id,)).fetchone()
+    return _reported(row)
+
+
+def _reported(row: sqlite3.Row | None) -> Reported | None:
+    if row is None:
+        return None
+    return Reported(id=row[0], issue=row[1], subscriber_id=row[2], list_name=row[3],
+                    address=row[4], state=DeliveryState(row[5]), message_id=row[6])
+
+
+def late_bounce(conn: sqlite3.Connection, delivery_id: int, code: int | None, status: str,
+                text: str) -> bool:
+    """sent (or unknown) -> bounced, with the reported status and diagnostic; True if moved."""
+    return conn.execute(LATE_BOUNCE, {"id": delivery_id, "code": code, "status": status,
+                                      "text": text[:REPLY_TEXT_MAX]}).rowcount == 1
+
+
+def add_feedback(conn: sqlite3.Connection, reported: Reported, kind: str, status: str | None,
+                 diagnostic: str | None, now: float, fingerprint: str) -> None:
+    """Record what a report said about one delivery (bounce, soft, complaint, unsubscribe)."""
+    conn.execute(ADD_FEEDBACK, {
+        "delivery_id": reported.id, "issue": reported.issue,
+        "subscriber_id": reported.subscriber_id, "kind": kind, "status": status,
+        "diagnostic": None if diagnostic is None else diagnostic[:FEEDBACK_TEXT_MAX],
+        "at": now, "fingerprint": fingerprint})
+
+
+def soft_bounces(conn: sqlite3.Connection, subscriber_id: int) -> tuple[int, int]:
+    """(soft bounces reported for the member, how many different issues they were about)."""
+    n, issues = conn.execute(SOFT_BOUNCES, (subscriber_id,)).fetchone()
+    return int(n), int(issues)
+
+
+def feedback_counts(conn: sqlite3.Connection, issue: str) -> dict[str, int]:
+    """What came back about an issue, by kind: bounce, soft, complaint, unsubscribe."""
+    found = dict(conn.execute(FEEDBACK_COUNTS, (issue,)).fetchall())
+    return {kind: int(found.get(kind, 0))
+            for kind in ("bounce", "soft", "complaint", "unsubscribe")}
+
+
+def late_reports(conn: sqlite3.Connection, issue: str) -> list[LateReport]:
+    """Late bounces and complaints about an issue, in the order they came."""
+    return [LateReport(*row) for row in conn.execute(FEEDBACK_ROWS, (issue,))]
+
+
+def inbox_handled(conn: sqlite3.Connection, fingerprint: str) -> str | None:
+    """The kind a message was found to be when it was handled before; None: new to us."""
+    row = conn.execute(INBOX_SEEN, (fingerprint,)).fetchone()
+    return None if row is None else str(row[0])
+
+
+def record_inbox_message(conn: sqlite3.Connection, fingerprint: str, kind: str,
+                         now: float) -> bool:
+    """Mark a message handled; False when another run got there first (change nothing)."""
+    return conn.execute(INBOX_RECORD, (fingerprint, kind, now)).rowcount == 1
 
 
 # --------------------------------------------------------------------------- reporting

@@ -1,8 +1,9 @@
 """What the ledger says about each send: part of delivery, for ``newsletter status``.
 
 In: the state database, and one issue's slug or none. Out: a SendStatus per send (counts
-by state; for one issue, every row that needs a look), and the CSV of every recipient's
-state (spreadsheet-safe).
+by state and what came back later, from `newsletter inbox`; for one issue, every row that
+needs a look and each late bounce and complaint), and the CSV of every recipient's state
+(spreadsheet-safe).
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ class SendStatus(msgspec.Struct, frozen=True):
     counts: dict[DeliveryState, int]
     crash_resends: int  # rows resent after a crash (for one issue only)
     problems: tuple[ledger.Row, ...]  # failed, deferred, unknown... (for one issue only)
+    late: dict[str, int] = msgspec.field(default_factory=dict)  # came back: bounce, soft, ...
+    late_reports: tuple[ledger.LateReport, ...] = ()  # bounces, complaints (one issue only)
 
     @property
     def left(self) -> int:
@@ -47,7 +50,9 @@ def sends(conn: sqlite3.Connection, slug: str | None) -> list[SendStatus]:
         found.append(SendStatus(
             record, ledger.counts(conn, record.issue),
             ledger.crash_resends(conn, record.issue) if one else 0,
-            tuple(ledger.rows(conn, record.issue, problems_only=True)) if one else ()))
+            tuple(ledger.rows(conn, record.issue, problems_only=True)) if one else (),
+            ledger.feedback_counts(conn, record.issue),
+            tuple(ledger.late_reports(conn, record.issue)) if one else ()))
     return found
 
 

@@ -35,10 +35,14 @@ from newsletter.input import yamlsource as ys
 from newsletter.input.fields import Fields, Reader
 from newsletter.input.images import ImageError, publishable
 from newsletter.model import (
+    AfterReading,
     ArchiveSettings,
+    Bounces,
     Brand,
     Helpline,
     Image,
+    ImapSettings,
+    Inbox,
     Limits,
     ListId,
     Location,
@@ -292,6 +296,47 @@ def _smtp(nr: _NetworkReader, m: Fields, values: dict[str, Any]) -> bool:
     return True
 
 
+# bounces+<32-character token>: a local part holds at most 64 characters (RFC 5321)
+RETURN_LOCAL_MAX = 64 - 33
+
+
+def _bounce_address(nr: _NetworkReader, f: Fields, key: str) -> str | None:
+    value = address(nr, f, key)
+    if value is not None and len(value.rpartition("@")[0]) > RETURN_LOCAL_MAX:
+        nr.error(f, key, f"the part before @ is longer than {RETURN_LOCAL_MAX} characters",
+                 "each message's envelope sender adds a 33-character token to it, and a "
+                 "mail server takes at most 64; e.g. bounces@news.example.org")
+        return None
+    return value
+
+
+def _inbox(nr: _NetworkReader, m: Fields, values: dict[str, Any]) -> bool:
+    given = [key for key in ("maildir", "mbox", "imap") if m.has(key)]
+    if len(given) != 1:
+        nr.r.error(m.node, m.path,
+                   "one of maildir, mbox or imap is required" if not given
+                   else f"give one mailbox, not {' and '.join(given)}",
+                   "the one mailbox where bounces and emailed unsubscribes arrive")
+        return False
+    return True
+
+
+def _imap(nr: _NetworkReader, m: Fields, values: dict[str, Any]) -> bool:
+    host = values["host"]
+    if host is not None and not _HOST.fullmatch(host):
+        nr.error(m, "host", f"expected a host name, found {host!r}")
+        return False
+    if values["tls"] is TlsMode.NONE and host is not None and not is_loopback(host):
+        nr.error(m, "tls", f"tls: none sends the password and the mail in the clear to "
+                 f"{host}", "use implicit (port 993) or starttls; none is only for a server "
+                 "on 127.0.0.1")
+        return False
+    if values["port"] is None and values["tls"] is not None \
+            and values["tls"] is not TlsMode.IMPLICIT:
+        values["port"] = 143
+    return True
+
+
 def _network(nr: _NetworkReader, f: Fields, values: dict[str, Any]) -> bool:
     if not f.has("helpline"):
         nr.r.error(f.keys.get("helpline") or f.node, "helpline",
@@ -363,6 +408,28 @@ NETWORK = Group(Network, (
         Setting("quick_exit_url", url),
     ))),
     Setting("remote_images", choice(RemoteImages, "remote_images value")),
+    # What comes back: the envelope sender that names each delivery, and the soft-bounce
+    # rule; the mailbox `newsletter inbox` reads.
+    Setting("bounces", Group(Bounces, (
+        Setting("address", _bounce_address),
+        Setting("soft_limit", integer(1)),
+        Setting("soft_issues", integer(1)),
+    ))),
+    Setting("inbox", Group(Inbox, (
+        Setting("maildir", _project_file()),
+        Setting("mbox", _project_file()),
+        Setting("imap", Group(ImapSettings, (
+            Setting("host", text(255), required=True),
+            Setting("user", text(254, header=True), required=True),
+            Setting("port", integer(1, 65535)),
+            Setting("tls", choice(TlsMode, "TLS mode")),
+            Setting("password_env", text(100, check=_env_name)),
+            Setting("folder", text(200, header=True)),
+            Setting("timeout", number(1)),
+        ), _imap)),
+        Setting("processed_folder", text(200, header=True)),
+        Setting("after", choice(AfterReading, "after setting")),
+    ), _inbox)),
     Setting("database", _project_file("newsletter.db")),
 ), _network)
 

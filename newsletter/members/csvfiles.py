@@ -42,6 +42,8 @@ CONSENT_BASIS = "consent_basis"
 STANDARD_COLUMNS = (EMAIL, NAME, ORGANISATION)
 CONSENT_COLUMNS = (CONSENT_SOURCE, CONSENT_DATE, CONSENT_BASIS)
 EXPORT_COLUMNS = (*STANDARD_COLUMNS, *CONSENT_COLUMNS)
+# subscribers export --all adds these after the consent columns
+STATUS_COLUMNS = ("status", "status_reason", "status_changed")
 
 # UK GDPR Art. 6(1) lawful bases, as people write them.
 BASES = ("consent", "contract", "legal obligation", "vital interests", "public task",
@@ -105,6 +107,10 @@ class ExportRow(msgspec.Struct, frozen=True):
     consent_source: str | None
     consent_date: str | None
     consent_basis: str | None
+    # subscribers export --all: the member's status, why, and when it last changed
+    status: str | None = None
+    status_reason: str | None = None
+    status_changed: str | None = None
 
 
 # --------------------------------------------------------------------------- addresses
@@ -370,21 +376,26 @@ def parse_csv(data: bytes, path: str, *, consent: str | None) -> CsvImport:
 # --------------------------------------------------------------------------- writing
 
 
-def export_csv(rows: Iterable[ExportRow]) -> str:
+def export_csv(rows: Iterable[ExportRow], *, with_status: bool = False) -> str:
     """CSV text (CRLF, minimal quoting, formula cells neutralised), columns in a fixed order.
 
-    The standard and consent columns come first, then every other column found in the
-    members' stored extra data, sorted by name.
+    The standard and consent columns come first (then, ``with_status``, the status, its
+    reason and when it changed), then every other column found in the members' stored
+    extra data, sorted by name.
     """
     materialised: Sequence[ExportRow] = list(rows)
     extras = [json.loads(row.extra) for row in materialised]
     extra_columns = sorted({key for extra in extras for key in extra})
+    status_columns = STATUS_COLUMNS if with_status else ()
     out = io.StringIO(newline="")
     writer = csv.writer(out, lineterminator="\r\n")
-    writer.writerow([neutralise(c) for c in (*EXPORT_COLUMNS, *extra_columns)])
+    writer.writerow([neutralise(c) for c in (*EXPORT_COLUMNS, *status_columns,
+                                             *extra_columns)])
     for row, extra in zip(materialised, extras, strict=True):
         cells = [row.email, row.name or "", row.organisation or "", row.consent_source or "",
                  row.consent_date or "", row.consent_basis or ""]
+        if with_status:
+            cells += [row.status or "", row.status_reason or "", row.status_changed or ""]
         cells.extend(str(extra.get(column, "")) for column in extra_columns)
         writer.writerow([neutralise(cell) for cell in cells])
     return out.getvalue()

@@ -2,12 +2,15 @@
 
 I/O stage between csvfiles.py (validated CSV rows) and the delivery code (campaign.py,
 engine.py), which asks for ``recipients()`` (recipients.py makes each one's per-message
-values) and reports permanent failures with ``mark_bounced()``; the archive's privacy gate
+values) and reports permanent failures with ``mark_bounced()`` (so does the inbox stage, with
+``mark_complained()`` for spam complaints and ``unsubscribe()`` for emailed requests); the
+archive's privacy gate
 gets the values it must never publish from ``private_values()``. All the SQL for members
 is at the top of this file; the schema is ``migrations/0001_members.sql``. Imports return
 ``ImportResult`` values; the words for people are made in cli/member_reports.py.
 
-Rules kept here: a member who unsubscribed, bounced or was removed is in the suppression
+Rules kept here: a member who unsubscribed, bounced, complained or was removed is in the
+suppression
 list (a salted sha256 of the address, the salt created at random with the database) and
 no import ever subscribes them again; subscriber rows are never deleted (the delivery
 ledger refers to them), removal erases the personal fields instead. An import with
@@ -194,6 +197,32 @@ EXPORT_ALL = """
     ORDER BY s.id
 """
 
+# Every member on file with their status and its reason (subscribers export --all): for one
+# list, its memberships; for every list, each member once, subscribed if on any list, else
+# their latest change.
+EXPORT_STATUS_LIST = """
+    SELECT s.email, s.name, s.organisation, s.extra, c.source, c.date, c.basis,
+           m.status, m.reason, m.changed_at
+    FROM memberships m JOIN subscribers s ON s.id = m.subscriber_id
+    LEFT JOIN consent c ON c.id = (SELECT max(id) FROM consent
+                                   WHERE subscriber_id = s.id AND list_id = m.list_id)
+    WHERE m.list_id = (SELECT id FROM lists WHERE name = :list_name) AND s.email IS NOT NULL
+    ORDER BY s.id
+"""
+EXPORT_STATUS_ALL = """
+    SELECT s.email, s.name, s.organisation, s.extra, c.source, c.date, c.basis,
+           m.status, m.reason, m.changed_at
+    FROM subscribers s
+    JOIN memberships m ON m.subscriber_id = s.id AND m.list_id = (
+        SELECT m2.list_id FROM memberships m2 WHERE m2.subscriber_id = s.id
+        ORDER BY m2.status = 'subscribed' DESC, m2.changed_at DESC LIMIT 1)
+    LEFT JOIN consent c ON c.id = (SELECT max(id) FROM consent
+                                   WHERE subscriber_id = s.id AND list_id = m.list_id)
+    WHERE s.email IS NOT NULL
+    ORDER BY s.id
+"""
+SUBSCRIBER_EMAIL = "SELECT email FROM subscribers WHERE id = ?"
+
 LISTING = """
     SELECT s.id, s.email, s.name, s.organisation, l.name AS list_name, m.status,
            m.changed_at, m.reason
@@ -354,13 +383,23 @@ def is_suppressed(conn: sqlite3.Connection, subscriber_id: int, list_name: str) 
 
 
 def mark_bounced(conn: sqlite3.Connection, subscriber_id: int, list_name: str,
-                 reason: str) -> None:
+                 reason: str) -> bool:
     """A permanent failure (5.x.x): the address is suppressed on every list, for good.
 
     An address that does not exist does not exist for any list, so the bounce is not
-    limited to ``list_name`` (kept in the reason for the record).
+    limited to ``list_name`` (kept in the reason for the record). True if anything changed.
     """
-    _leave(conn, subscriber_id, None, MemberStatus.BOUNCED, f"{list_name}: {reason}")
+    return _leave(conn, subscriber_id, None, MemberStatus.BOUNCED, f"{list_name}: {reason}")
+
+
+def mark_complained(conn: sqlite3.Connection, subscriber_id: int, list_name: str,
+                    reason: str) -> bool:
+    """A spam complaint (an RFC 5965 abuse report): suppressed on every list, for good.
+
+    Whoever calls the newsletter spam is sent nothing more from this network, whichever
+    list the complaint was about (kept in the reason). True if anything changed.
+    """
+    return _leave(conn, subscriber_id, None, MemberStatus.COMPLAINED, f"{list_name}: {reason}")
 
 
 def unsubscribe(conn: sqlite3.Connection, subscriber_id: int, list_name: str | None,
@@ -414,6 +453,12 @@ def find_by_email(conn: sqlite3.Connection, email: str) -> Subscriber | None:
         return None
     status = conn.execute(STATUS, (row["id"],)).fetchone()
     return _subscriber(row, MemberStatus(status[0]) if status else MemberStatus.UNSUBSCRIBED)
+
+
+def address_of(conn: sqlite3.Connection, subscriber_id: int) -> str | None:
+    """The member's address as stored (None once removed)."""
+    row = conn.execute(SUBSCRIBER_EMAIL, (subscriber_id,)).fetchone()
+    return None if row is None or row[0] is None else str(row[0])
 
 
 def member_id_for(conn: sqlite3.Connection, uid: str, list_name: str) -> int | None:
@@ -559,6 +604,16 @@ def export_rows(conn: sqlite3.Connection, list_name: str | None) -> Iterator[Exp
     for row in conn.execute(query, {"list_name": list_name}):
         yield ExportRow(email=row[0], name=row[1], organisation=row[2], extra=row[3],
                         consent_source=row[4], consent_date=row[5], consent_basis=row[6])
+
+
+def export_rows_with_status(conn: sqlite3.Connection, list_name: str | None
+                            ) -> Iterator[ExportRow]:
+    """Every member on file (of one list, or of any), whatever their status, with its reason."""
+    query = EXPORT_STATUS_ALL if list_name is None else EXPORT_STATUS_LIST
+    for row in conn.execute(query, {"list_name": list_name}):
+        yield ExportRow(email=row[0], name=row[1], organisation=row[2], extra=row[3],
+                        consent_source=row[4], consent_date=row[5], consent_basis=row[6],
+                        status=row[7], status_reason=row[8], status_changed=row[9])
 
 
 class Listing(msgspec.Struct, frozen=True):

@@ -10,16 +10,29 @@ unsubscribe from old issues.
     secrets_from_env()            -> Secrets (or InputError: missing or short secret)
     make_token(secrets, uid, list) -> str
     read_token(secrets, token)    -> UnsubscribeToken | None (None for anything not ours)
+
+Return-path tokens name one delivery (an issue to a member) in the envelope sender,
+``bounces+<token>@domain``, where a bounce report comes back to. A local part holds at
+most 64 characters and some systems change its case, so the token is short and
+case-insensitive: 32 base32 letters and digits, an opaque 10-byte key (a hash of the issue
+and the member's uid: no address, no sequential id) and a 10-byte HMAC-SHA256 of it under
+the purpose salt ``return-path-v1`` (80 bits, RFC 2104's minimum for a truncated MAC):
+
+    make_return_token(secrets, slug, uid) -> str
+    read_return_token(secrets, token)     -> str | None (the token, lower-case, if ours)
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import os
 import re
 from collections.abc import Mapping
 
 import msgspec
-from itsdangerous import BadData, URLSafeSerializer
+from itsdangerous import BadData, Signer, URLSafeSerializer
 from itsdangerous.encoding import base64_decode, base64_encode
 
 from newsletter.errors import InputError, Problem
@@ -108,4 +121,46 @@ def read_token(secrets: Secrets, token: str) -> UnsubscribeToken | None:
         and payload[1]
     ):
         return UnsubscribeToken(payload[0], payload[1])
+    return None
+
+
+# --------------------------------------------------------------------------- return paths
+
+RETURN_SALT = "return-path-v1"
+RETURN_KEY_BYTES = 10
+RETURN_MAC_BYTES = 10
+RETURN_TOKEN_LENGTH = 32  # base32 of 20 bytes, no padding
+_RETURN_TOKEN = re.compile(r"^[a-z2-7]{32}$")
+
+
+def _return_mac(secret: str, key: bytes) -> bytes:
+    # itsdangerous derives a key per purpose (salt) from the secret, as for the unsubscribe
+    # tokens; the MAC is truncated to fit a local part.
+    derived = Signer(secret, salt=RETURN_SALT, key_derivation="hmac",
+                     digest_method=hashlib.sha256).derive_key()
+    return hmac.new(derived, key, hashlib.sha256).digest()[:RETURN_MAC_BYTES]
+
+
+def make_return_token(secrets: Secrets, slug: str, uid: str) -> str:
+    """The signed token for the message of one issue to one member (stable: a resend after
+    a crash carries the same one)."""
+    if not _UID.match(uid):
+        raise ValueError("uid must be 32 lower-case hex digits")
+    key = hashlib.sha256(f"{RETURN_SALT}\0{slug}\0{uid}".encode()).digest()[:RETURN_KEY_BYTES]
+    raw = key + _return_mac(secrets.current, key)
+    return base64.b32encode(raw).decode("ascii").lower()
+
+
+def read_return_token(secrets: Secrets, token: str) -> str | None:
+    """The token in lower case when its MAC verifies under any of the keys, else None."""
+    token = token.lower()
+    if not _RETURN_TOKEN.match(token):
+        return None
+    raw = base64.b32decode(token.upper())
+    if base64.b32encode(raw).decode("ascii").lower() != token:
+        return None
+    key, mac = raw[:RETURN_KEY_BYTES], raw[RETURN_KEY_BYTES:]
+    for secret in (secrets.current, *secrets.old):
+        if hmac.compare_digest(mac, _return_mac(secret, key)):
+            return token
     return None
