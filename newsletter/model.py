@@ -169,6 +169,9 @@ class Network(msgspec.Struct, frozen=True):
     limits: Limits = msgspec.field(default_factory=Limits)
     archive: ArchiveSettings = msgspec.field(default_factory=ArchiveSettings)
     remote_images: RemoteImages = RemoteImages.REFUSE
+    # What is kept about each member besides the address and the consent evidence: the
+    # columns the network declares (member_columns); an import drops every other column.
+    member_columns: tuple[str, ...] = ("name", "organisation")
     database: Path = Path("newsletter.db")
     root: Path = Path(".")  # the project folder (where newsletter.yaml lives)
     source: Location = Location("newsletter.yaml")

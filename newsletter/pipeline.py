@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from newsletter.delivery.status import SendStatus
     from newsletter.input.starter import Started
     from newsletter.members.csvfiles import CsvImport
-    from newsletter.members.store import ImportResult, Listing
+    from newsletter.members.store import ImportResult, Listing, Suppressed
     from newsletter.model import Subscriber
 
 
@@ -166,25 +166,30 @@ def archive(config: Path, output: Path, *, no_members: bool = False) -> Archived
 
 
 class Imported(msgspec.Struct, frozen=True):
-    read: CsvImport  # the CSV as read: its path, duplicates and skipped rows
+    read: CsvImport  # the file as read: its path, duplicates, skipped rows, dropped columns
     result: ImportResult
 
 
 def import_subscribers(config: Path, csv_file: Path, list_name: str, *, consent: str | None,
-                       skip_invalid: bool, dry_run: bool, update: bool = False) -> Imported:
-    """Validate the whole CSV first, then add its members to a list in one transaction.
+                       skip_invalid: bool, dry_run: bool, update: bool = False,
+                       source: str | None = None) -> Imported:
+    """Validate the whole file first, then add its members to a list in one transaction.
 
-    With ``update``, members already on file also take the CSV's names, organisations and
-    other columns (same transaction; never their status or consent).
+    ``source``: the file's format (csv, mailchimp, listmonk, mailman); None tells it by the
+    header. Only the member columns newsletter.yaml declares are kept. With ``update``,
+    members already on file also take the file's names, organisations and other columns
+    (same transaction; never their status or consent).
     """
     from newsletter.input.config import load_network
-    from newsletter.members import csvfiles
     from newsletter.members import database as db
+    from newsletter.members import formats
     from newsletter.members import store as members
 
     network = load_network(config)
     members.check_list_name(list_name)
-    parsed = csvfiles.read_csv(csv_file, consent=consent)
+    parsed = formats.read_members(csv_file, consent=consent,
+                                  columns=frozenset(network.member_columns),
+                                  source=None if source is None else formats.Format(source))
     if not skip_invalid:
         parsed.require_valid()
     # a dry run against no database yet is a dry run against an empty one, in memory
@@ -193,6 +198,21 @@ def import_subscribers(config: Path, csv_file: Path, list_name: str, *, consent:
         result = members.import_rows(conn, list_name, parsed.rows, dry_run=dry_run,
                                      update=update)
     return Imported(parsed, result)
+
+
+def suppress_subscribers(config: Path, addresses: list[str], address_file: Path | None
+                         ) -> Suppressed:
+    """Suppress addresses on every list, on file or not (only a salted hash of an address not
+    on file is kept), so that no import adds them; every address is checked first."""
+    from newsletter.input.config import load_network
+    from newsletter.members import database as db
+    from newsletter.members import formats
+    from newsletter.members import store as members
+
+    network = load_network(config)
+    found = formats.read_addresses(addresses, address_file)
+    with closing(db.connect(network.database)) as conn:
+        return members.suppress(conn, found, "suppressed by an editor")
 
 
 def export_subscribers(config: Path, list_name: str | None, output: Path | None) -> str | None:

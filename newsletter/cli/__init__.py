@@ -164,13 +164,19 @@ def subscribers() -> None:
 @click.option("--update", is_flag=True,
               help="Members already on file take the CSV's name, organisation and other "
                    "columns (empty cells change nothing; status and consent never change).")
+@click.option("--format", "source", default=None,
+              type=click.Choice(["csv", "mailchimp", "listmonk", "mailman"]),
+              help="The file's format (default: told by its header).")
 @click.pass_context
 @_reported
 def subscribers_import(ctx: click.Context, csv_file: str, list_name: str, consent: str | None,
-                       skip_invalid: bool, dry_run: bool, update: bool) -> None:
-    """Import members from a CSV file (an 'email' column is required)."""
+                       skip_invalid: bool, dry_run: bool, update: bool,
+                       source: str | None) -> None:
+    """Import members from a CSV file (an 'email' column is required), or from another
+    tool's export: Mailchimp (a CSV or the zip), listmonk, Mailman 3."""
     commands.import_subscribers(_config(ctx), Path(csv_file), list_name, consent=consent,
-                                skip_invalid=skip_invalid, dry_run=dry_run, update=update)
+                                skip_invalid=skip_invalid, dry_run=dry_run, update=update,
+                                source=source)
 
 
 @subscribers.command("export")
@@ -210,6 +216,22 @@ def subscribers_count(ctx: click.Context, list_name: str | None) -> None:
 def subscribers_unsubscribe(ctx: click.Context, email: str, list_name: str | None) -> None:
     """Unsubscribe a member (they stay suppressed)."""
     commands.unsubscribe(_config(ctx), email, list_name)
+
+
+@subscribers.command("suppress")
+@click.argument("addresses", nargs=-1)
+@click.option("--file", "address_file", default=None, type=_FILE,
+              help="Addresses to suppress: one a line, or a CSV with an 'email' column.")
+@click.pass_context
+@_reported
+def subscribers_suppress(ctx: click.Context, addresses: tuple[str, ...],
+                         address_file: str | None) -> None:
+    """Suppress addresses on every list, on file or not, so that no import adds them
+    (only a salted hash of an address not on file is kept)."""
+    if not addresses and address_file is None:
+        raise click.UsageError("give the addresses to suppress, or --file FILE")
+    commands.suppress(_config(ctx), list(addresses),
+                      Path(address_file) if address_file else None)
 
 
 @subscribers.command("remove")

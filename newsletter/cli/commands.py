@@ -94,17 +94,26 @@ def archive(config: Path, output: Path, *, no_members: bool = False) -> None:
 
 
 def import_subscribers(config: Path, csv_file: Path, list_name: str, *, consent: str | None,
-                       skip_invalid: bool, dry_run: bool, update: bool = False) -> None:
+                       skip_invalid: bool, dry_run: bool, update: bool = False,
+                       source: str | None = None) -> None:
     from newsletter.cli.member_reports import import_report
 
     imported = pipeline.import_subscribers(config, csv_file, list_name, consent=consent,
                                            skip_invalid=skip_invalid, dry_run=dry_run,
-                                           update=update)
-    for problem in imported.read.duplicates:
+                                           update=update, source=source)
+    for problem in (*imported.read.notes, *imported.read.duplicates):
         click.echo(str(problem), err=True)
     for problem in imported.read.problems:
         click.echo(f"{problem} (row skipped)", err=True)
-    for line in import_report(imported.result, imported.read.path):
+    for line in import_report(imported.result, imported.read):
+        click.echo(line)
+
+
+def suppress(config: Path, addresses: list[str], address_file: Path | None) -> None:
+    from newsletter.cli.member_reports import suppress_report
+
+    for line in suppress_report(pipeline.suppress_subscribers(config, addresses,
+                                                              address_file)):
         click.echo(line)
 
 
