@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+from collections.abc import Sequence
 from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -340,7 +341,8 @@ def proof(loaded: Loaded, address: str, clock: Clock) -> Proof:
     return send_proof(loaded.network, loaded.rendered, address, clock)
 
 
-def dry_run(loaded: Loaded, list_name: str, folder: Path, clock: Clock) -> DryRun:
+def dry_run(loaded: Loaded, list_name: str | Sequence[str], folder: Path,
+            clock: Clock) -> DryRun:
     """Each recipient's exact message as a .eml file; nothing sent, nothing recorded."""
     from newsletter.delivery.proof import dry_run as write_messages
 
@@ -370,9 +372,10 @@ class SendEvents(Protocol):
         """For the run: told each row's new state and each wait."""
 
 
-def send(loaded: Loaded, list_name: str, events: SendEvents, clock: Clock, *,
+def send(loaded: Loaded, list_name: str | Sequence[str], events: SendEvents, clock: Clock, *,
          retry_unknown: bool) -> SendReport:
-    """Send (or resume sending) an issue to a list.
+    """Send (or resume sending) an issue to a list, or to several (each member once); a list
+    added to an issue sent before gets it only where its members have not had it.
 
     Refuse if another run holds the lock; plan; refuse if the send-by deadline has passed;
     show the plan (the caller may stop there); snapshot the list into the ledger, before any
@@ -401,11 +404,10 @@ def send(loaded: Loaded, list_name: str, events: SendEvents, clock: Clock, *,
         result = None
         if plan.due:
             with ledger.locked(conn, rendered.slug, clock.now()) as lock:
-                if not plan.resuming:
-                    written = campaign.snapshot(conn, network, rendered, list_name, secrets,
-                                                clock)
-                    if written is not None:
-                        events.recorded(written)
+                written = campaign.snapshot(conn, network, rendered, plan.lists, secrets,
+                                            clock)
+                if written is not None:
+                    events.recorded(written)
                 with events.sending(plan) as watcher:
                     result = campaign.deliver(network, rendered.slug, transport, build, lock,
                                               clock, retry_unknown=retry_unknown,

@@ -248,7 +248,8 @@ def subscribers_remove(ctx: click.Context, email: str) -> None:
 
 @main.command()
 @click.argument("issue", type=_FILE)
-@click.option("--list", "list_name", default=None, help="The list to send to.")
+@click.option("--list", "lists", multiple=True,
+              help="The list to send to; repeat it for several (each member gets it once).")
 @click.option("--to", "proof_to", default=None, help="Send one proof to this address only.")
 @click.option("--dry-run", "dry_run", default=None, type=_FOLDER,
               help="Write each recipient's message to this folder instead of sending.")
@@ -257,12 +258,13 @@ def subscribers_remove(ctx: click.Context, email: str) -> None:
               help="Resend messages whose outcome is unknown (same Message-ID).")
 @click.pass_context
 @_reported
-def send(ctx: click.Context, issue: str, list_name: str | None, proof_to: str | None,
+def send(ctx: click.Context, issue: str, lists: tuple[str, ...], proof_to: str | None,
          dry_run: str | None, yes: bool, retry_unknown: bool) -> None:
-    """Send an issue to a list in batches over SMTP; run again to resume."""
-    if proof_to is None and list_name is None:
+    """Send an issue to a list (or several) in batches over SMTP; run again to resume.
+    A list added later gets it only where its members have not had it."""
+    if proof_to is None and not lists:
         raise click.UsageError("give --list NAME (or --to ADDRESS for a proof)")
-    code = commands.send(_config(ctx), Path(issue), list_name, proof_to=proof_to,
+    code = commands.send(_config(ctx), Path(issue), lists, proof_to=proof_to,
                          dry_run=Path(dry_run) if dry_run else None, assume_yes=yes,
                          retry_unknown=retry_unknown)
     ctx.exit(code)

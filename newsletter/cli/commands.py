@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import shlex
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -188,8 +188,8 @@ def _confirm(assume_yes: bool) -> None:
         raise UsageError("not sent (nothing was changed)")
 
 
-def send(config: Path, issue: Path, list_name: str | None, *, proof_to: str | None,
-         dry_run: Path | None, assume_yes: bool, retry_unknown: bool,
+def send(config: Path, issue: Path, lists: str | Sequence[str] | None, *,
+         proof_to: str | None, dry_run: Path | None, assume_yes: bool, retry_unknown: bool,
          clock: Clock | None = None) -> int:
     """A proof (--to), a dry run (--dry-run) or the send to a list; the exit code."""
     from newsletter.cli import words
@@ -207,16 +207,20 @@ def send(config: Path, issue: Path, list_name: str | None, *, proof_to: str | No
         sent = pipeline.proof(loaded, proof_to, clock)
         click.echo(f"proof of {sent.slug} sent to {sent.to} via {sent.where} ({sent.reply})")
         return 0
-    assert list_name is not None  # the CLI requires --list without --to
+    assert lists  # the CLI requires --list without --to
+    names = [lists] if isinstance(lists, str) else list(dict.fromkeys(lists))
     if dry_run is not None:
-        done = pipeline.dry_run(loaded, list_name, dry_run, clock)
-        click.echo(f"dry run: {done.count} messages for list {done.list_name} written to "
-                   f"{done.folder}/ (nothing sent, nothing recorded)")
+        done = pipeline.dry_run(loaded, names, dry_run, clock)
+        click.echo(f"dry run: {done.count} messages for list{'s' * (len(names) > 1)} "
+                   f"{done.list_name} written to {done.folder}/ (nothing sent, nothing "
+                   "recorded)")
         return 0
-    report = pipeline.send(loaded, list_name, _Terminal(assume_yes), clock,
+    report = pipeline.send(loaded, names, _Terminal(assume_yes), clock,
                            retry_unknown=retry_unknown)
     again = ["newsletter"] + (["--config", str(config)] if config != DEFAULT_CONFIG else [])
-    again += ["send", str(issue), "--list", list_name]
+    again += ["send", str(issue)]
+    for name in names:
+        again += ["--list", name]
     return show_report(report, shlex.join(again))
 
 

@@ -29,6 +29,7 @@ class SendStatus(msgspec.Struct, frozen=True):
     counts: dict[DeliveryState, int]
     crash_resends: int  # rows resent after a crash (for one issue only)
     problems: tuple[ledger.Row, ...]  # failed, deferred, unknown... (for one issue only)
+    lists: tuple[str, ...] = ()  # every list the issue was sent to
 
     @property
     def left(self) -> int:
@@ -47,7 +48,8 @@ def sends(conn: sqlite3.Connection, slug: str | None) -> list[SendStatus]:
         found.append(SendStatus(
             record, ledger.counts(conn, record.issue),
             ledger.crash_resends(conn, record.issue) if one else 0,
-            tuple(ledger.rows(conn, record.issue, problems_only=True)) if one else ()))
+            tuple(ledger.rows(conn, record.issue, problems_only=True)) if one else (),
+            ledger.send_lists(conn, record.issue)))
     return found
 
 

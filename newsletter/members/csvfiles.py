@@ -430,6 +430,7 @@ class Table(msgspec.Struct):
     statuses: Mapping[str, RowStatus] = msgspec.field(default_factory=dict)  # status words
     status: RowStatus = RowStatus.SUBSCRIBED  # the whole file's, when it has no status column
     dropped: list[str] = msgspec.field(default_factory=list)  # filled as records are read
+    unstored: frozenset[str] = frozenset()  # other columns never stored, whatever is declared
     notes: list[Problem] = msgspec.field(default_factory=list)  # warnings (rows left out)
     empty: str | None = "no members: the file has a header line but no rows"  # None: allowed
 
@@ -450,7 +451,9 @@ def read_table(table: Table, *, consent: str | None, columns: Columns) -> CsvImp
     for number, name in enumerate(names):
         if name in STANDARD_COLUMNS or name in CONSENT_COLUMNS or name == STATUS:
             continue
-        if columns is None:
+        if name in table.unstored:
+            dropped.append(label(name))
+        elif columns is None:
             extra_columns.append((number, name))
         elif column_key(name) in columns and column_key(name) not in RESERVED:
             extra_columns.append((number, column_key(name)))

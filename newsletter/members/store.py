@@ -11,10 +11,11 @@ Rules kept here: a member who unsubscribed, bounced or was removed is in the sup
 list (a salted sha256 of the address, the salt created at random with the database) and
 no import ever subscribes them again; so is an address an editor suppressed (``suppress``)
 or a file said was blocklisted or complained, on file or not (then only the hash is kept).
-An import honours the status each row carries and never upgrades it; subscriber rows are never deleted (the delivery
-ledger refers to them), removal erases the personal fields instead. An import with
-``update`` changes only the profile (name, organisation, other columns) of members it does
-not skip, never with an empty cell, and never a status or a consent record.
+An import honours the status each row carries and never upgrades it; subscriber rows are
+never deleted (the delivery ledger refers to them), removal erases the personal fields
+instead. An import with ``update`` changes only the profile (name, organisation, other
+columns) of members it does not skip, never with an empty cell, and never a status or a
+consent record.
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ dropped unless the network declares it (an "Organisation" field is the organisat
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Iterable, Iterator
 
@@ -82,10 +83,10 @@ def table(header: list[str], records: Iterator[tuple[int, list[str]]], path: str
     whole = column("name") if first is None and last is None else None
     times = [i for i in (column("confirm_time"), column("optin_time")) if i is not None]
     used = {i for i in (email, first, last, whole, *times) if i is not None}
-    dropped: list[str] = []
     others: list[int] = []
     out = [cf.EMAIL, cf.NAME, cf.CONSENT_DATE]
-    labels = {cf.EMAIL: names[email], cf.NAME: "name"}
+    labels = {cf.EMAIL: names[email],
+              cf.NAME: " + ".join(names[i] for i in (first, last, whole) if i is not None)}
     if times:
         labels[cf.CONSENT_DATE] = names[times[0]]
     for number, name in enumerate(names):
@@ -95,9 +96,6 @@ def table(header: list[str], records: Iterator[tuple[int, list[str]]], path: str
         if key == cf.ORGANISATION:
             out.append(cf.ORGANISATION)
             labels[cf.ORGANISATION] = name
-        elif key in (cf.NAME, cf.EMAIL):  # a second name or address field: not stored
-            dropped.append(name)
-            continue
         else:
             out.append(name)
         others.append(number)
@@ -113,14 +111,22 @@ def table(header: list[str], records: Iterator[tuple[int, list[str]]], path: str
             for i in times:
                 if value := cells[i].strip():
                     found = cf.iso_date_part(value)
+                    why = _TIME_HINT
+                    if found is not None:
+                        try:
+                            dt.date.fromisoformat(found)
+                        except ValueError as e:
+                            found, why = None, str(e)
                     if found is None:
                         problems.append(Problem(cf.CsvLine(path, line), names[i],
-                                                f"{value!r} is not a date and time",
-                                                _TIME_HINT))
+                                                f"{value!r} is not a date and time", why))
                     date = date or found or ""
             yield line, [cells[email], name, date, *(cells[i] for i in others)], problems
 
-    return cf.Table(path, out, rows(), labels=labels, status=status, dropped=dropped)
+    # A second name or address field, or Mailchimp's own STATUS field: never stored.
+    unstored = frozenset(n for n in out if cf.column_key(n) in cf.RESERVED
+                         and n not in cf.RESERVED)
+    return cf.Table(path, out, rows(), labels=labels, status=status, unstored=unstored)
 
 
 def read(text: str, path: str, *, consent: str | None, columns: cf.Columns,
@@ -199,7 +205,8 @@ def combine(path: str, parts: list[tuple[cf.CsvImport, int]], notes: list[Proble
                 first = next(f"{name}:{earlier - start}" for start, name in reversed(offsets)
                              if earlier > start)
                 duplicates.append(cf.merge_duplicate(
-                    rows, seen, moved, cf.CsvLine(part.path, row.line), row.email, first))
+                    rows, seen, moved, cf.CsvLine(part.path, row.line), row.email, first,
+                    key="Email Address"))
                 continue
             first_row[row.email] = len(rows)
             rows.append(moved)

@@ -133,13 +133,14 @@ def read_csv(text: str, path: str, *, consent: str | None, columns: cf.Columns
     for name in names:
         if name in mapped:
             out.append(mapped[name])
-        elif name in cf.RESERVED or name == "role":  # Mailman's, not a profile: dropped
-            out.append(f"_{name}")
-            labels[f"_{name}"] = name
+        elif name in cf.RESERVED or name == "role":  # Mailman's own, not a profile column
+            out.append(f"mailman {name}")
+            labels[f"mailman {name}"] = name
         else:
             out.append(name)
     role = names.index("role") if "role" in names else None
-    table = cf.Table(path, out, [], labels=labels, statuses=STATUSES)
+    table = cf.Table(path, out, [], labels=labels, statuses=STATUSES,
+                     unstored=frozenset(f"mailman {n}" for n in (*cf.RESERVED, "role")))
 
     def rows() -> Iterator[cf.Record]:
         for line, cells, problems in cf.aligned(records, len(names), path):

@@ -1,0 +1,2 @@
+-- Placeholder: the bounces branch (newsletter inbox) brings the real 0004_inbox.sql; at the
+-- merge its file replaces this one. Kept here only so that 0005 follows 0004.
