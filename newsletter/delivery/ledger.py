@@ -44,7 +44,7 @@ VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 INSERT_SEND_LIST = """
 INSERT OR IGNORE INTO send_lists (issue, list_name, added_at) VALUES (?, ?, ?)
 """
-SEND_LISTS = "SELECT list_name FROM send_lists WHERE issue = ? ORDER BY added_at, list_name"
+SEND_LISTS = "SELECT list_name FROM send_lists WHERE issue = ? ORDER BY rowid"
 IN_LEDGER = "SELECT subscriber_id FROM deliveries WHERE issue = ?"
 DUE = """
 SELECT d.id, d.subscriber_id, d.list_name, d.address, d.greeting, d.unsubscribe_url,

@@ -16,7 +16,7 @@ CREATE TABLE send_lists (
     list_name     TEXT NOT NULL,
     added_at      REAL NOT NULL,          -- unix time its rows were written
     PRIMARY KEY (issue, list_name)
-) STRICT, WITHOUT ROWID;
+) STRICT;                                -- rowid: the order lists were added in
 
 INSERT INTO send_lists (issue, list_name, added_at)
 SELECT issue, list_name, created_at FROM sends;
