@@ -1,5 +1,8 @@
 """The delivery ledger: one SQLite row per (issue, subscriber), the send stage's state.
 
+Each row knows the list it came through (an issue can go to several lists, each member
+once); ``send_lists`` records every list of an issue, in the order they were added.
+
 In: the recipients snapshot (written once, in one transaction, before any connection) and
 every outcome the sender reports. Out: the rows still due, the counts ``status`` shows, the
 24-hour totals the daily cap needs, and the single-runner lock.

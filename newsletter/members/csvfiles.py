@@ -1,8 +1,12 @@
 """Member CSV files in and out: decoding, parsing, address validation and normalisation.
 
 Import stage: ``subscribers/*.csv`` bytes -> ``CsvImport`` (validated ``MemberRow`` values,
-every bad row as a ``Problem`` with its line, duplicates merged). Nothing here touches the
-database; store.py stores the rows. Export stage: rows -> CSV text that is safe to open in
+every bad row as a ``Problem`` with its line, duplicates merged). The rows of every format
+(formats/: Mailchimp, listmonk, Mailman) are validated here too, by ``read_table``: each
+format only says which of its columns mean what. Each row carries a ``RowStatus``; a person
+named twice keeps the status furthest from subscribed. Only the declared member columns
+are kept (``columns``); the others are named in ``CsvImport.dropped``. Nothing here touches
+the database; store.py stores the rows. Export stage: rows -> CSV text that is safe to open in
 a spreadsheet (formula-looking cells get a leading ``'``, which the import removes again,
 so export -> import -> export gives the same bytes).
 
