@@ -212,6 +212,9 @@ class Network(msgspec.Struct, frozen=True):
     remote_images: RemoteImages = RemoteImages.REFUSE
     bounces: Bounces = msgspec.field(default_factory=Bounces)
     inbox: Inbox | None = None
+    # What is kept about each member besides the address and the consent evidence: the
+    # columns the network declares (member_columns); an import drops every other column.
+    member_columns: tuple[str, ...] = ("name", "organisation")
     database: Path = Path("newsletter.db")
     root: Path = Path(".")  # the project folder (where newsletter.yaml lives)
     source: Location = Location("newsletter.yaml")

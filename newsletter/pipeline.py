@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+from collections.abc import Sequence
 from contextlib import closing
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from newsletter.inbox import InboxReport
     from newsletter.input.starter import Started
     from newsletter.members.csvfiles import CsvImport
-    from newsletter.members.store import ImportResult, Listing
+    from newsletter.members.store import ImportResult, Listing, Suppressed
     from newsletter.model import AfterReading, Subscriber
 
 
@@ -167,25 +168,30 @@ def archive(config: Path, output: Path, *, no_members: bool = False) -> Archived
 
 
 class Imported(msgspec.Struct, frozen=True):
-    read: CsvImport  # the CSV as read: its path, duplicates and skipped rows
+    read: CsvImport  # the file as read: its path, duplicates, skipped rows, dropped columns
     result: ImportResult
 
 
 def import_subscribers(config: Path, csv_file: Path, list_name: str, *, consent: str | None,
-                       skip_invalid: bool, dry_run: bool, update: bool = False) -> Imported:
-    """Validate the whole CSV first, then add its members to a list in one transaction.
+                       skip_invalid: bool, dry_run: bool, update: bool = False,
+                       source: str | None = None) -> Imported:
+    """Validate the whole file first, then add its members to a list in one transaction.
 
-    With ``update``, members already on file also take the CSV's names, organisations and
-    other columns (same transaction; never their status or consent).
+    ``source``: the file's format (csv, mailchimp, listmonk, mailman); None tells it by the
+    header. Only the member columns newsletter.yaml declares are kept. With ``update``,
+    members already on file also take the file's names, organisations and other columns
+    (same transaction; never their status or consent).
     """
     from newsletter.input.config import load_network
-    from newsletter.members import csvfiles
     from newsletter.members import database as db
+    from newsletter.members import formats
     from newsletter.members import store as members
 
     network = load_network(config)
     members.check_list_name(list_name)
-    parsed = csvfiles.read_csv(csv_file, consent=consent)
+    parsed = formats.read_members(csv_file, consent=consent,
+                                  columns=frozenset(network.member_columns),
+                                  source=None if source is None else formats.Format(source))
     if not skip_invalid:
         parsed.require_valid()
     # a dry run against no database yet is a dry run against an empty one, in memory
@@ -194,6 +200,21 @@ def import_subscribers(config: Path, csv_file: Path, list_name: str, *, consent:
         result = members.import_rows(conn, list_name, parsed.rows, dry_run=dry_run,
                                      update=update)
     return Imported(parsed, result)
+
+
+def suppress_subscribers(config: Path, addresses: list[str], address_file: Path | None
+                         ) -> Suppressed:
+    """Suppress addresses on every list, on file or not (only a salted hash of an address not
+    on file is kept), so that no import adds them; every address is checked first."""
+    from newsletter.input.config import load_network
+    from newsletter.members import database as db
+    from newsletter.members import formats
+    from newsletter.members import store as members
+
+    network = load_network(config)
+    found = formats.read_addresses(addresses, address_file)
+    with closing(db.connect(network.database)) as conn:
+        return members.suppress(conn, found, "suppressed by an editor")
 
 
 def export_subscribers(config: Path, list_name: str | None, output: Path | None, *,
@@ -328,7 +349,8 @@ def proof(loaded: Loaded, address: str, clock: Clock) -> Proof:
     return send_proof(loaded.network, loaded.rendered, address, clock)
 
 
-def dry_run(loaded: Loaded, list_name: str, folder: Path, clock: Clock) -> DryRun:
+def dry_run(loaded: Loaded, list_name: str | Sequence[str], folder: Path,
+            clock: Clock) -> DryRun:
     """Each recipient's exact message as a .eml file; nothing sent, nothing recorded."""
     from newsletter.delivery.proof import dry_run as write_messages
 
@@ -358,9 +380,10 @@ class SendEvents(Protocol):
         """For the run: told each row's new state and each wait."""
 
 
-def send(loaded: Loaded, list_name: str, events: SendEvents, clock: Clock, *,
+def send(loaded: Loaded, list_name: str | Sequence[str], events: SendEvents, clock: Clock, *,
          retry_unknown: bool) -> SendReport:
-    """Send (or resume sending) an issue to a list.
+    """Send (or resume sending) an issue to a list, or to several (each member once); a list
+    added to an issue sent before gets it only where its members have not had it.
 
     Refuse if another run holds the lock; plan; refuse if the send-by deadline has passed;
     show the plan (the caller may stop there); snapshot the list into the ledger, before any
@@ -389,11 +412,10 @@ def send(loaded: Loaded, list_name: str, events: SendEvents, clock: Clock, *,
         result = None
         if plan.due:
             with ledger.locked(conn, rendered.slug, clock.now()) as lock:
-                if not plan.resuming:
-                    written = campaign.snapshot(conn, network, rendered, list_name, secrets,
-                                                clock)
-                    if written is not None:
-                        events.recorded(written)
+                written = campaign.snapshot(conn, network, rendered, plan.lists, secrets,
+                                            clock)
+                if written is not None:
+                    events.recorded(written)
                 with events.sending(plan) as watcher:
                     result = campaign.deliver(network, rendered.slug, transport, build, lock,
                                               clock, retry_unknown=retry_unknown,

@@ -164,13 +164,19 @@ def subscribers() -> None:
 @click.option("--update", is_flag=True,
               help="Members already on file take the CSV's name, organisation and other "
                    "columns (empty cells change nothing; status and consent never change).")
+@click.option("--format", "source", default=None,
+              type=click.Choice(["csv", "mailchimp", "listmonk", "mailman"]),
+              help="The file's format (default: told by its header).")
 @click.pass_context
 @_reported
 def subscribers_import(ctx: click.Context, csv_file: str, list_name: str, consent: str | None,
-                       skip_invalid: bool, dry_run: bool, update: bool) -> None:
-    """Import members from a CSV file (an 'email' column is required)."""
+                       skip_invalid: bool, dry_run: bool, update: bool,
+                       source: str | None) -> None:
+    """Import members from a CSV file (an 'email' column is required), or from another
+    tool's export: Mailchimp (a CSV or the zip), listmonk, Mailman 3."""
     commands.import_subscribers(_config(ctx), Path(csv_file), list_name, consent=consent,
-                                skip_invalid=skip_invalid, dry_run=dry_run, update=update)
+                                skip_invalid=skip_invalid, dry_run=dry_run, update=update,
+                                source=source)
 
 
 @subscribers.command("export")
@@ -218,6 +224,22 @@ def subscribers_unsubscribe(ctx: click.Context, email: str, list_name: str | Non
     commands.unsubscribe(_config(ctx), email, list_name)
 
 
+@subscribers.command("suppress")
+@click.argument("addresses", nargs=-1)
+@click.option("--file", "address_file", default=None, type=_FILE,
+              help="Addresses to suppress: one a line, or a CSV with an 'email' column.")
+@click.pass_context
+@_reported
+def subscribers_suppress(ctx: click.Context, addresses: tuple[str, ...],
+                         address_file: str | None) -> None:
+    """Suppress addresses on every list, on file or not, so that no import adds them
+    (only a salted hash of an address not on file is kept)."""
+    if not addresses and address_file is None:
+        raise click.UsageError("give the addresses to suppress, or --file FILE")
+    commands.suppress(_config(ctx), list(addresses),
+                      Path(address_file) if address_file else None)
+
+
 @subscribers.command("remove")
 @click.argument("email")
 @click.pass_context
@@ -232,7 +254,8 @@ def subscribers_remove(ctx: click.Context, email: str) -> None:
 
 @main.command()
 @click.argument("issue", type=_FILE)
-@click.option("--list", "list_name", default=None, help="The list to send to.")
+@click.option("--list", "lists", multiple=True,
+              help="The list to send to; repeat it for several (each member gets it once).")
 @click.option("--to", "proof_to", default=None, help="Send one proof to this address only.")
 @click.option("--dry-run", "dry_run", default=None, type=_FOLDER,
               help="Write each recipient's message to this folder instead of sending.")
@@ -241,12 +264,13 @@ def subscribers_remove(ctx: click.Context, email: str) -> None:
               help="Resend messages whose outcome is unknown (same Message-ID).")
 @click.pass_context
 @_reported
-def send(ctx: click.Context, issue: str, list_name: str | None, proof_to: str | None,
+def send(ctx: click.Context, issue: str, lists: tuple[str, ...], proof_to: str | None,
          dry_run: str | None, yes: bool, retry_unknown: bool) -> None:
-    """Send an issue to a list in batches over SMTP; run again to resume."""
-    if proof_to is None and list_name is None:
+    """Send an issue to a list (or several) in batches over SMTP; run again to resume.
+    A list added later gets it only where its members have not had it."""
+    if proof_to is None and not lists:
         raise click.UsageError("give --list NAME (or --to ADDRESS for a proof)")
-    code = commands.send(_config(ctx), Path(issue), list_name, proof_to=proof_to,
+    code = commands.send(_config(ctx), Path(issue), lists, proof_to=proof_to,
                          dry_run=Path(dry_run) if dry_run else None, assume_yes=yes,
                          retry_unknown=retry_unknown)
     ctx.exit(code)

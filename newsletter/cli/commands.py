@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import shlex
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -95,17 +95,26 @@ def archive(config: Path, output: Path, *, no_members: bool = False) -> None:
 
 
 def import_subscribers(config: Path, csv_file: Path, list_name: str, *, consent: str | None,
-                       skip_invalid: bool, dry_run: bool, update: bool = False) -> None:
+                       skip_invalid: bool, dry_run: bool, update: bool = False,
+                       source: str | None = None) -> None:
     from newsletter.cli.member_reports import import_report
 
     imported = pipeline.import_subscribers(config, csv_file, list_name, consent=consent,
                                            skip_invalid=skip_invalid, dry_run=dry_run,
-                                           update=update)
-    for problem in imported.read.duplicates:
+                                           update=update, source=source)
+    for problem in (*imported.read.notes, *imported.read.duplicates):
         click.echo(str(problem), err=True)
     for problem in imported.read.problems:
         click.echo(f"{problem} (row skipped)", err=True)
-    for line in import_report(imported.result, imported.read.path):
+    for line in import_report(imported.result, imported.read):
+        click.echo(line)
+
+
+def suppress(config: Path, addresses: list[str], address_file: Path | None) -> None:
+    from newsletter.cli.member_reports import suppress_report
+
+    for line in suppress_report(pipeline.suppress_subscribers(config, addresses,
+                                                              address_file)):
         click.echo(line)
 
 
@@ -181,8 +190,8 @@ def _confirm(assume_yes: bool) -> None:
         raise UsageError("not sent (nothing was changed)")
 
 
-def send(config: Path, issue: Path, list_name: str | None, *, proof_to: str | None,
-         dry_run: Path | None, assume_yes: bool, retry_unknown: bool,
+def send(config: Path, issue: Path, lists: str | Sequence[str] | None, *,
+         proof_to: str | None, dry_run: Path | None, assume_yes: bool, retry_unknown: bool,
          clock: Clock | None = None) -> int:
     """A proof (--to), a dry run (--dry-run) or the send to a list; the exit code."""
     from newsletter.cli import words
@@ -200,16 +209,20 @@ def send(config: Path, issue: Path, list_name: str | None, *, proof_to: str | No
         sent = pipeline.proof(loaded, proof_to, clock)
         click.echo(f"proof of {sent.slug} sent to {sent.to} via {sent.where} ({sent.reply})")
         return 0
-    assert list_name is not None  # the CLI requires --list without --to
+    assert lists  # the CLI requires --list without --to
+    names = [lists] if isinstance(lists, str) else list(dict.fromkeys(lists))
     if dry_run is not None:
-        done = pipeline.dry_run(loaded, list_name, dry_run, clock)
-        click.echo(f"dry run: {done.count} messages for list {done.list_name} written to "
-                   f"{done.folder}/ (nothing sent, nothing recorded)")
+        done = pipeline.dry_run(loaded, names, dry_run, clock)
+        click.echo(f"dry run: {done.count} messages for list{'s' * (len(names) > 1)} "
+                   f"{done.list_name} written to {done.folder}/ (nothing sent, nothing "
+                   "recorded)")
         return 0
-    report = pipeline.send(loaded, list_name, _Terminal(assume_yes), clock,
+    report = pipeline.send(loaded, names, _Terminal(assume_yes), clock,
                            retry_unknown=retry_unknown)
     again = ["newsletter"] + (["--config", str(config)] if config != DEFAULT_CONFIG else [])
-    again += ["send", str(issue), "--list", list_name]
+    again += ["send", str(issue)]
+    for name in names:
+        again += ["--list", name]
     return show_report(report, shlex.join(again))
 
 

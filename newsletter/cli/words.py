@@ -35,7 +35,8 @@ def late_note(issue: Issue, now: float) -> str | None:
 
 def plan_text(plan: Plan, ready: Readiness | None = None) -> str:
     if not plan.resuming:
-        lines = [f"{plan.slug}: send to list {plan.list_name}: {plan.due} recipients "
+        each = ", each member once" if len(plan.lists) > 1 else ""
+        lines = [f"{plan.slug}: send to {plan.lists_text}: {plan.due} recipients{each} "
                  "(unsubscribed, bounced and suppressed members are not included)",
                  f"  subject: {plan.subject}", f"  from:    {plan.sender}",
                  _limits_line(plan, plan.due)]
@@ -43,8 +44,16 @@ def plan_text(plan: Plan, ready: Readiness | None = None) -> str:
             lines += readiness_lines(plan, ready)
         return "\n".join(lines)
     c = plan.counts
-    lines = [f"{plan.slug}: resuming the send to list {plan.list_name} started "
+    added = {name for name, _ in plan.adding}
+    before = [name for name in plan.lists or (plan.list_name,) if name not in added]
+    lines = [f"{plan.slug}: resuming the send to list{'s' * (len(before) > 1)} "
+             f"{', '.join(before)} started "
              f"{uk.utc_time(plan.started_at)}: {counts_text(c)}"]
+    for name, n in plan.adding:
+        lines.append(f"  adding list {name}: {n} recipient{'s' * (n != 1)} (its members "
+                     "who have had this issue through another list are skipped)")
+    if plan.adding:
+        lines.append(f"  subject: {plan.subject}")
     if c[DeliveryState.ATTEMPTING]:
         lines.append(f"  {c[DeliveryState.ATTEMPTING]} were in flight when the last run "
                      "stopped: they are sent again, with the same Message-ID")
@@ -206,7 +215,8 @@ def status_lines(sends: tuple[SendStatus, ...], slug: str | None, issue: str | N
         yield "nothing has been sent yet"
     for send in sends:
         record = send.record
-        yield (f"{record.issue}  list {record.list_name}  started "
+        lists = send.lists or (record.list_name,)
+        yield (f"{record.issue}  list{'s' * (len(lists) > 1)} {', '.join(lists)}  started "
                f"{uk.utc_time(record.created_at)}  {counts_text(send.counts)}")
         if issue is not None and send_by is not None:
             yield deadline_line(send_by, now, send.left)

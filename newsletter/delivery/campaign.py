@@ -6,6 +6,8 @@ of rows the snapshot recorded, the engine's RunResult, and a SendReport after. T
 itself is engine.py (one SMTP connection: session.py); pipeline.send() calls these in order:
 
     check_not_locked -> plan -> refuse_if_late -> (confirm) -> snapshot -> deliver -> report
+
+An issue can go to several lists, at once or one after another: each member gets it once.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import asyncio
 import datetime as dt
 import os
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import msgspec
 
@@ -27,6 +29,7 @@ from newsletter.delivery.messages import recipients
 from newsletter.delivery.session import Transport
 from newsletter.errors import DeliveryError, StateError
 from newsletter.members import store as members
+from newsletter.members.database import transaction
 from newsletter.members.tokens import Secrets
 from newsletter.model import DeliveryState, Issue, Limits, Network, RenderedIssue
 
@@ -46,7 +49,7 @@ class Plan(msgspec.Struct, frozen=True):
     """What ``newsletter send`` is about to do, decided before anything is written."""
 
     slug: str
-    list_name: str
+    list_name: str  # the list the send started with (or starts with)
     subject: str
     sender: str  # as the From line shows it: "Name <address>"
     due: int  # messages this run would send
@@ -57,6 +60,15 @@ class Plan(msgspec.Struct, frozen=True):
     where: str  # the server, as the transport names it
     limits: Limits
     sent_last_day: int  # messages sent in the last 24 h (counted only under a daily cap)
+    lists: tuple[str, ...] = ()  # every list of the send, this run's included
+    # Lists this run adds to a send already in the ledger: (list, recipients without a row).
+    adding: tuple[tuple[str, int], ...] = ()
+
+    @property
+    def lists_text(self) -> str:
+        """``list news`` or ``lists news, events``."""
+        lists = self.lists or (self.list_name,)
+        return f"list{'s' * (len(lists) > 1)} {', '.join(lists)}"
 
 
 class SendReport(msgspec.Struct, frozen=True):
@@ -84,9 +96,21 @@ def check_not_locked(conn: sqlite3.Connection, clock: Clock) -> None:
     ledger.check_not_locked(conn, clock.now())
 
 
-def plan(conn: sqlite3.Connection, network: Network, rendered: RenderedIssue, list_name: str,
-         transport: Transport, clock: Clock, *, retry_unknown: bool) -> Plan:
-    """Recipients, limits and what is left today; refuses a resume that would go wrong."""
+def list_names(lists: str | Sequence[str]) -> tuple[str, ...]:
+    """The lists asked for, each once, in order."""
+    return (lists,) if isinstance(lists, str) else tuple(dict.fromkeys(lists))
+
+
+def plan(conn: sqlite3.Connection, network: Network, rendered: RenderedIssue,
+         lists: str | Sequence[str], transport: Transport, clock: Clock, *,
+         retry_unknown: bool) -> Plan:
+    """Recipients, limits and what is left today; refuses a resume that would go wrong.
+
+    Several lists are one send: each member once, through the first list that has them. A
+    list added to an issue already in the ledger (finished or not) counts only its members
+    who have no row for the issue.
+    """
+    names = list_names(lists)
     slug = rendered.slug
     record = ledger.get_send(conn, slug)
     limits = network.limits
@@ -94,18 +118,31 @@ def plan(conn: sqlite3.Connection, network: Network, rendered: RenderedIssue, li
     sender = f"{network.sender.name} <{network.sender.address}>" if network.sender.name \
         else network.sender.address
     if record is None:
-        members.require_list(conn, list_name)
-        due = sum(1 for _ in members.recipients(conn, list_name))
-        return Plan(slug, list_name, rendered.subject, sender, due, False, None, {},
-                    retry_unknown, transport.where, limits, sent)
-    _check_resume(conn, record, rendered, list_name)
+        for name in names:
+            members.require_list(conn, name)
+        due = len({s.id for name in names for s in members.recipients(conn, name)})
+        return Plan(slug, names[0], rendered.subject, sender, due, False, None, {},
+                    retry_unknown, transport.where, limits, sent, names)
+    _check_resume(conn, record, rendered)
+    sent_to = ledger.send_lists(conn, slug) or (record.list_name,)
+    new = [name for name in names if name not in sent_to]
+    for name in new:
+        members.require_list(conn, name)
+    have = ledger.in_ledger(conn, slug)
+    adding = []
+    for name in new:
+        found = {s.id for s in members.recipients(conn, name)} - have
+        adding.append((name, len(found)))
+        have |= found
     counts = ledger.counts(conn, slug)
     due = counts[DeliveryState.PENDING] + counts[DeliveryState.ATTEMPTING]
     due += counts[DeliveryState.DEFERRED]
     if retry_unknown:
         due += counts[DeliveryState.UNKNOWN]
+    due += sum(n for _, n in adding)
     return Plan(slug, record.list_name, rendered.subject, sender, due, True, record.created_at,
-                counts, retry_unknown, transport.where, limits, sent)
+                counts, retry_unknown, transport.where, limits, sent, (*sent_to, *new),
+                tuple(adding))
 
 
 def refuse_if_late(issue: Issue, plan: Plan, clock: Clock) -> None:
@@ -117,7 +154,7 @@ def refuse_if_late(issue: Issue, plan: Plan, clock: Clock) -> None:
     now = clock.now()
     if not plan.due or issue.send_by is None or not uk.passed(issue.send_by, now):
         return
-    members_left = f"{plan.due} member{'s' * (plan.due != 1)} of list {plan.list_name}"
+    members_left = f"{plan.due} member{'s' * (plan.due != 1)} of {plan.lists_text}"
     raise DeliveryError(
         f"not sending {issue.slug}: its send-by deadline, {uk.words(issue.send_by)}, "
         f"has passed (it is now {uk.uk_time(now)})\n"
@@ -128,16 +165,28 @@ def refuse_if_late(issue: Issue, plan: Plan, clock: Clock) -> None:
 
 
 def snapshot(conn: sqlite3.Connection, network: Network, rendered: RenderedIssue,
-             list_name: str, secrets: Secrets, clock: Clock) -> int | None:
-    """Every recipient as a pending ledger row, in one transaction, before any connection.
-
-    The number of rows written; None when a run that held the lock already took it.
+             lists: str | Sequence[str], secrets: Secrets, clock: Clock) -> int | None:
+    """Every recipient as a pending ledger row, in one transaction, before any connection:
+    the first snapshot of the issue, and a list added to it later (its members who have no
+    row yet). The number of rows written; None when nothing was to be written (a run that
+    held the lock already wrote them).
     """
-    if ledger.get_send(conn, rendered.slug) is not None:
-        return None
-    return ledger.snapshot(conn, ledger.SendRecord(
-        rendered.slug, list_name, rendered.content_hash, rendered.subject, clock.now()),
-        recipients(conn, network, list_name, rendered.slug, secrets))
+    names = list_names(lists)
+    slug = rendered.slug
+    now = clock.now()
+    written: int | None = None
+    with transaction(conn):
+        if ledger.get_send(conn, slug) is None:
+            written = ledger.snapshot(conn, ledger.SendRecord(
+                slug, names[0], rendered.content_hash, rendered.subject, now),
+                recipients(conn, network, names[0], slug, secrets))
+        sent_to = ledger.send_lists(conn, slug)
+        for name in names:
+            if name not in sent_to:
+                added = ledger.add_list(conn, slug, name,
+                                        recipients(conn, network, name, slug, secrets), now)
+                written = (written or 0) + added
+    return written
 
 
 def deliver(network: Network, slug: str, transport: Transport, build: Build,
@@ -171,10 +220,7 @@ def report(conn: sqlite3.Connection, slug: str, result: RunResult | None,
 
 
 def _check_resume(conn: sqlite3.Connection, record: ledger.SendRecord,
-                  rendered: RenderedIssue, list_name: str) -> None:
-    if record.list_name != list_name:
-        raise StateError(f"{record.issue} is being sent to list {record.list_name}, not "
-                         f"{list_name}: finish that send first (an issue goes to one list)")
+                  rendered: RenderedIssue) -> None:
     if record.content_hash != rendered.content_hash:
         sent = ledger.counts(conn, record.issue)[DeliveryState.SENT]
         raise StateError(

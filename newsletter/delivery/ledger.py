@@ -1,5 +1,8 @@
 """The delivery ledger: one SQLite row per (issue, subscriber), the send stage's state.
 
+Each row knows the list it came through (an issue can go to several lists, each member
+once); ``send_lists`` records every list of an issue, in the order they were added.
+
 In: the recipients snapshot (written once, in one transaction, before any connection) and
 every outcome the sender reports. Out: the rows still due, the counts ``status`` shows, the
 24-hour totals the daily cap needs, and the single-runner lock.
@@ -35,17 +38,23 @@ SELECT issue, list_name, content_hash, subject, created_at FROM sends ORDER BY c
 INSERT_SEND = """
 INSERT INTO sends (issue, list_name, content_hash, subject, created_at) VALUES (?, ?, ?, ?, ?)
 """
+# A subscriber already in the issue's ledger (through any list) is not written again.
 INSERT_DELIVERY = """
 INSERT OR IGNORE INTO deliveries
-    (issue, subscriber_id, address, greeting, unsubscribe_url, list_unsubscribe,
+    (issue, subscriber_id, list_name, address, greeting, unsubscribe_url, list_unsubscribe,
      list_unsubscribe_post, message_id, return_path, return_token)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
+INSERT_SEND_LIST = """
+INSERT OR IGNORE INTO send_lists (issue, list_name, added_at) VALUES (?, ?, ?)
+"""
+SEND_LISTS = "SELECT list_name FROM send_lists WHERE issue = ? ORDER BY rowid"
+IN_LEDGER = "SELECT subscriber_id FROM deliveries WHERE issue = ?"
 DUE = """
-SELECT d.id, d.subscriber_id, s.list_name, d.address, d.greeting, d.unsubscribe_url,
+SELECT d.id, d.subscriber_id, d.list_name, d.address, d.greeting, d.unsubscribe_url,
        d.list_unsubscribe, d.list_unsubscribe_post, d.message_id, d.state, d.attempts,
        d.first_attempt_at, d.return_path
-FROM deliveries d JOIN sends s ON s.issue = d.issue
+FROM deliveries d
 WHERE d.issue = :issue AND d.id > :after
   AND (d.state IN ('pending', 'attempting')
        OR (d.state = 'deferred' AND d.next_attempt_at <= :now)
@@ -242,7 +251,7 @@ def all_sends(conn: sqlite3.Connection) -> list[SendRecord]:
 
 def snapshot(conn: sqlite3.Connection, send: SendRecord,
              recipients: Iterable[tuple[int, Recipient]]) -> int:
-    """Write the send and one pending row per recipient, all in one transaction.
+    """Write the send and one pending row per recipient of its list, in one transaction.
 
     Returns the number of rows written. A subscriber already in the ledger for this issue
     (UNIQUE(issue, subscriber_id)) is not written twice.
@@ -252,14 +261,34 @@ def snapshot(conn: sqlite3.Connection, send: SendRecord,
             raise StateError(f"{send.issue}: already has a send in the ledger")
         conn.execute(INSERT_SEND, (send.issue, send.list_name, send.content_hash, send.subject,
                                    send.created_at))
+        return add_list(conn, send.issue, send.list_name, recipients, send.created_at)
+
+
+def add_list(conn: sqlite3.Connection, issue: str, list_name: str,
+             recipients: Iterable[tuple[int, Recipient]], now: float) -> int:
+    """Record one more list for an issue already in the ledger, and a pending row for each
+    of its recipients who has none (people who had the issue through another list are
+    skipped); in one transaction. Returns the number of rows written."""
+    with transaction(conn):
+        conn.execute(INSERT_SEND_LIST, (issue, list_name, now))
         before = conn.total_changes
         conn.executemany(INSERT_DELIVERY, (
-            (send.issue, subscriber_id, r.address, r.greeting, r.unsubscribe_url,
+            (issue, subscriber_id, list_name, r.address, r.greeting, r.unsubscribe_url,
              r.list_unsubscribe, r.list_unsubscribe_post, r.message_id, r.return_path,
              return_token(r.return_path))
             for subscriber_id, r in recipients
         ))
         return conn.total_changes - before
+
+
+def send_lists(conn: sqlite3.Connection, issue: str) -> tuple[str, ...]:
+    """Every list the issue was sent to, in the order they were added."""
+    return tuple(row[0] for row in conn.execute(SEND_LISTS, (issue,)))
+
+
+def in_ledger(conn: sqlite3.Connection, issue: str) -> set[int]:
+    """The subscribers who have a row for the issue (through any list)."""
+    return {row[0] for row in conn.execute(IN_LEDGER, (issue,))}
 
 
 # --------------------------------------------------------------------------- sending

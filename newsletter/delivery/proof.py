@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from collections.abc import Sequence
 from contextlib import closing
 from pathlib import Path
 
@@ -38,7 +39,7 @@ class Proof(msgspec.Struct, frozen=True):
 
 
 class DryRun(msgspec.Struct, frozen=True):
-    list_name: str
+    list_name: str  # the lists, ", "-separated
     count: int
     folder: Path
 
@@ -68,25 +69,33 @@ def proof(network: Network, rendered: RenderedIssue, address: str, clock: Clock)
     return Proof(rendered.slug, to, transport.where, attempt.reply.text)
 
 
-def dry_run(network: Network, rendered: RenderedIssue, list_name: str, folder: Path,
-            clock: Clock) -> DryRun:
-    """Write each recipient's exact message to ``folder`` as .eml; no connection, no ledger."""
+def dry_run(network: Network, rendered: RenderedIssue, list_name: str | Sequence[str],
+            folder: Path, clock: Clock) -> DryRun:
+    """Write each recipient's exact message to ``folder`` as .eml; no connection, no ledger.
+    Several lists: each member once, through the first list that has them (as a send)."""
     build = message_builder(network, rendered)
     secrets = secrets_from_env()
     date = dt.datetime.fromtimestamp(clock.now(), dt.UTC)
     count = 0
+    names = (list_name,) if isinstance(list_name, str) else tuple(dict.fromkeys(list_name))
     with closing(db.connect(network.database)) as conn:
-        members.require_list(conn, list_name)
+        for name in names:
+            members.require_list(conn, name)
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise InputError([Problem(Location(str(folder)), "--dry-run",
                                       f"cannot create the folder ({e.strerror or e})")]) from e
-        for number, (_, recipient) in enumerate(
-                recipients(conn, network, list_name, rendered.slug, secrets), start=1):
-            _write(folder / f"{number:06d}.eml", build(recipient, date).message)
-            count = number
-    return DryRun(list_name, count, folder)
+        seen: set[int] = set()
+        for name in names:
+            for subscriber_id, recipient in recipients(conn, network, name, rendered.slug,
+                                                       secrets):
+                if subscriber_id in seen:
+                    continue
+                seen.add(subscriber_id)
+                count += 1
+                _write(folder / f"{count:06d}.eml", build(recipient, date).message)
+    return DryRun(", ".join(names), count, folder)
 
 
 def _write(path: Path, data: bytes) -> None:

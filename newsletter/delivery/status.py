@@ -32,6 +32,7 @@ class SendStatus(msgspec.Struct, frozen=True):
     problems: tuple[ledger.Row, ...]  # failed, deferred, unknown... (for one issue only)
     late: dict[str, int] = msgspec.field(default_factory=dict)  # came back: bounce, soft, ...
     late_reports: tuple[ledger.LateReport, ...] = ()  # bounces, complaints (one issue only)
+    lists: tuple[str, ...] = ()  # every list the issue was sent to
 
     @property
     def left(self) -> int:
@@ -52,7 +53,8 @@ def sends(conn: sqlite3.Connection, slug: str | None) -> list[SendStatus]:
             ledger.crash_resends(conn, record.issue) if one else 0,
             tuple(ledger.rows(conn, record.issue, problems_only=True)) if one else (),
             ledger.feedback_counts(conn, record.issue),
-            tuple(ledger.late_reports(conn, record.issue)) if one else ()))
+            tuple(ledger.late_reports(conn, record.issue)) if one else (),
+            ledger.send_lists(conn, record.issue)))
     return found
 
 

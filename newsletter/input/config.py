@@ -142,6 +142,38 @@ def phone(nr: _NetworkReader, f: Fields, key: str) -> str | None:
     return value
 
 
+# Always kept, so never declared: the address, and the consent evidence.
+_ALWAYS_KEPT = ("email", "consent_source", "consent_date", "consent_basis", "status")
+_COLUMN = re.compile(r"[a-z][a-z0-9_]{0,63}")
+
+
+def _member_columns(nr: _NetworkReader, f: Fields, key: str) -> tuple[str, ...] | None:
+    """The member columns an import stores: lower-case names, each once."""
+    if not f.has(key):
+        return None
+    items = nr.r.items(f.values[key], f.key(key))
+    if items is None:
+        return None
+    found: list[str] = []
+    for number, item in enumerate(items):
+        where = f"{f.key(key)}[{number}]"
+        name = nr.r.text_node(item, where, max_len=64)
+        if name is None:
+            continue
+        if not _COLUMN.fullmatch(name):
+            nr.r.error(item, where, f"expected a column name like phone_number, found {name!r}",
+                       "lower-case letters, digits and '_', as an import matches the file's "
+                       "column names: 'Phone Number' is phone_number")
+        elif name in _ALWAYS_KEPT:
+            nr.r.error(item, where, f"{name!r} is always kept (it is not a profile column)",
+                       "remove it from the list")
+        elif name in found:
+            nr.r.error(item, where, f"{name!r} is listed twice")
+        else:
+            found.append(name)
+    return tuple(found)
+
+
 def _archive_url(nr: _NetworkReader, f: Fields, key: str) -> str | None:
     value = url(nr, f, key)
     if value is not None and not value.endswith("/"):
@@ -430,6 +462,7 @@ NETWORK = Group(Network, (
         Setting("processed_folder", text(200, header=True)),
         Setting("after", choice(AfterReading, "after setting")),
     ), _inbox)),
+    Setting("member_columns", _member_columns),
     Setting("database", _project_file("newsletter.db")),
 ), _network)
 

@@ -1,8 +1,12 @@
 """Member CSV files in and out: decoding, parsing, address validation and normalisation.
 
 Import stage: ``subscribers/*.csv`` bytes -> ``CsvImport`` (validated ``MemberRow`` values,
-every bad row as a ``Problem`` with its line, duplicates merged). Nothing here touches the
-database; store.py stores the rows. Export stage: rows -> CSV text that is safe to open in
+every bad row as a ``Problem`` with its line, duplicates merged). The rows of every format
+(formats/: Mailchimp, listmonk, Mailman) are validated here too, by ``read_table``: each
+format only says which of its columns mean what. Each row carries a ``RowStatus``; a person
+named twice keeps the status furthest from subscribed. Only the declared member columns
+are kept (``columns``); the others are named in ``CsvImport.dropped``. Nothing here touches
+the database; store.py stores the rows. Export stage: rows -> CSV text that is safe to open in
 a spreadsheet (formula-looking cells get a leading ``'``, which the import removes again,
 so export -> import -> export gives the same bytes).
 
@@ -17,12 +21,13 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import enum
 import functools
 import io
 import json
 import re
 import unicodedata
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import msgspec
@@ -39,11 +44,13 @@ ORGANISATION = "organisation"
 CONSENT_SOURCE = "consent_source"
 CONSENT_DATE = "consent_date"
 CONSENT_BASIS = "consent_basis"
+STATUS = "status"
 STANDARD_COLUMNS = (EMAIL, NAME, ORGANISATION)
 CONSENT_COLUMNS = (CONSENT_SOURCE, CONSENT_DATE, CONSENT_BASIS)
 EXPORT_COLUMNS = (*STANDARD_COLUMNS, *CONSENT_COLUMNS)
 # subscribers export --all adds these after the consent columns
 STATUS_COLUMNS = ("status", "status_reason", "status_changed")
+RESERVED = frozenset((*EXPORT_COLUMNS, STATUS))  # never another column's name
 
 # UK GDPR Art. 6(1) lawful bases, as people write them.
 BASES = ("consent", "contract", "legal obligation", "vital interests", "public task",
@@ -61,6 +68,10 @@ _BIDI = "\u202a-\u202e\u2066-\u2069"
 _BIDI_CONTROL = re.compile(f"[{_BIDI}]")
 _HEADER_UNSAFE = re.compile(f"[\x00-\x1f\x7f-\x9f\u2028\u2029{_BIDI}]|=\\?")
 _EXTRA_UNSAFE = re.compile(r"\x00")
+_NOT_KEY = re.compile(r"[^a-z0-9]+")
+
+# The member columns a network declares (members.columns in newsletter.yaml); None: all.
+Columns = frozenset[str] | None
 
 
 # --------------------------------------------------------------------------- values
@@ -73,8 +84,31 @@ class CsvLine(Location, frozen=True):
         return f"{self.path}:{self.line}" if self.line else self.path
 
 
+class RowStatus(enum.StrEnum):
+    """What a member file says about a person. An import never makes anyone more sendable
+    than the file says: only SUBSCRIBED rows are ever subscribed."""
+
+    SUBSCRIBED = "subscribed"
+    UNSUBSCRIBED = "unsubscribed"  # left this list
+    BOUNCED = "bounced"  # the address does not work (Mailchimp: cleaned): every list
+    SUPPRESSED = "suppressed"  # blocklisted or complained: every list, only the hash is kept
+
+
+# How far from subscribed: a person named twice keeps the furthest.
+_RANK = {RowStatus.SUBSCRIBED: 0, RowStatus.UNSUBSCRIBED: 1, RowStatus.BOUNCED: 2,
+         RowStatus.SUPPRESSED: 3}
+
+# A plain CSV's status column, in the words of the tools people export from.
+CSV_STATUSES: dict[str, RowStatus] = {
+    "subscribed": RowStatus.SUBSCRIBED, "unsubscribed": RowStatus.UNSUBSCRIBED,
+    "bounced": RowStatus.BOUNCED, "cleaned": RowStatus.BOUNCED,
+    "blocklisted": RowStatus.SUPPRESSED, "complained": RowStatus.SUPPRESSED,
+    "suppressed": RowStatus.SUPPRESSED,
+}
+
+
 class MemberRow(msgspec.Struct, frozen=True):
-    line: int
+    line: int  # the row's line (in a zip: see CsvImport.where)
     email: str  # normalised
     name: str | None
     organisation: str | None
@@ -82,6 +116,11 @@ class MemberRow(msgspec.Struct, frozen=True):
     consent_source: str
     consent_date: str | None  # YYYY-MM-DD
     consent_basis: str
+    status: RowStatus = RowStatus.SUBSCRIBED
+
+
+# (line, cells in the header's order or None when unreadable, problems a format found)
+Record = tuple[int, list[str] | None, list[Problem]]
 
 
 class CsvImport(msgspec.Struct, frozen=True):
@@ -89,6 +128,18 @@ class CsvImport(msgspec.Struct, frozen=True):
     rows: tuple[MemberRow, ...]
     problems: tuple[Problem, ...]  # rows that cannot be imported
     duplicates: tuple[Problem, ...]  # rows merged into an earlier row (warnings)
+    dropped: tuple[str, ...] = ()  # columns not stored (not declared), as the file names them
+    notes: tuple[Problem, ...] = ()  # rows left out on purpose (warnings)
+    # Several files read as one (a zip): (first line, file) each. A row's line counts on
+    # from the previous file's last line; where() turns it back into file:line.
+    parts: tuple[tuple[int, str], ...] = ()
+
+    def where(self, line: int) -> str:
+        """``file:line`` of a row, from its line (in a zip, its file's own line)."""
+        for offset, part in reversed(self.parts):
+            if line > offset:
+                return f"{part}:{line - offset}"
+        return f"{self.path}:{line}"
 
     def require_valid(self) -> None:
         """InputError listing every bad row, unless there are none."""
@@ -234,6 +285,10 @@ def _header(cells: list[str], path: str) -> list[str]:
 
 
 _ISO_DATE = re.compile(r"(\d{4})-(\d{2})-(\d{2})")
+# A date, then perhaps a time (seconds, fractions) and a zone: "2016-04-18 13:51:14",
+# "2024-01-15 10:20:30.123456 +0000 UTC".
+_DATE_TIME = re.compile(r"(\d{4}-\d{2}-\d{2})"
+                        r"(?:[ T]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?(?:\s*[+-]?[\w:]+){0,2})?$")
 _UK_DATE = re.compile(r"(\d{1,2})/(\d{1,2})/(\d{4})")
 
 
@@ -261,24 +316,33 @@ def _basis(value: str) -> str:
     return basis
 
 
-def read_csv(path: Path, *, consent: str | None, shown_as: str | None = None) -> CsvImport:
+def read_csv(path: Path, *, consent: str | None, shown_as: str | None = None,
+             columns: Columns = None) -> CsvImport:
     """Parse and validate a member CSV; whole-file problems raise InputError at once."""
     shown = shown_as or str(path)
-    try:  # the rule every input file is held to: a regular file, of a bounded size
-        data = read_regular(path, limit=MAX_FILE_BYTES, shown_as=shown,
+    return parse_csv(read_file(path, shown), shown, consent=consent, columns=columns)
+
+
+def read_file(path: Path, shown: str) -> bytes:
+    """A member file's bytes, held to the rule every input file is: a regular file, of a
+    bounded size (InputError otherwise, naming the file as ``shown``)."""
+    try:
+        return read_regular(path, limit=MAX_FILE_BYTES, shown_as=shown,
                             too_big_hint="split it into several files and import each",
                             irregular_hint="save the members as a CSV file and give its name")
     except OSError as e:
         raise InputError([Problem(Location(shown), "", f"cannot read the file ({e.strerror})")]
                          ) from e
-    return parse_csv(data, shown, consent=consent)
 
 
-def parse_csv(data: bytes, path: str, *, consent: str | None) -> CsvImport:
-    """The work of ``read_csv`` on bytes already read."""
-    if consent is not None and (problem := text_problem(consent.strip())):
-        raise InputError([Problem(Location("--consent"), "", problem)])
-    consent = consent.strip() if consent else None
+def parse_csv(data: bytes, path: str, *, consent: str | None,
+              columns: Columns = None) -> CsvImport:
+    """The work of ``read_csv`` on bytes already read.
+
+    ``columns``: the member columns the network declares (only those are stored, beside the
+    address and the consent evidence); None keeps every column.
+    """
+    consent = checked_consent(consent)
     text = decode(data, path)
     records = _records(text, path)
     first = next(records, None)
@@ -286,91 +350,248 @@ def parse_csv(data: bytes, path: str, *, consent: str | None) -> CsvImport:
         raise InputError([Problem(Location(path), "", "empty file (expected a header line "
                                   "with an 'email' column, then one member per line)")])
     names = _header(first[1], path)
-    if CONSENT_SOURCE not in names and not consent:
+    require_consent(CONSENT_SOURCE in names, consent, path)
+    return read_table(Table(path, names, aligned(records, len(names), path),
+                            statuses=CSV_STATUSES), consent=consent, columns=columns)
+
+
+def checked_consent(consent: str | None) -> str | None:
+    """The --consent text, stripped; InputError when it could reach a header."""
+    if consent is not None and (problem := text_problem(consent.strip())):
+        raise InputError([Problem(Location("--consent"), "", problem)])
+    return consent.strip() if consent else None
+
+
+def require_consent(has_column: bool, consent: str | None, path: str) -> None:
+    """InputError when neither the file nor --consent says where people agreed."""
+    if not has_column and not consent:
         raise InputError([Problem(
             Location(path), "", "no consent evidence: the file has no 'consent_source' column "
             "and no --consent was given",
             hint="say where these people agreed to receive the newsletter, e.g. --consent "
                  "'signed up at the 2016 conference', or add consent_source, consent_date "
                  "and consent_basis columns")])
+
+
+def header_and_records(text: str, path: str
+                       ) -> tuple[list[str] | None, Iterator[tuple[int, list[str]]]]:
+    """The first record's cells (None: an empty file) and the (line, cells) records after
+    it: for a format that reads the header itself."""
+    records = _records(text, path)
+    first = next(records, None)
+    return (None if first is None else first[1]), records
+
+
+def duplicate_columns(names: Sequence[str], path: str) -> None:
+    """InputError naming every column the header names twice (or not at all)."""
+    problems = []
+    where = CsvLine(path, 1)
+    lower = [name.strip().lower() for name in names]
+    for number, name in enumerate(lower, start=1):
+        if not name:
+            problems.append(Problem(where, "", f"column {number} has no name in the header"))
+        elif lower.index(name) != number - 1:
+            problems.append(Problem(where, "", f"column {names[number - 1].strip()!r} appears "
+                                    "twice in the header"))
+    if problems:
+        raise InputError(problems)
+
+
+def iso_date_part(value: str) -> str | None:
+    """``2016-04-18 13:51:14`` (or with fractions and a zone) -> ``2016-04-18``; None when
+    the value does not start with a date."""
+    found = _DATE_TIME.match(value.strip())
+    return found.group(1) if found else None
+
+
+def aligned(records: Iterable[tuple[int, list[str]]], width: int | None, path: str
+            ) -> Iterator[Record]:
+    """Records padded to the header's width; a record wider than the header is a problem
+    (its cells are None: nothing else of the row is read)."""
+    for line, cells in records:
+        if width is None:
+            yield line, cells, []
+        elif len(cells) > width:
+            yield line, None, [Problem(CsvLine(path, line), "", f"{len(cells)} values but the "
+                                       f"header names {width} columns",
+                                       hint="quote values that contain the delimiter")]
+        else:
+            yield line, cells + [""] * (width - len(cells)) if len(cells) < width else cells, []
+
+
+def column_key(name: str) -> str:
+    """A column's name as newsletter.yaml declares it: ``Phone Number`` -> ``phone_number``."""
+    return _NOT_KEY.sub("_", name.strip().lower()).strip("_")
+
+
+class Table(msgspec.Struct):
+    """A member file as the common reader takes it, whatever format it came in.
+
+    ``header`` holds the reader's names (email, name, organisation, the consent columns,
+    status) where a column means one of those, and the file's own names for the others;
+    ``records`` yields (line, cells in header order, problems the format found), cells
+    None when the record cannot be read at all.
+    """
+
+    path: str  # as messages show it
+    header: list[str]
+    records: Iterable[Record]
+    labels: dict[str, str] = msgspec.field(default_factory=dict)  # reader's name -> file's
+    statuses: Mapping[str, RowStatus] = msgspec.field(default_factory=dict)  # status words
+    status: RowStatus = RowStatus.SUBSCRIBED  # the whole file's, when it has no status column
+    dropped: list[str] = msgspec.field(default_factory=list)  # filled as records are read
+    unstored: frozenset[str] = frozenset()  # other columns never stored, whatever is declared
+    notes: list[Problem] = msgspec.field(default_factory=list)  # warnings (rows left out)
+    empty: str | None = "no members: the file has a header line but no rows"  # None: allowed
+
+
+def read_table(table: Table, *, consent: str | None, columns: Columns) -> CsvImport:
+    """Validate every record of a table: ``MemberRow`` values, every bad row as a problem,
+    duplicates merged (the row furthest from subscribed gives the status)."""
+    path, names = table.path, table.header
     index = {name: number for number, name in enumerate(names)}
-    extra_columns = [(n, name) for n, name in enumerate(names)
-                     if name not in STANDARD_COLUMNS and name not in CONSENT_COLUMNS]
+
+    def label(column: str) -> str:
+        return table.labels.get(column, column)
+
+    kept = {column: columns is None or column in columns for column in (NAME, ORGANISATION)}
+    dropped = [label(column) for column in (NAME, ORGANISATION)
+               if column in index and not kept[column]]
+    extra_columns: list[tuple[int, str]] = []
+    for number, name in enumerate(names):
+        if name in STANDARD_COLUMNS or name in CONSENT_COLUMNS or name == STATUS:
+            continue
+        if name in table.unstored:
+            dropped.append(label(name))
+        elif columns is None:
+            extra_columns.append((number, name))
+        elif column_key(name) in columns and column_key(name) not in RESERVED:
+            extra_columns.append((number, column_key(name)))
+        else:
+            dropped.append(label(name))
+    status_column = index.get(STATUS)
+    email_column = index[EMAIL]
     rows: list[MemberRow] = []
     problems: list[Problem] = []
     duplicates: list[Problem] = []
-    first_line: dict[str, int] = {}
-    width = len(names)
-    for line, cells in records:
+    first_row: dict[str, int] = {}
+    for line, cells, found in table.records:
         where = CsvLine(path, line)
-        if len(cells) > width:
-            problems.append(Problem(where, "", f"{len(cells)} values but the header names "
-                                    f"{width} columns",
-                                    hint="quote values that contain the delimiter"))
+        if cells is None:
+            problems.extend(found)
             continue
-        if len(cells) < width:
-            cells = cells + [""] * (width - len(cells))
         row_problems: list[Problem] = []
-        raw_email = cells[index[EMAIL]]
+        raw_email = cells[email_column]
         email = ""
         try:
             email = normalise_address(raw_email)
         except AddressError as e:
-            row_problems.append(Problem(where, EMAIL, str(e)))
-        fields = {column: cells[index[column]].strip() if column in index else ""
-                  for column in (NAME, ORGANISATION, CONSENT_SOURCE)}
-        # One search for the common clean row; the separator cannot complete "=?".
-        joined = " ".join(fields.values())
-        if _HEADER_UNSAFE.search(joined) or len(joined) > MAX_TEXT:
-            for column, value in fields.items():
-                if value and (problem := text_problem(value)):
-                    row_problems.append(Problem(where, column, problem))
-        date: str | None = None
-        if CONSENT_DATE in index and (raw := cells[index[CONSENT_DATE]].strip()):
-            try:
-                date = _consent_date(raw)
-            except ValueError as e:
-                row_problems.append(Problem(where, CONSENT_DATE, str(e)))
-        basis = DEFAULT_BASIS
-        if CONSENT_BASIS in index and (raw := cells[index[CONSENT_BASIS]].strip()):
-            try:
-                basis = _basis(raw)
-            except ValueError as e:
-                row_problems.append(Problem(where, CONSENT_BASIS, str(e)))
-        source = fields[CONSENT_SOURCE] or consent
-        if not source:
-            row_problems.append(Problem(where, CONSENT_SOURCE, "empty (no consent evidence "
-                                        "for this member)",
-                                        hint="fill it in, or give --consent TEXT for rows "
-                                             "without one"))
-        extra: dict[str, str] = {}
-        for number, column in extra_columns:
-            value = cells[number]
-            if _EXTRA_UNSAFE.search(value) or len(value) > MAX_EXTRA:
-                row_problems.append(Problem(where, column, "contains a NUL character or is "
-                                            f"longer than {MAX_EXTRA} characters"))
-            extra[column] = value
-        if row_problems:
-            problems.extend(row_problems)
+            row_problems.append(Problem(where, label(EMAIL), str(e)))
+        status = table.status
+        if status_column is not None:
+            word = cells[status_column].strip()
+            if (known := table.statuses.get(word.lower())) is not None:
+                status = known
+            else:
+                row_problems.append(Problem(where, label(STATUS), status_problem(
+                    word, table.statuses)))
+        if status is RowStatus.SUPPRESSED:  # only the address is kept: nothing else is read
+            row_problems.extend(found)
+            if row_problems:
+                problems.extend(row_problems)
+                continue
+            row = MemberRow(line=line, email=email, name=None, organisation=None, extra="{}",
+                            consent_source="", consent_date=None, consent_basis=DEFAULT_BASIS,
+                            status=status)
+        else:
+            fields = {column: cells[index[column]].strip()
+                      if column in index and kept.get(column, True) else ""
+                      for column in (NAME, ORGANISATION, CONSENT_SOURCE)}
+            # One search for the common clean row; the separator cannot complete "=?".
+            joined = " ".join(fields.values())
+            if _HEADER_UNSAFE.search(joined) or len(joined) > MAX_TEXT:
+                for column, value in fields.items():
+                    if value and (problem := text_problem(value)):
+                        row_problems.append(Problem(where, label(column), problem))
+            date: str | None = None
+            if CONSENT_DATE in index and (raw := cells[index[CONSENT_DATE]].strip()):
+                try:
+                    date = _consent_date(raw)
+                except ValueError as e:
+                    row_problems.append(Problem(where, label(CONSENT_DATE), str(e)))
+            basis = DEFAULT_BASIS
+            if CONSENT_BASIS in index and (raw := cells[index[CONSENT_BASIS]].strip()):
+                try:
+                    basis = _basis(raw)
+                except ValueError as e:
+                    row_problems.append(Problem(where, label(CONSENT_BASIS), str(e)))
+            source = fields[CONSENT_SOURCE] or consent
+            if not source and status is RowStatus.SUBSCRIBED:
+                row_problems.append(Problem(where, label(CONSENT_SOURCE), "empty (no consent "
+                                            "evidence for this member)",
+                                            hint="fill it in, or give --consent TEXT for rows "
+                                                 "without one"))
+            extra: dict[str, str] = {}
+            for number, column in extra_columns:
+                value = cells[number]
+                if _EXTRA_UNSAFE.search(value) or len(value) > MAX_EXTRA:
+                    row_problems.append(Problem(where, label(names[number]), "contains a NUL "
+                                                f"character or is longer than {MAX_EXTRA} "
+                                                "characters"))
+                extra[column] = value
+            row_problems.extend(found)
+            if row_problems:
+                problems.extend(row_problems)
+                continue
+            row = MemberRow(
+                line=line, email=email, name=fields[NAME] or None,
+                organisation=fields[ORGANISATION] or None,
+                extra=json.dumps(extra, ensure_ascii=False, separators=(",", ":")) if extra
+                else "{}",
+                consent_source=source or "", consent_date=date, consent_basis=basis,
+                status=status)
+        if (seen := first_row.get(email)) is not None:
+            duplicates.append(merge_duplicate(rows, seen, row, where, raw_email,
+                                              key=label(EMAIL)))
             continue
-        if email in first_line:
-            duplicates.append(Problem(
-                where, EMAIL, f"{raw_email.strip()!r} is a duplicate of line "
-                f"{first_line[email]} (merged: the first row is kept)",
-                severity=Severity.WARNING))
-            continue
-        first_line[email] = line
-        rows.append(MemberRow(
-            line=line, email=email, name=fields[NAME] or None,
-            organisation=fields[ORGANISATION] or None,
-            extra=json.dumps(extra, ensure_ascii=False, separators=(",", ":")) if extra
-            else "{}",
-            consent_source=source or "", consent_date=date, consent_basis=basis,
-        ))
-    if not rows and not problems and not duplicates:
-        raise InputError([Problem(Location(path), "", "no members: the file has a header line "
-                                  "but no rows")])
-    return CsvImport(path, tuple(rows), tuple(problems), tuple(duplicates))
+        first_row[email] = len(rows)
+        rows.append(row)
+    if not rows and not problems and not duplicates and table.empty is not None:
+        raise InputError([Problem(Location(path), "", table.empty)])
+    dropped.extend(table.dropped)
+    return CsvImport(path, tuple(rows), tuple(problems), tuple(duplicates),
+                     dropped=tuple(dict.fromkeys(dropped)), notes=tuple(table.notes))
+
+
+def merge_duplicate(rows: list[MemberRow], seen: int, row: MemberRow, where: Location,
+                    raw_email: str, first: str | None = None, key: str = EMAIL) -> Problem:
+    """Merge a row into the earlier row of the same address (rows[seen]): the first row's
+    values are kept, and the status furthest from subscribed, so that naming a person twice
+    can never subscribe someone who left. The warning that says so."""
+    kept = rows[seen]
+    said = f"line {kept.line}" if first is None else first
+    merged = "merged: the first row is kept"
+    if _RANK[row.status] > _RANK[kept.status]:
+        rows[seen] = with_status(kept, row.status)
+        merged += f", with this row's status, {row.status}"
+    return Problem(where, key, f"{raw_email.strip()!r} is a duplicate of {said} ({merged})",
+                   severity=Severity.WARNING)
+
+
+def with_status(row: MemberRow, status: RowStatus) -> MemberRow:
+    """The row with another status; a suppressed row keeps nothing but the address."""
+    if status is RowStatus.SUPPRESSED:
+        return MemberRow(line=row.line, email=row.email, name=None, organisation=None,
+                         extra="{}", consent_source="", consent_date=None,
+                         consent_basis=DEFAULT_BASIS, status=status)
+    return msgspec.structs.replace(row, status=status)
+
+
+def status_problem(word: str, statuses: Mapping[str, RowStatus]) -> str:
+    expected = ", ".join(statuses)
+    if not word:
+        return f"empty (every row needs a status; expected one of: {expected})"
+    return f"{word!r} is not a status this file can have (expected one of: {expected})"
 
 
 # --------------------------------------------------------------------------- writing

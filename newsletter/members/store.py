@@ -12,10 +12,13 @@ is at the top of this file; the schema is ``migrations/0001_members.sql``. Impor
 Rules kept here: a member who unsubscribed, bounced, complained or was removed is in the
 suppression
 list (a salted sha256 of the address, the salt created at random with the database) and
-no import ever subscribes them again; subscriber rows are never deleted (the delivery
-ledger refers to them), removal erases the personal fields instead. An import with
-``update`` changes only the profile (name, organisation, other columns) of members it does
-not skip, never with an empty cell, and never a status or a consent record.
+no import ever subscribes them again; so is an address an editor suppressed (``suppress``)
+or a file said was blocklisted or complained, on file or not (then only the hash is kept).
+An import honours the status each row carries and never upgrades it; subscriber rows are
+never deleted (the delivery ledger refers to them), removal erases the personal fields
+instead. An import with ``update`` changes only the profile (name, organisation, other
+columns) of members it does not skip, never with an empty cell, and never a status or a
+consent record.
 """
 
 from __future__ import annotations
@@ -25,14 +28,14 @@ import hashlib
 import json
 import re
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
 
 import msgspec
 
 from newsletter.errors import AddressError, InputError, Problem, StateError
-from newsletter.members.csvfiles import ExportRow, MemberRow, normalise_address
+from newsletter.members.csvfiles import ExportRow, MemberRow, RowStatus, normalise_address
 from newsletter.members.database import checkpoint, connect, open_read_only, transaction
 from newsletter.model import Location, MemberStatus, PrivateValues, Subscriber
 
@@ -112,16 +115,24 @@ IMPORT_TABLE = """
     CREATE TEMP TABLE import_rows (
         line INTEGER PRIMARY KEY, email TEXT NOT NULL, email_hash TEXT NOT NULL,
         name TEXT, organisation TEXT, extra TEXT NOT NULL, consent_source TEXT NOT NULL,
-        consent_date TEXT, consent_basis TEXT NOT NULL, outcome TEXT
+        consent_date TEXT, consent_basis TEXT NOT NULL, status TEXT NOT NULL, outcome TEXT
     )
 """
 IMPORT_ROW = """
     INSERT INTO temp.import_rows (line, email, email_hash, name, organisation, extra,
-                                  consent_source, consent_date, consent_basis)
-    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                                  consent_source, consent_date, consent_basis, status)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
+# Subscribed rows: new, already, or suppressed (skipped). Rows that say a person left:
+# recorded, or kept when the suppression list already says as much (for that list, when
+# they unsubscribed from it; for every list, when they bounced or are suppressed).
 IMPORT_CLASSIFY = """
     UPDATE temp.import_rows AS r SET outcome = CASE
+        WHEN r.status != 'subscribed' THEN
+            iif(EXISTS (SELECT 1 FROM suppression x WHERE x.hash = r.email_hash
+                        AND (x.list_id IS NULL
+                             OR (r.status = 'unsubscribed' AND x.list_id = :list_id))),
+                'kept', 'recorded')
         WHEN EXISTS (SELECT 1 FROM suppression x WHERE x.hash = r.email_hash
                      AND (x.list_id IS NULL OR x.list_id = :list_id)) THEN 'suppressed'
         ELSE coalesce((SELECT iif(m.status = 'subscribed', 'already', 'suppressed')
@@ -159,7 +170,7 @@ IMPORT_PROFILES = """
     SELECT r.line, r.email, s.id, s.name AS old_name, s.organisation AS old_organisation,
            s.extra AS old_extra, r.name, r.organisation, r.extra
     FROM temp.import_rows r JOIN subscribers s ON s.email = r.email
-    WHERE r.outcome != 'suppressed' AND s.email IS NOT NULL
+    WHERE r.outcome IN ('new', 'already') AND s.email IS NOT NULL
       AND ((r.name IS NOT NULL AND r.name IS NOT s.name)
            OR (r.organisation IS NOT NULL AND r.organisation IS NOT s.organisation)
            OR r.extra != s.extra)
@@ -169,10 +180,50 @@ UPDATE_PROFILE = """
     UPDATE subscribers SET name = :name, organisation = :organisation, extra = :extra
     WHERE id = :id AND email IS NOT NULL
 """
-IMPORT_OUTCOMES = "SELECT outcome, count(*) FROM temp.import_rows GROUP BY outcome"
+# People who left (unsubscribed, bounced) and are not on file are recorded as members with
+# that status; suppressed people are never added: only their salted hash is kept.
+IMPORT_LEFT_SUBSCRIBERS = """
+    INSERT INTO subscribers (email, email_hash, name, organisation, extra, created_at)
+    SELECT r.email, r.email_hash, r.name, r.organisation, r.extra, :now
+    FROM temp.import_rows r
+    WHERE r.outcome = 'recorded' AND r.status IN ('unsubscribed', 'bounced')
+      AND NOT EXISTS (SELECT 1 FROM subscribers s WHERE s.email = r.email)
+    ORDER BY r.line
+"""
+IMPORT_LEFT_MEMBERSHIPS = """
+    INSERT INTO memberships (subscriber_id, list_id, status, changed_at, reason)
+    SELECT s.id, :list_id, r.status, :now, 'import: ' || r.status
+    FROM temp.import_rows r JOIN subscribers s ON s.email = r.email
+    WHERE r.outcome = 'recorded' AND r.status IN ('unsubscribed', 'bounced')
+    ON CONFLICT (subscriber_id, list_id) DO UPDATE
+        SET status = excluded.status, changed_at = excluded.changed_at, reason = excluded.reason
+        WHERE memberships.status = 'subscribed'
+"""
+# A bounced address bounces for every list; a suppressed person leaves every list.
+IMPORT_LEAVE_EVERY_LIST = """
+    UPDATE memberships SET status = iif(r.status = 'bounced', 'bounced', 'unsubscribed'),
+                           changed_at = :now, reason = 'import: ' || r.status
+    FROM temp.import_rows r JOIN subscribers s ON s.email = r.email
+    WHERE memberships.subscriber_id = s.id AND memberships.status = 'subscribed'
+      AND r.outcome = 'recorded' AND r.status IN ('bounced', 'suppressed')
+"""
+IMPORT_SUPPRESS = """
+    INSERT OR IGNORE INTO suppression (hash, list_id, reason, at)
+    SELECT r.email_hash, iif(r.status = 'unsubscribed', :list_id, NULL), r.status, :now
+    FROM temp.import_rows r
+    WHERE r.outcome = 'recorded'
+"""
+IMPORT_OUTCOMES = """
+    SELECT outcome, count(*) FROM temp.import_rows WHERE status = 'subscribed' GROUP BY outcome
+"""
+IMPORT_LEFT_OUTCOMES = """
+    SELECT status, outcome, count(*) FROM temp.import_rows WHERE status != 'subscribed'
+    GROUP BY status, outcome
+"""
 IMPORT_SKIPPED = """
     SELECT line, email FROM temp.import_rows WHERE outcome = 'suppressed' ORDER BY line
 """
+SUPPRESSED_EVERYWHERE = "SELECT 1 FROM suppression WHERE hash = ? AND list_id IS NULL"
 IMPORT_DROP = "DROP TABLE temp.import_rows"
 
 EXPORT_LIST = """
@@ -436,6 +487,44 @@ def unsubscribe_address(conn: sqlite3.Connection, email: str, list_name: str | N
     return member.email, unsubscribe(conn, member.id, list_name, reason)
 
 
+class Suppressed(msgspec.Struct, frozen=True):
+    """What ``suppress`` did: addresses newly suppressed, already suppressed, and those of
+    the newly suppressed who were members on file (they left every list)."""
+
+    added: tuple[str, ...]
+    already: tuple[str, ...]
+    members: tuple[str, ...]
+
+
+def suppress(conn: sqlite3.Connection, emails: Iterable[str], reason: str) -> Suppressed:
+    """Suppress normalised addresses on every list, in one transaction.
+
+    An address not on file leaves only its salted hash; a member on file leaves every list
+    (their profile stays until ``remove``). Either way no import subscribes them again.
+    """
+    hashed = address_hasher(conn)
+    now = now_text()
+    added: list[str] = []
+    already: list[str] = []
+    on_file: list[str] = []
+    with transaction(conn):
+        for email in dict.fromkeys(emails):
+            digest = hashed(email)
+            if conn.execute(SUPPRESSED_EVERYWHERE, (digest,)).fetchone():
+                already.append(email)
+                continue
+            conn.execute(SUPPRESS, {"hash": digest, "list_id": None, "reason": "suppressed",
+                                    "now": now})
+            added.append(email)
+            member = conn.execute(SUBSCRIBER_BY_EMAIL, (email,)).fetchone()
+            if member is not None:
+                conn.execute(LEAVE, {"status": str(MemberStatus.UNSUBSCRIBED), "now": now,
+                                     "reason": reason, "subscriber_id": member["id"],
+                                     "list_name": None})
+                on_file.append(email)
+    return Suppressed(tuple(added), tuple(already), tuple(on_file))
+
+
 # --------------------------------------------------------------------------- look-ups
 
 
@@ -518,6 +607,15 @@ class ProfileChange(msgspec.Struct, frozen=True):
     columns: tuple[str, ...]  # name, organisation, then other columns in file order
 
 
+class LeftCount(msgspec.Struct, frozen=True):
+    """Rows of one status other than subscribed: how many this import recorded, and how
+    many the suppression list already held."""
+
+    status: RowStatus
+    recorded: int
+    kept: int
+
+
 class ImportResult(msgspec.Struct, frozen=True):
     list_name: str
     new: int
@@ -526,6 +624,7 @@ class ImportResult(msgspec.Struct, frozen=True):
     dry_run: bool
     changed: tuple[ProfileChange, ...] = ()  # members on file whose row differs
     update: bool = False  # whether ``changed`` was (or, dry run, would be) written
+    left: tuple[LeftCount, ...] = ()  # unsubscribed, bounced, suppressed rows (in that order)
 
 
 def _profile_change(row: sqlite3.Row) -> tuple[ProfileChange, dict[str, object]] | None:
@@ -562,9 +661,16 @@ def import_rows(conn: sqlite3.Connection, list_name: str, rows: tuple[MemberRow,
                 dry_run: bool = False, update: bool = False) -> ImportResult:
     """Add validated rows to a list in one transaction (rolled back when ``dry_run``).
 
-    Members already on file keep their status and consent records whatever ``update`` says;
-    with ``update`` their name, organisation and other columns take the CSV's non-empty
-    values. Without it, the result still says who differs.
+    Only subscribed rows subscribe anyone, and never someone suppressed. Members already on
+    file keep their status and consent records whatever ``update`` says; with ``update``
+    their name, organisation and other columns take the CSV's non-empty values. Without it,
+    the result still says who differs.
+
+    The other statuses are honoured, never upgraded: an unsubscribed row leaves (or is
+    recorded as having left) this list, a bounced row bounces on every list, a suppressed
+    row suppresses the address on every list; each is added to the suppression list, so no
+    later import subscribes them. People who left are recorded with their profile; a
+    suppressed person not on file is never added (only the salted hash is kept).
     """
     now = now_text()
     hashed = address_hasher(conn)
@@ -578,7 +684,7 @@ def import_rows(conn: sqlite3.Connection, list_name: str, rows: tuple[MemberRow,
         conn.execute(IMPORT_TABLE)
         conn.executemany(IMPORT_ROW, (
             (r.line, r.email, hashed(r.email), r.name, r.organisation, r.extra,
-             r.consent_source, r.consent_date, r.consent_basis) for r in rows))
+             r.consent_source, r.consent_date, r.consent_basis, r.status) for r in rows))
         params = {"list_id": list_id, "now": now}
         conn.execute(IMPORT_CLASSIFY, params)
         found = [c for c in map(_profile_change, conn.execute(IMPORT_PROFILES)) if c]
@@ -587,15 +693,25 @@ def import_rows(conn: sqlite3.Connection, list_name: str, rows: tuple[MemberRow,
         conn.execute(IMPORT_NEW_SUBSCRIBERS, params)
         conn.execute(IMPORT_MEMBERSHIPS, params)
         conn.execute(IMPORT_CONSENT, params)
+        for statement in (IMPORT_LEFT_SUBSCRIBERS, IMPORT_LEFT_MEMBERSHIPS,
+                          IMPORT_LEAVE_EVERY_LIST, IMPORT_SUPPRESS):
+            conn.execute(statement, params)
         outcomes = dict(conn.execute(IMPORT_OUTCOMES).fetchall())
+        left = {(RowStatus(status), outcome): n
+                for status, outcome, n in conn.execute(IMPORT_LEFT_OUTCOMES)}
         skipped = tuple((int(r[0]), str(r[1])) for r in conn.execute(IMPORT_SKIPPED))
         conn.execute(IMPORT_DROP)
     except BaseException:
         conn.execute("ROLLBACK")
         raise
     conn.execute("ROLLBACK" if dry_run else "COMMIT")
+    counted = tuple(LeftCount(status, left.get((status, "recorded"), 0),
+                              left.get((status, "kept"), 0))
+                    for status in (RowStatus.UNSUBSCRIBED, RowStatus.BOUNCED,
+                                   RowStatus.SUPPRESSED)
+                    if (status, "recorded") in left or (status, "kept") in left)
     return ImportResult(list_name, outcomes.get("new", 0), outcomes.get("already", 0), skipped,
-                        dry_run, tuple(change for change, _ in found), update)
+                        dry_run, tuple(change for change, _ in found), update, counted)
 
 
 def export_rows(conn: sqlite3.Connection, list_name: str | None) -> Iterator[ExportRow]:
