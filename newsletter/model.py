@@ -215,7 +215,8 @@ class Network(msgspec.Struct, frozen=True):
     # What is kept about each member besides the address and the consent evidence: the
     # columns the network declares (member_columns); an import drops every other column.
     member_columns: tuple[str, ...] = ("name", "organisation")
-    database: Path = Path("newsletter.db")
+    # The state database: a SQLite file, or a postgresql:// URL (never with a password).
+    database: Path | str = Path("newsletter.db")
     root: Path = Path(".")  # the project folder (where newsletter.yaml lives)
     source: Location = Location("newsletter.yaml")
 

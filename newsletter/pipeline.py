@@ -146,7 +146,7 @@ def preview(config: Path, issue: Path, *, port: int, open_browser: bool) -> None
 class Archived(msgspec.Struct, frozen=True):
     report: BuildReport
     members_skipped: bool  # no state database, and --no-members said to go ahead
-    database: Path
+    database: Path | str
 
 
 def archive(config: Path, output: Path, *, no_members: bool = False) -> Archived:
@@ -195,7 +195,7 @@ def import_subscribers(config: Path, csv_file: Path, list_name: str, *, consent:
     if not skip_invalid:
         parsed.require_valid()
     # a dry run against no database yet is a dry run against an empty one, in memory
-    fresh = dry_run and not network.database.is_file()
+    fresh = dry_run and not db.exists(network.database)
     with closing(db.connect(Path(":memory:") if fresh else network.database)) as conn:
         result = members.import_rows(conn, list_name, parsed.rows, dry_run=dry_run,
                                      update=update)

@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
-import sqlite3
 from collections.abc import Callable, Sequence
 
 import msgspec
@@ -28,6 +27,7 @@ from newsletter.delivery.limits import DAY
 from newsletter.delivery.messages import recipients
 from newsletter.delivery.session import Transport
 from newsletter.errors import DeliveryError, StateError
+from newsletter.members import database as db
 from newsletter.members import store as members
 from newsletter.members.database import transaction
 from newsletter.members.tokens import Secrets
@@ -91,7 +91,7 @@ class SendReport(msgspec.Struct, frozen=True):
         return self.counts[DeliveryState.FAILED] + self.counts[DeliveryState.EXPIRED]
 
 
-def check_not_locked(conn: sqlite3.Connection, clock: Clock) -> None:
+def check_not_locked(conn: db.Connection, clock: Clock) -> None:
     """StateError when another run holds the sending lock: before any plan is shown."""
     ledger.check_not_locked(conn, clock.now())
 
@@ -101,7 +101,7 @@ def list_names(lists: str | Sequence[str]) -> tuple[str, ...]:
     return (lists,) if isinstance(lists, str) else tuple(dict.fromkeys(lists))
 
 
-def plan(conn: sqlite3.Connection, network: Network, rendered: RenderedIssue,
+def plan(conn: db.Connection, network: Network, rendered: RenderedIssue,
          lists: str | Sequence[str], transport: Transport, clock: Clock, *,
          retry_unknown: bool) -> Plan:
     """Recipients, limits and what is left today; refuses a resume that would go wrong.
@@ -164,7 +164,7 @@ def refuse_if_late(issue: Issue, plan: Plan, clock: Clock) -> None:
         "run the same command again")
 
 
-def snapshot(conn: sqlite3.Connection, network: Network, rendered: RenderedIssue,
+def snapshot(conn: db.Connection, network: Network, rendered: RenderedIssue,
              lists: str | Sequence[str], secrets: Secrets, clock: Clock) -> int | None:
     """Every recipient as a pending ledger row, in one transaction, before any connection:
     the first snapshot of the issue, and a list added to it later (its members who have no
@@ -204,7 +204,7 @@ def deliver(network: Network, slug: str, transport: Transport, build: Build,
     return asyncio.run(sender.run())
 
 
-def report(conn: sqlite3.Connection, slug: str, result: RunResult | None,
+def report(conn: db.Connection, slug: str, result: RunResult | None,
            send_by: dt.date | None, clock: Clock) -> SendReport:
     """Where the send stands; ``result`` is None when nothing was due."""
     counts = ledger.counts(conn, slug)
@@ -219,7 +219,7 @@ def report(conn: sqlite3.Connection, slug: str, result: RunResult | None,
     return SendReport(slug, counts, result or RunResult(), send_by, late, upcoming, oldest)
 
 
-def _check_resume(conn: sqlite3.Connection, record: ledger.SendRecord,
+def _check_resume(conn: db.Connection, record: ledger.SendRecord,
                   rendered: RenderedIssue) -> None:
     if record.content_hash != rendered.content_hash:
         sent = ledger.counts(conn, record.issue)[DeliveryState.SENT]

@@ -39,12 +39,10 @@ import datetime as dt
 import functools
 import queue
 import signal
-import sqlite3
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Coroutine
-from pathlib import Path
 from typing import Any, TypeVar
 
 import msgspec
@@ -84,13 +82,13 @@ class LedgerThread:
     the others. The thread also beats the send lock's heartbeat.
     """
 
-    def __init__(self, path: Path, lock: ledger.Lock | None, *, synchronous: str = "FULL"
+    def __init__(self, path: db.Target, lock: ledger.Lock | None, *, synchronous: str = "FULL"
                  ) -> None:
         self.path = path
         self.lock = lock
         self.synchronous = synchronous
         self._requests: queue.SimpleQueue[
-            tuple[Callable[[sqlite3.Connection], Any], asyncio.Future[Any],
+            tuple[Callable[[db.Connection], Any], asyncio.Future[Any],
                   asyncio.AbstractEventLoop] | None] = queue.SimpleQueue()
         self._ready = threading.Event()
         self._error: BaseException | None = None
@@ -106,10 +104,10 @@ class LedgerThread:
         self._requests.put(None)
         self._thread.join()
 
-    async def __call__(self, op: Callable[[sqlite3.Connection], T]) -> T:
+    async def __call__(self, op: Callable[[db.Connection], T]) -> T:
         return await self.submit(op)
 
-    def submit(self, op: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
+    def submit(self, op: Callable[[db.Connection], T]) -> asyncio.Future[T]:
         """Queue ``op`` without waiting: the future is done once its commit is durable.
 
         Operations commit in the order they were submitted, so any later operation's
@@ -155,7 +153,7 @@ class LedgerThread:
         finally:
             conn.close()
 
-    def _commit(self, conn: sqlite3.Connection, ops: list[Any], beat: bool, now: float) -> None:
+    def _commit(self, conn: db.Connection, ops: list[Any], beat: bool, now: float) -> None:
         results: list[tuple[asyncio.Future[Any], asyncio.AbstractEventLoop, Any, Any]] = []
         try:
             with db.transaction(conn):
@@ -164,7 +162,7 @@ class LedgerThread:
                     results.append((future, loop, value, error))
                 if beat and self.lock is not None:
                     ledger.heartbeat(conn, self.lock, now)
-        except sqlite3.Error as e:
+        except db.Error as e:
             db.abandon(conn)
             error = NewsletterError(f"{self.path}: the ledger could not be written ({e}); "
                                     "sending stopped")
@@ -206,7 +204,7 @@ class Sender:
     """One run over one issue's due rows."""
 
     def __init__(self, *, issue: str, sender: str, transport: Transport, limits: Limits,
-                 database: Path, build: Build, lock: ledger.Lock | None = None,
+                 database: db.Target, build: Build, lock: ledger.Lock | None = None,
                  clock: Clock | None = None, retry_unknown: bool = False,
                  on_outcome: Callable[[str], None] | None = None,
                  on_wait: Callable[[float, str], None] | None = None,
@@ -517,12 +515,12 @@ def _stopped_by(attempt: Attempt) -> str:
 # These run on the ledger thread, each inside the shared transaction.
 
 
-def _recent_sends(conn: sqlite3.Connection, now: float) -> tuple[int, list[float]]:
+def _recent_sends(conn: db.Connection, now: float) -> tuple[int, list[float]]:
     """(messages sent in the last 24 h, send times in the last hour), across all runs."""
     return ledger.sent_since(conn, now - DAY), ledger.sent_times_since(conn, now - HOUR)
 
 
-def _begin(conn: sqlite3.Connection, job: ledger.Delivery, now: float) -> bool | None:
+def _begin(conn: db.Connection, job: ledger.Delivery, now: float) -> bool | None:
     """Re-check suppression, then mark the row attempting. False: suppressed; None: not due."""
     if members.is_suppressed(conn, job.subscriber_id, job.list_name):
         ledger.mark_suppressed(conn, job.id, now)
@@ -530,7 +528,7 @@ def _begin(conn: sqlite3.Connection, job: ledger.Delivery, now: float) -> bool |
     return True if ledger.begin_attempt(conn, job.id, now) else None
 
 
-def _record(conn: sqlite3.Connection, job: ledger.Delivery, state: DeliveryState,
+def _record(conn: db.Connection, job: ledger.Delivery, state: DeliveryState,
             reply: Reply, now: float, next_at: float | None, bounce: bool) -> None:
     ledger.record(conn, job.id, state, reply, now, next_at)
     if bounce:

@@ -18,15 +18,15 @@ from __future__ import annotations
 import os
 import secrets
 import socket
-import sqlite3
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import msgspec
 
 from newsletter.delivery.replies import Reply
 from newsletter.errors import StateError
-from newsletter.members.database import transaction
+from newsletter.members.database import Connection, transaction
 from newsletter.model import DeliveryState, Recipient
 
 # --------------------------------------------------------------------------- queries
@@ -40,16 +40,18 @@ INSERT INTO sends (issue, list_name, content_hash, subject, created_at) VALUES (
 """
 # A subscriber already in the issue's ledger (through any list) is not written again.
 INSERT_DELIVERY = """
-INSERT OR IGNORE INTO deliveries
+INSERT INTO deliveries
     (issue, subscriber_id, list_name, address, greeting, unsubscribe_url, list_unsubscribe,
      list_unsubscribe_post, message_id, return_path, return_token)
 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+ON CONFLICT DO NOTHING
 """
 INSERT_SEND_LIST = """
-INSERT OR IGNORE INTO send_lists (issue, list_name, added_at) VALUES (?, ?, ?)
+INSERT INTO send_lists (issue, list_name, added_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING
 """
 SEND_LISTS = "SELECT list_name FROM send_lists WHERE issue = ? ORDER BY rowid"
 IN_LEDGER = "SELECT subscriber_id FROM deliveries WHERE issue = ?"
+LEDGER_SIZE = "SELECT count(*) FROM deliveries WHERE issue = ?"
 DUE = """
 SELECT d.id, d.subscriber_id, d.list_name, d.address, d.greeting, d.unsubscribe_url,
        d.list_unsubscribe, d.list_unsubscribe_post, d.message_id, d.state, d.attempts,
@@ -128,7 +130,8 @@ WHERE id = :id AND state IN ('sent', 'unknown')
 """
 INBOX_SEEN = "SELECT kind FROM inbox_messages WHERE fingerprint = ?"
 INBOX_RECORD = """
-INSERT OR IGNORE INTO inbox_messages (fingerprint, kind, handled_at) VALUES (?, ?, ?)
+INSERT INTO inbox_messages (fingerprint, kind, handled_at) VALUES (?, ?, ?)
+ON CONFLICT DO NOTHING
 """
 ADD_FEEDBACK = """
 INSERT INTO feedback (delivery_id, issue, subscriber_id, kind, status, diagnostic, at,
@@ -240,16 +243,16 @@ class Row(msgspec.Struct, frozen=True):
 # --------------------------------------------------------------------------- the snapshot
 
 
-def get_send(conn: sqlite3.Connection, issue: str) -> SendRecord | None:
+def get_send(conn: Connection, issue: str) -> SendRecord | None:
     row = conn.execute(GET_SEND, (issue,)).fetchone()
     return SendRecord(*row) if row else None
 
 
-def all_sends(conn: sqlite3.Connection) -> list[SendRecord]:
+def all_sends(conn: Connection) -> list[SendRecord]:
     return [SendRecord(*row) for row in conn.execute(ALL_SENDS)]
 
 
-def snapshot(conn: sqlite3.Connection, send: SendRecord,
+def snapshot(conn: Connection, send: SendRecord,
              recipients: Iterable[tuple[int, Recipient]]) -> int:
     """Write the send and one pending row per recipient of its list, in one transaction.
 
@@ -264,29 +267,29 @@ def snapshot(conn: sqlite3.Connection, send: SendRecord,
         return add_list(conn, send.issue, send.list_name, recipients, send.created_at)
 
 
-def add_list(conn: sqlite3.Connection, issue: str, list_name: str,
+def add_list(conn: Connection, issue: str, list_name: str,
              recipients: Iterable[tuple[int, Recipient]], now: float) -> int:
     """Record one more list for an issue already in the ledger, and a pending row for each
     of its recipients who has none (people who had the issue through another list are
     skipped); in one transaction. Returns the number of rows written."""
     with transaction(conn):
         conn.execute(INSERT_SEND_LIST, (issue, list_name, now))
-        before = conn.total_changes
+        before = conn.execute(LEDGER_SIZE, (issue,)).fetchone()[0]
         conn.executemany(INSERT_DELIVERY, (
             (issue, subscriber_id, list_name, r.address, r.greeting, r.unsubscribe_url,
              r.list_unsubscribe, r.list_unsubscribe_post, r.message_id, r.return_path,
              return_token(r.return_path))
             for subscriber_id, r in recipients
         ))
-        return conn.total_changes - before
+        return int(conn.execute(LEDGER_SIZE, (issue,)).fetchone()[0]) - int(before)
 
 
-def send_lists(conn: sqlite3.Connection, issue: str) -> tuple[str, ...]:
+def send_lists(conn: Connection, issue: str) -> tuple[str, ...]:
     """Every list the issue was sent to, in the order they were added."""
     return tuple(row[0] for row in conn.execute(SEND_LISTS, (issue,)))
 
 
-def in_ledger(conn: sqlite3.Connection, issue: str) -> set[int]:
+def in_ledger(conn: Connection, issue: str) -> set[int]:
     """The subscribers who have a row for the issue (through any list)."""
     return {row[0] for row in conn.execute(IN_LEDGER, (issue,))}
 
@@ -294,21 +297,21 @@ def in_ledger(conn: sqlite3.Connection, issue: str) -> set[int]:
 # --------------------------------------------------------------------------- sending
 
 
-def mark_crashed(conn: sqlite3.Connection, issue: str) -> int:
+def mark_crashed(conn: Connection, issue: str) -> int:
     """Count the rows a killed run left in flight; they are resent (same Message-ID)."""
     return conn.execute(MARK_CRASHED, (issue,)).rowcount
 
 
-def expire(conn: sqlite3.Connection, issue: str, now: float, deadline: float) -> int:
+def expire(conn: Connection, issue: str, now: float, deadline: float) -> int:
     """Deferred rows first tried more than ``deadline`` seconds ago become expired."""
     return conn.execute(EXPIRE, (issue, now - deadline)).rowcount
 
 
-def due(conn: sqlite3.Connection, issue: str, now: float, *, after: int = 0,
+def due(conn: Connection, issue: str, now: float, *, after: int = 0,
         limit: int = 500, include_unknown: bool = False) -> list[Delivery]:
     """The next rows to send, in id order, after row ``after``."""
     rows = conn.execute(DUE, {"issue": issue, "after": after, "now": now,
-                              "unknown": int(include_unknown), "limit": limit}).fetchall()
+                              "unknown": include_unknown, "limit": limit}).fetchall()
     return [
         Delivery(
             id=row[0], subscriber_id=row[1], list_name=row[2],
@@ -321,16 +324,16 @@ def due(conn: sqlite3.Connection, issue: str, now: float, *, after: int = 0,
     ]
 
 
-def begin_attempt(conn: sqlite3.Connection, delivery_id: int, now: float) -> bool:
+def begin_attempt(conn: Connection, delivery_id: int, now: float) -> bool:
     """pending/deferred/unknown (or a crashed attempting) -> attempting; False if not due."""
     return conn.execute(BEGIN_ATTEMPT, {"id": delivery_id, "now": now}).rowcount == 1
 
 
-def mark_suppressed(conn: sqlite3.Connection, delivery_id: int, now: float) -> None:
+def mark_suppressed(conn: Connection, delivery_id: int, now: float) -> None:
     conn.execute(MARK_SUPPRESSED, {"id": delivery_id, "now": now})
 
 
-def record(conn: sqlite3.Connection, delivery_id: int, state: DeliveryState, reply: Reply,
+def record(conn: Connection, delivery_id: int, state: DeliveryState, reply: Reply,
            now: float, next_attempt_at: float | None = None) -> None:
     """attempting -> the outcome of the attempt (sent, deferred, failed, unknown, expired)."""
     if state in (DeliveryState.PENDING, DeliveryState.ATTEMPTING):
@@ -343,7 +346,7 @@ def record(conn: sqlite3.Connection, delivery_id: int, state: DeliveryState, rep
     })
 
 
-def forget_subscriber(conn: sqlite3.Connection, subscriber_id: int) -> None:
+def forget_subscriber(conn: Connection, subscriber_id: int) -> None:
     """Erase a removed member's personal values from their ledger rows (keeps the counts)."""
     conn.execute(FORGET, (subscriber_id,))
     conn.execute(FORGET_FEEDBACK, (subscriber_id,))
@@ -358,32 +361,32 @@ def return_token(return_path: str) -> str | None:
 # --------------------------------------------------------------------------- what came back
 
 
-def reported_by_token(conn: sqlite3.Connection, token: str) -> Reported | None:
+def reported_by_token(conn: Connection, token: str) -> Reported | None:
     """The delivery whose envelope sender carries this (verified) token."""
     row = conn.execute(BY_RETURN_TOKEN, (token.lower(),)).fetchone()
     return _reported(row)
 
 
-def reported_by_message_id(conn: sqlite3.Connection, message_id: str) -> Reported | None:
+def reported_by_message_id(conn: Connection, message_id: str) -> Reported | None:
     row = conn.execute(BY_MESSAGE_ID, (message_id,)).fetchone()
     return _reported(row)
 
 
-def _reported(row: sqlite3.Row | None) -> Reported | None:
+def _reported(row: Any) -> Reported | None:
     if row is None:
         return None
     return Reported(id=row[0], issue=row[1], subscriber_id=row[2], list_name=row[3],
                     address=row[4], state=DeliveryState(row[5]), message_id=row[6])
 
 
-def late_bounce(conn: sqlite3.Connection, delivery_id: int, code: int | None, status: str,
+def late_bounce(conn: Connection, delivery_id: int, code: int | None, status: str,
                 text: str) -> bool:
     """sent (or unknown) -> bounced, with the reported status and diagnostic; True if moved."""
     return conn.execute(LATE_BOUNCE, {"id": delivery_id, "code": code, "status": status,
                                       "text": text[:REPLY_TEXT_MAX]}).rowcount == 1
 
 
-def add_feedback(conn: sqlite3.Connection, reported: Reported, kind: str, status: str | None,
+def add_feedback(conn: Connection, reported: Reported, kind: str, status: str | None,
                  diagnostic: str | None, now: float, fingerprint: str) -> None:
     """Record what a report said about one delivery (bounce, soft, complaint, unsubscribe)."""
     conn.execute(ADD_FEEDBACK, {
@@ -393,31 +396,31 @@ def add_feedback(conn: sqlite3.Connection, reported: Reported, kind: str, status
         "at": now, "fingerprint": fingerprint})
 
 
-def soft_bounces(conn: sqlite3.Connection, subscriber_id: int) -> tuple[int, int]:
+def soft_bounces(conn: Connection, subscriber_id: int) -> tuple[int, int]:
     """(soft bounces reported for the member, how many different issues they were about)."""
     n, issues = conn.execute(SOFT_BOUNCES, (subscriber_id,)).fetchone()
     return int(n), int(issues)
 
 
-def feedback_counts(conn: sqlite3.Connection, issue: str) -> dict[str, int]:
+def feedback_counts(conn: Connection, issue: str) -> dict[str, int]:
     """What came back about an issue, by kind: bounce, soft, complaint, unsubscribe."""
     found = dict(conn.execute(FEEDBACK_COUNTS, (issue,)).fetchall())
     return {kind: int(found.get(kind, 0))
             for kind in ("bounce", "soft", "complaint", "unsubscribe")}
 
 
-def late_reports(conn: sqlite3.Connection, issue: str) -> list[LateReport]:
+def late_reports(conn: Connection, issue: str) -> list[LateReport]:
     """Late bounces and complaints about an issue, in the order they came."""
     return [LateReport(*row) for row in conn.execute(FEEDBACK_ROWS, (issue,))]
 
 
-def inbox_handled(conn: sqlite3.Connection, fingerprint: str) -> str | None:
+def inbox_handled(conn: Connection, fingerprint: str) -> str | None:
     """The kind a message was found to be when it was handled before; None: new to us."""
     row = conn.execute(INBOX_SEEN, (fingerprint,)).fetchone()
     return None if row is None else str(row[0])
 
 
-def record_inbox_message(conn: sqlite3.Connection, fingerprint: str, kind: str,
+def record_inbox_message(conn: Connection, fingerprint: str, kind: str,
                          now: float) -> bool:
     """Mark a message handled; False when another run got there first (change nothing)."""
     return conn.execute(INBOX_RECORD, (fingerprint, kind, now)).rowcount == 1
@@ -426,40 +429,40 @@ def record_inbox_message(conn: sqlite3.Connection, fingerprint: str, kind: str,
 # --------------------------------------------------------------------------- reporting
 
 
-def counts(conn: sqlite3.Connection, issue: str) -> dict[DeliveryState, int]:
+def counts(conn: Connection, issue: str) -> dict[DeliveryState, int]:
     found = {DeliveryState(state): n for state, n in conn.execute(COUNTS, (issue,))}
     return {state: found.get(state, 0) for state in DeliveryState}
 
 
-def crash_resends(conn: sqlite3.Connection, issue: str) -> int:
+def crash_resends(conn: Connection, issue: str) -> int:
     """How many rows were (or are being) resent because a run died with them in flight."""
     n: int = conn.execute(CRASH_RESENDS, (issue,)).fetchone()[0]
     return n
 
 
-def next_deferred(conn: sqlite3.Connection, issue: str) -> float | None:
+def next_deferred(conn: Connection, issue: str) -> float | None:
     value: float | None = conn.execute(NEXT_DEFERRED, (issue,)).fetchone()[0]
     return value
 
 
-def sent_since(conn: sqlite3.Connection, since: float) -> int:
+def sent_since(conn: Connection, since: float) -> int:
     """Messages accepted by the server since ``since`` (all issues): the daily cap's count."""
     n: int = conn.execute(SENT_SINCE, (since,)).fetchone()[0]
     return n
 
 
-def oldest_sent_since(conn: sqlite3.Connection, since: float) -> float | None:
+def oldest_sent_since(conn: Connection, since: float) -> float | None:
     value: float | None = conn.execute(OLDEST_SENT_SINCE, (since,)).fetchone()[0]
     return value
 
 
-def sent_times_since(conn: sqlite3.Connection, since: float) -> list[float]:
+def sent_times_since(conn: Connection, since: float) -> list[float]:
     """When each message since ``since`` was accepted (all issues): the rate windows' start."""
     return [row[0] for row in conn.execute(SENT_TIMES_SINCE, (since,))]
 
 
-def rows(conn: sqlite3.Connection, issue: str, *, problems_only: bool = False) -> Iterator[Row]:
-    for row in conn.execute(ROWS, {"issue": issue, "problems_only": int(problems_only)}):
+def rows(conn: Connection, issue: str, *, problems_only: bool = False) -> Iterator[Row]:
+    for row in conn.execute(ROWS, {"issue": issue, "problems_only": problems_only}):
         yield Row(id=row[0], subscriber_id=row[1], address=row[2], state=DeliveryState(row[3]),
                   attempts=row[4], first_attempt_at=row[5], last_attempt_at=row[6],
                   next_attempt_at=row[7], sent_at=row[8], reply_code=row[9],
@@ -470,12 +473,12 @@ def rows(conn: sqlite3.Connection, issue: str, *, problems_only: bool = False) -
 # --------------------------------------------------------------------------- proofs
 
 
-def record_proof(conn: sqlite3.Connection, issue: str, content_hash: str, now: float) -> None:
+def record_proof(conn: Connection, issue: str, content_hash: str, now: float) -> None:
     with transaction(conn):
         conn.execute(RECORD_PROOF, (issue, content_hash, now))
 
 
-def last_proof(conn: sqlite3.Connection, issue: str, content_hash: str) -> float | None:
+def last_proof(conn: Connection, issue: str, content_hash: str) -> float | None:
     """When this exact content of the issue was last sent as a proof (None: never)."""
     row = conn.execute(LAST_PROOF, (issue, content_hash)).fetchone()
     return None if row is None else float(row[0])
@@ -494,7 +497,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _held(conn: sqlite3.Connection, now: float) -> tuple[StateError | None, bool]:
+def _held(conn: Connection, now: float) -> tuple[StateError | None, bool]:
     """(why the lock stops us, or None; whether a lock row is there to take over)."""
     held = conn.execute(GET_LOCK).fetchone()
     if held is None:
@@ -509,14 +512,14 @@ def _held(conn: sqlite3.Connection, now: float) -> tuple[StateError | None, bool
         "with Ctrl-C, then run this command again"), True
 
 
-def check_not_locked(conn: sqlite3.Connection, now: float) -> None:
+def check_not_locked(conn: Connection, now: float) -> None:
     """StateError when a live run holds the sending lock (nothing is written)."""
     error, _ = _held(conn, now)
     if error is not None:
         raise error
 
 
-def acquire_lock(conn: sqlite3.Connection, issue: str, now: float) -> Lock:
+def acquire_lock(conn: Connection, issue: str, now: float) -> Lock:
     """Take the single sending lock, or raise StateError naming the run that holds it.
 
     A lock is stale (and taken over) when its process is gone on this host, or its
@@ -534,7 +537,7 @@ def acquire_lock(conn: sqlite3.Connection, issue: str, now: float) -> Lock:
 
 
 @contextmanager
-def locked(conn: sqlite3.Connection, issue: str, now: float) -> Iterator[Lock]:
+def locked(conn: Connection, issue: str, now: float) -> Iterator[Lock]:
     """Hold the sending lock for the ``with`` block (acquire_lock, then release_lock)."""
     lock = acquire_lock(conn, issue, now)
     try:
@@ -543,10 +546,10 @@ def locked(conn: sqlite3.Connection, issue: str, now: float) -> Iterator[Lock]:
         release_lock(conn, lock)
 
 
-def heartbeat(conn: sqlite3.Connection, lock: Lock, now: float) -> None:
+def heartbeat(conn: Connection, lock: Lock, now: float) -> None:
     conn.execute(HEARTBEAT, (now, lock.token))
 
 
-def release_lock(conn: sqlite3.Connection, lock: Lock) -> None:
+def release_lock(conn: Connection, lock: Lock) -> None:
     with transaction(conn):
         conn.execute(RELEASE_LOCK, (lock.token,))

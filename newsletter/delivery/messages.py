@@ -9,12 +9,12 @@ issue as (subscriber id, Recipient).
 from __future__ import annotations
 
 import datetime as dt
-import sqlite3
 from collections.abc import Callable, Iterator
 
 from newsletter.delivery.dkim import signer_for
 from newsletter.email.personalize import assemble_outgoing, prepare
 from newsletter.email.wire import Outgoing
+from newsletter.members import database as db
 from newsletter.members import store as members
 from newsletter.members.recipients import recipient_for
 from newsletter.members.tokens import Secrets
@@ -41,7 +41,7 @@ def message_builder(network: Network, rendered: RenderedIssue, *,
     return signed
 
 
-def recipients(conn: sqlite3.Connection, network: Network, list_name: str,
+def recipients(conn: db.Connection, network: Network, list_name: str,
                slug: str, secrets: Secrets) -> Iterator[tuple[int, Recipient]]:
     """Every member of the list who may be sent to, as (subscriber id, Recipient)."""
     for subscriber in members.recipients(conn, list_name):

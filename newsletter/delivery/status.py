@@ -11,12 +11,12 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
-import sqlite3
 from pathlib import Path
 
 import msgspec
 
 from newsletter.delivery import ledger
+from newsletter.members import database as db
 from newsletter.members.csvfiles import neutralise, write_export
 from newsletter.model import DeliveryState
 
@@ -41,7 +41,7 @@ class SendStatus(msgspec.Struct, frozen=True):
                                             DeliveryState.DEFERRED))
 
 
-def sends(conn: sqlite3.Connection, slug: str | None) -> list[SendStatus]:
+def sends(conn: db.Connection, slug: str | None) -> list[SendStatus]:
     """Every send (or the one of ``slug``, with its problem rows), oldest first."""
     found = []
     for record in ledger.all_sends(conn):
@@ -58,7 +58,7 @@ def sends(conn: sqlite3.Connection, slug: str | None) -> list[SendStatus]:
     return found
 
 
-def write_csv(conn: sqlite3.Connection, records: list[ledger.SendRecord], path: Path) -> None:
+def write_csv(conn: db.Connection, records: list[ledger.SendRecord], path: Path) -> None:
     """Every recipient of these sends, one row each, written whole or not at all."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")

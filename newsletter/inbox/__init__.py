@@ -18,8 +18,6 @@ written in the same transaction as the changes, under SQLite's write lock).
 
 from __future__ import annotations
 
-import sqlite3
-
 import msgspec
 
 from newsletter.clock import Clock
@@ -27,6 +25,7 @@ from newsletter.delivery import ledger
 from newsletter.inbox.apply import Effect, apply
 from newsletter.inbox.classify import Finding, Kind, classify
 from newsletter.inbox.mailboxes import Mailbox
+from newsletter.members import database as db
 from newsletter.members.database import transaction
 from newsletter.members.tokens import Secrets
 from newsletter.model import AfterReading, Bounces
@@ -61,7 +60,7 @@ class InboxReport(msgspec.Struct, frozen=True):
         return tuple(e for e in self.effects if e.status is not None)
 
 
-def read_inbox(conn: sqlite3.Connection, box: Mailbox, secrets: Secrets, rule: Bounces,
+def read_inbox(conn: db.Connection, box: Mailbox, secrets: Secrets, rule: Bounces,
                clock: Clock, after: AfterReading) -> InboxReport:
     """Handle every message of the mailbox not handled before; close the mailbox."""
     read = already = 0

@@ -20,13 +20,13 @@ not hold, or an address we never sent that issue to changes nothing.
 from __future__ import annotations
 
 import re
-import sqlite3
 
 import msgspec
 
 from newsletter.delivery import ledger
 from newsletter.errors import AddressError
 from newsletter.inbox.classify import Finding, Kind, Recipient, printable
+from newsletter.members import database as db
 from newsletter.members import store as members
 from newsletter.members.csvfiles import normalise_address
 from newsletter.members.tokens import Secrets, read_return_token, read_token
@@ -55,7 +55,7 @@ class Outcome(msgspec.Struct, frozen=True):
     effect: Effect | None = None
 
 
-def apply(conn: sqlite3.Connection, finding: Finding, secrets: Secrets, rule: Bounces,
+def apply(conn: db.Connection, finding: Finding, secrets: Secrets, rule: Bounces,
           now: float, fingerprint: str) -> Outcome:
     """Act on one finding (inside the caller's transaction)."""
     kind = finding.kind
@@ -84,7 +84,7 @@ def apply(conn: sqlite3.Connection, finding: Finding, secrets: Secrets, rule: Bo
 # --------------------------------------------------------------------------- the delivery
 
 
-def _delivery(conn: sqlite3.Connection, finding: Finding, secrets: Secrets
+def _delivery(conn: db.Connection, finding: Finding, secrets: Secrets
               ) -> tuple[ledger.Reported, str] | str:
     """The delivery a report is about and the key that named it, or why there is none."""
     if finding.return_tokens:
@@ -124,7 +124,7 @@ def _matching(recipients: tuple[Recipient, ...], address: str) -> Recipient | No
 # --------------------------------------------------------------------------- verdicts
 
 
-def _bounce(conn: sqlite3.Connection, finding: Finding, reported: ledger.Reported,
+def _bounce(conn: db.Connection, finding: Finding, reported: ledger.Reported,
             failed: Recipient, now: float, fingerprint: str) -> Outcome:
     status = failed.status or "5.0.0"
     detail = " ".join(x for x in (status, failed.diagnostic) if x)
@@ -141,7 +141,7 @@ def _bounce(conn: sqlite3.Connection, finding: Finding, reported: ledger.Reporte
         MemberStatus.BOUNCED if changed else None))
 
 
-def _soft(conn: sqlite3.Connection, finding: Finding, reported: ledger.Reported,
+def _soft(conn: db.Connection, finding: Finding, reported: ledger.Reported,
           failed: Recipient, rule: Bounces, now: float, fingerprint: str) -> Outcome:
     status = failed.status or "4.0.0"
     detail = " ".join(x for x in (status, failed.diagnostic) if x)
@@ -159,7 +159,7 @@ def _soft(conn: sqlite3.Connection, finding: Finding, reported: ledger.Reported,
         f"{detail} ({tally})", MemberStatus.BOUNCED if changed else None))
 
 
-def _complaint(conn: sqlite3.Connection, finding: Finding, reported: ledger.Reported,
+def _complaint(conn: db.Connection, finding: Finding, reported: ledger.Reported,
                key: str, now: float, fingerprint: str) -> Outcome:
     named = [r for r in finding.recipients if not _REDACTED.search(r.address)]
     if named and _matching(tuple(named), reported.address) is None:
@@ -175,7 +175,7 @@ def _complaint(conn: sqlite3.Connection, finding: Finding, reported: ledger.Repo
         "reported the newsletter as spam", MemberStatus.COMPLAINED if changed else None))
 
 
-def _unsubscribe(conn: sqlite3.Connection, finding: Finding, secrets: Secrets) -> Outcome:
+def _unsubscribe(conn: db.Connection, finding: Finding, secrets: Secrets) -> Outcome:
     token = read_token(secrets, finding.unsubscribe_token or "")
     if token is None:
         return Outcome(Kind.IGNORED, "its unsubscribe token does not verify (forged, or "

@@ -27,6 +27,7 @@ import re
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import msgspec
 
@@ -223,6 +224,32 @@ def _project_file(default: str | None = None) -> Read:
         value = nr.r.text(f, key, max_len=1000) or default
         return None if value is None else nr.root / value
     return read
+
+
+def _database(nr: _NetworkReader, f: Fields, key: str) -> Path | str | None:
+    """The state database: a file in the project folder (SQLite, the default), or a
+    ``postgresql://user@host[:port]/name`` URL, whose password comes from the environment."""
+    value = nr.r.text(f, key, max_len=1000)
+    if value is None or not value.startswith(("postgresql://", "postgres://")):
+        path: Path | None = _project_file("newsletter.db")(nr, f, key)
+        return path
+    try:
+        parts = urlsplit(value)
+        port = parts.port
+    except ValueError as e:
+        nr.error(f, key, f"not a usable database URL: {e}",
+                 "write postgresql://USER@HOST:PORT/DATABASE")
+        return None
+    if parts.password is not None:
+        nr.error(f, key, "the database URL carries a password",
+                 "remove it and set NEWSLETTER_DATABASE_PASSWORD in the environment "
+                 "instead: postgresql://USER@HOST/DATABASE")
+        return None
+    if not parts.hostname or not parts.path.strip("/") or port == 0:
+        nr.error(f, key, "a PostgreSQL URL needs a host and a database name",
+                 "write postgresql://USER@HOST:PORT/DATABASE")
+        return None
+    return value
 
 
 LOGO_BYTES = 512 * 1024  # a masthead, not a photograph
@@ -463,7 +490,7 @@ NETWORK = Group(Network, (
         Setting("after", choice(AfterReading, "after setting")),
     ), _inbox)),
     Setting("member_columns", _member_columns),
-    Setting("database", _project_file("newsletter.db")),
+    Setting("database", _database),
 ), _network)
 
 

@@ -27,23 +27,30 @@ import datetime as dt
 import hashlib
 import json
 import re
-import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import closing, contextmanager
-from pathlib import Path
+from typing import Any
 
 import msgspec
 
 from newsletter.errors import AddressError, InputError, Problem, StateError
+from newsletter.members import database as db
 from newsletter.members.csvfiles import ExportRow, MemberRow, RowStatus, normalise_address
-from newsletter.members.database import checkpoint, connect, open_read_only, transaction
+from newsletter.members.database import (
+    Connection,
+    Target,
+    checkpoint,
+    connect,
+    open_read_only,
+    transaction,
+)
 from newsletter.model import Location, MemberStatus, PrivateValues, Subscriber
 
 # --------------------------------------------------------------------------- SQL
 
 SALT = "SELECT value FROM meta WHERE key = 'suppression_salt'"
 
-ENSURE_LIST = "INSERT OR IGNORE INTO lists (name, created_at) VALUES (?, ?)"
+ENSURE_LIST = "INSERT INTO lists (name, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING"
 LIST_ID = "SELECT id FROM lists WHERE name = ?"
 
 # A member is suppressed for a list by a suppression row for that list or for every list.
@@ -93,11 +100,13 @@ STATUS = """
 LEAVE = """
     UPDATE memberships SET status = :status, changed_at = :now, reason = :reason
     WHERE subscriber_id = :subscriber_id AND status = 'subscribed'
-      AND (:list_name IS NULL OR list_id = (SELECT id FROM lists WHERE name = :list_name))
+      AND (CAST(:list_name AS TEXT) IS NULL
+           OR list_id = (SELECT id FROM lists WHERE name = :list_name))
 """
 SUPPRESS = """
-    INSERT OR IGNORE INTO suppression (hash, list_id, reason, at)
+    INSERT INTO suppression (hash, list_id, reason, at)
     VALUES (:hash, :list_id, :reason, :now)
+    ON CONFLICT DO NOTHING
 """
 
 REMOVE_MEMBERSHIPS = """
@@ -119,7 +128,7 @@ IMPORT_TABLE = """
     )
 """
 IMPORT_ROW = """
-    INSERT INTO temp.import_rows (line, email, email_hash, name, organisation, extra,
+    INSERT INTO import_rows (line, email, email_hash, name, organisation, extra,
                                   consent_source, consent_date, consent_basis, status)
     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
@@ -127,15 +136,16 @@ IMPORT_ROW = """
 # recorded, or kept when the suppression list already says as much (for that list, when
 # they unsubscribed from it; for every list, when they bounced or are suppressed).
 IMPORT_CLASSIFY = """
-    UPDATE temp.import_rows AS r SET outcome = CASE
+    UPDATE import_rows AS r SET outcome = CASE
         WHEN r.status != 'subscribed' THEN
-            iif(EXISTS (SELECT 1 FROM suppression x WHERE x.hash = r.email_hash
-                        AND (x.list_id IS NULL
-                             OR (r.status = 'unsubscribed' AND x.list_id = :list_id))),
-                'kept', 'recorded')
+            CASE WHEN EXISTS (SELECT 1 FROM suppression x WHERE x.hash = r.email_hash
+                              AND (x.list_id IS NULL
+                                   OR (r.status = 'unsubscribed' AND x.list_id = :list_id)))
+                 THEN 'kept' ELSE 'recorded' END
         WHEN EXISTS (SELECT 1 FROM suppression x WHERE x.hash = r.email_hash
                      AND (x.list_id IS NULL OR x.list_id = :list_id)) THEN 'suppressed'
-        ELSE coalesce((SELECT iif(m.status = 'subscribed', 'already', 'suppressed')
+        ELSE coalesce((SELECT CASE WHEN m.status = 'subscribed' THEN 'already'
+                                   ELSE 'suppressed' END
                        FROM subscribers s JOIN memberships m ON m.subscriber_id = s.id
                        WHERE s.email = r.email AND m.list_id = :list_id), 'new')
     END
@@ -143,25 +153,25 @@ IMPORT_CLASSIFY = """
 IMPORT_NEW_SUBSCRIBERS = """
     INSERT INTO subscribers (email, email_hash, name, organisation, extra, created_at)
     SELECT r.email, r.email_hash, r.name, r.organisation, r.extra, :now
-    FROM temp.import_rows r
+    FROM import_rows r
     WHERE r.outcome = 'new' AND NOT EXISTS (SELECT 1 FROM subscribers s WHERE s.email = r.email)
     ORDER BY r.line
 """
 IMPORT_MEMBERSHIPS = """
     INSERT INTO memberships (subscriber_id, list_id, status, changed_at, reason)
     SELECT s.id, :list_id, 'subscribed', :now, 'import'
-    FROM temp.import_rows r JOIN subscribers s ON s.email = r.email
+    FROM import_rows r JOIN subscribers s ON s.email = r.email
     WHERE r.outcome = 'new'
 """
 IMPORT_CONSENT = """
     INSERT INTO consent (subscriber_id, list_id, source, date, basis, recorded_at)
     SELECT s.id, :list_id, r.consent_source, r.consent_date, r.consent_basis, :now
-    FROM temp.import_rows r JOIN subscribers s ON s.email = r.email
+    FROM import_rows r JOIN subscribers s ON s.email = r.email
     WHERE r.outcome IN ('new', 'already')
       AND NOT EXISTS (SELECT 1 FROM consent c
                       WHERE c.subscriber_id = s.id AND c.list_id = :list_id
                         AND c.source = r.consent_source AND c.basis = r.consent_basis
-                        AND c.date IS r.consent_date)
+                        AND c.date IS NOT DISTINCT FROM r.consent_date)
     ORDER BY r.line
 """
 # Members already on file whose row differs; the rows an import skips are left alone whole.
@@ -169,10 +179,11 @@ IMPORT_CONSENT = """
 IMPORT_PROFILES = """
     SELECT r.line, r.email, s.id, s.name AS old_name, s.organisation AS old_organisation,
            s.extra AS old_extra, r.name, r.organisation, r.extra
-    FROM temp.import_rows r JOIN subscribers s ON s.email = r.email
+    FROM import_rows r JOIN subscribers s ON s.email = r.email
     WHERE r.outcome IN ('new', 'already') AND s.email IS NOT NULL
-      AND ((r.name IS NOT NULL AND r.name IS NOT s.name)
-           OR (r.organisation IS NOT NULL AND r.organisation IS NOT s.organisation)
+      AND ((r.name IS NOT NULL AND r.name IS DISTINCT FROM s.name)
+           OR (r.organisation IS NOT NULL
+                AND r.organisation IS DISTINCT FROM s.organisation)
            OR r.extra != s.extra)
     ORDER BY r.line
 """
@@ -185,7 +196,7 @@ UPDATE_PROFILE = """
 IMPORT_LEFT_SUBSCRIBERS = """
     INSERT INTO subscribers (email, email_hash, name, organisation, extra, created_at)
     SELECT r.email, r.email_hash, r.name, r.organisation, r.extra, :now
-    FROM temp.import_rows r
+    FROM import_rows r
     WHERE r.outcome = 'recorded' AND r.status IN ('unsubscribed', 'bounced')
       AND NOT EXISTS (SELECT 1 FROM subscribers s WHERE s.email = r.email)
     ORDER BY r.line
@@ -193,7 +204,7 @@ IMPORT_LEFT_SUBSCRIBERS = """
 IMPORT_LEFT_MEMBERSHIPS = """
     INSERT INTO memberships (subscriber_id, list_id, status, changed_at, reason)
     SELECT s.id, :list_id, r.status, :now, 'import: ' || r.status
-    FROM temp.import_rows r JOIN subscribers s ON s.email = r.email
+    FROM import_rows r JOIN subscribers s ON s.email = r.email
     WHERE r.outcome = 'recorded' AND r.status IN ('unsubscribed', 'bounced')
     ON CONFLICT (subscriber_id, list_id) DO UPDATE
         SET status = excluded.status, changed_at = excluded.changed_at, reason = excluded.reason
@@ -201,30 +212,32 @@ IMPORT_LEFT_MEMBERSHIPS = """
 """
 # A bounced address bounces for every list; a suppressed person leaves every list.
 IMPORT_LEAVE_EVERY_LIST = """
-    UPDATE memberships SET status = iif(r.status = 'bounced', 'bounced', 'unsubscribed'),
+    UPDATE memberships SET status = CASE WHEN r.status = 'bounced' THEN 'bounced'
+                                         ELSE 'unsubscribed' END,
                            changed_at = :now, reason = 'import: ' || r.status
-    FROM temp.import_rows r JOIN subscribers s ON s.email = r.email
+    FROM import_rows r JOIN subscribers s ON s.email = r.email
     WHERE memberships.subscriber_id = s.id AND memberships.status = 'subscribed'
       AND r.outcome = 'recorded' AND r.status IN ('bounced', 'suppressed')
 """
 IMPORT_SUPPRESS = """
-    INSERT OR IGNORE INTO suppression (hash, list_id, reason, at)
-    SELECT r.email_hash, iif(r.status = 'unsubscribed', :list_id, NULL), r.status, :now
-    FROM temp.import_rows r
+    INSERT INTO suppression (hash, list_id, reason, at)
+    SELECT r.email_hash, CASE WHEN r.status = 'unsubscribed' THEN :list_id END, r.status, :now
+    FROM import_rows r
     WHERE r.outcome = 'recorded'
+    ON CONFLICT DO NOTHING
 """
 IMPORT_OUTCOMES = """
-    SELECT outcome, count(*) FROM temp.import_rows WHERE status = 'subscribed' GROUP BY outcome
+    SELECT outcome, count(*) FROM import_rows WHERE status = 'subscribed' GROUP BY outcome
 """
 IMPORT_LEFT_OUTCOMES = """
-    SELECT status, outcome, count(*) FROM temp.import_rows WHERE status != 'subscribed'
+    SELECT status, outcome, count(*) FROM import_rows WHERE status != 'subscribed'
     GROUP BY status, outcome
 """
 IMPORT_SKIPPED = """
-    SELECT line, email FROM temp.import_rows WHERE outcome = 'suppressed' ORDER BY line
+    SELECT line, email FROM import_rows WHERE outcome = 'suppressed' ORDER BY line
 """
 SUPPRESSED_EVERYWHERE = "SELECT 1 FROM suppression WHERE hash = ? AND list_id IS NULL"
-IMPORT_DROP = "DROP TABLE temp.import_rows"
+IMPORT_DROP = "DROP TABLE import_rows"
 
 EXPORT_LIST = """
     SELECT s.email, s.name, s.organisation, s.extra, c.source, c.date, c.basis
@@ -279,12 +292,12 @@ LISTING = """
            m.changed_at, m.reason
     FROM memberships m JOIN subscribers s ON s.id = m.subscriber_id
     JOIN lists l ON l.id = m.list_id
-    WHERE :list_name IS NULL OR l.name = :list_name
+    WHERE CAST(:list_name AS TEXT) IS NULL OR l.name = :list_name
     ORDER BY l.name, s.id
 """
 COUNTS = """
     SELECT l.name, m.status, count(*) FROM memberships m JOIN lists l ON l.id = m.list_id
-    WHERE :list_name IS NULL OR l.name = :list_name
+    WHERE CAST(:list_name AS TEXT) IS NULL OR l.name = :list_name
     GROUP BY l.name, m.status ORDER BY l.name, m.status
 """
 LIST_NAMES = "SELECT name FROM lists ORDER BY name"
@@ -306,7 +319,7 @@ def now_text() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def address_hasher(conn: sqlite3.Connection) -> Callable[[str], str]:
+def address_hasher(conn: Connection) -> Callable[[str], str]:
     """Salted sha256 of a normalised address: what the suppression list remembers."""
     salt: str = conn.execute(SALT).fetchone()[0]
     base = hashlib.sha256(f"{salt}:".encode())  # copied per address: the salt is hashed once
@@ -319,15 +332,15 @@ def address_hasher(conn: sqlite3.Connection) -> Callable[[str], str]:
     return hashed
 
 
-def address_hash(conn: sqlite3.Connection, email: str) -> str:
+def address_hash(conn: Connection, email: str) -> str:
     return address_hasher(conn)(email)
 
 
 @contextmanager
-def existing(database: Path) -> Iterator[sqlite3.Connection]:
+def existing(database: Target) -> Iterator[Connection]:
     """The state database for commands about members already imported (never created)."""
-    if not database.is_file():
-        raise InputError([Problem(Location(str(database)), "", "no members yet (the state "
+    if not db.exists(database):
+        raise InputError([Problem(Location(db.describe(database)), "", "no members yet (the state "
                                   "database does not exist)",
                                   hint="import some first: newsletter subscribers import "
                                        "FILE.csv --list NAME")])
@@ -341,17 +354,17 @@ def _not_a_member(email: str, where: str = "") -> InputError:
                                hint="check the spelling with 'newsletter subscribers list'")])
 
 
-def _subscriber(row: sqlite3.Row, status: MemberStatus) -> Subscriber:
+def _subscriber(row: Any, status: MemberStatus) -> Subscriber:
     return Subscriber(id=row["id"], email=row["email"], name=row["name"],
                       organisation=row["organisation"], status=status, uid=row["uid"])
 
 
-def _list_id(conn: sqlite3.Connection, list_name: str) -> int | None:
+def _list_id(conn: Connection, list_name: str) -> int | None:
     row = conn.execute(LIST_ID, (list_name,)).fetchone()
     return None if row is None else int(row[0])
 
 
-def private_values(conn: sqlite3.Connection) -> PrivateValues:
+def private_values(conn: Connection) -> PrivateValues:
     """Every member's address and uid, and the salt: what the archive's gate looks for."""
     salt = conn.execute(SALT).fetchone()
     return PrivateValues(
@@ -361,7 +374,7 @@ def private_values(conn: sqlite3.Connection) -> PrivateValues:
         salt=str(salt[0]) if salt else "")
 
 
-def values_for_archive(database: Path, *, no_members: bool = False) -> PrivateValues | None:
+def values_for_archive(database: Target, *, no_members: bool = False) -> PrivateValues | None:
     """``private_values`` for the archive's privacy gate, the database opened read-only
     (never created, never migrated: building the archive changes no state).
 
@@ -369,7 +382,7 @@ def values_for_archive(database: Path, *, no_members: bool = False) -> PrivateVa
     build in a fresh checkout, in CI or with the wrong --config would publish an address
     unchecked. Unless ``no_members`` says so: then None, and the caller says it skipped.
     """
-    if not database.is_file():
+    if not db.exists(database):
         if no_members:
             return None
         raise InputError([Problem(
@@ -381,11 +394,11 @@ def values_for_archive(database: Path, *, no_members: bool = False) -> PrivateVa
     try:
         with closing(open_read_only(database)) as conn:
             return private_values(conn)
-    except sqlite3.Error as e:
+    except db.Error as e:
         raise StateError(f"{database}: cannot read subscriber addresses: {e}") from e
 
 
-def list_names(conn: sqlite3.Connection) -> list[str]:
+def list_names(conn: Connection) -> list[str]:
     return [row[0] for row in conn.execute(LIST_NAMES)]
 
 
@@ -397,7 +410,7 @@ def check_list_name(name: str) -> None:
                                        "e.g. 'news'")])
 
 
-def require_list(conn: sqlite3.Connection, name: str | None) -> None:
+def require_list(conn: Connection, name: str | None) -> None:
     """InputError unless ``name`` is None or an existing list."""
     if name is None:
         return
@@ -411,7 +424,7 @@ def require_list(conn: sqlite3.Connection, name: str | None) -> None:
 # --------------------------------------------------------------------------- for delivery
 
 
-def recipients(conn: sqlite3.Connection, list_name: str) -> Iterator[Subscriber]:
+def recipients(conn: Connection, list_name: str) -> Iterator[Subscriber]:
     """Subscribed, unsuppressed members of a list, by id (fetched in pages, no long reads)."""
     list_id = _list_id(conn, list_name)
     if list_id is None:
@@ -427,13 +440,13 @@ def recipients(conn: sqlite3.Connection, list_name: str) -> Iterator[Subscriber]
         after = rows[-1]["id"]
 
 
-def is_suppressed(conn: sqlite3.Connection, subscriber_id: int, list_name: str) -> bool:
+def is_suppressed(conn: Connection, subscriber_id: int, list_name: str) -> bool:
     """True unless the member is, right now, subscribed to the list and not suppressed."""
     return conn.execute(SENDABLE, {"list_name": list_name,
                                    "subscriber_id": subscriber_id}).fetchone() is None
 
 
-def mark_bounced(conn: sqlite3.Connection, subscriber_id: int, list_name: str,
+def mark_bounced(conn: Connection, subscriber_id: int, list_name: str,
                  reason: str) -> bool:
     """A permanent failure (5.x.x): the address is suppressed on every list, for good.
 
@@ -443,7 +456,7 @@ def mark_bounced(conn: sqlite3.Connection, subscriber_id: int, list_name: str,
     return _leave(conn, subscriber_id, None, MemberStatus.BOUNCED, f"{list_name}: {reason}")
 
 
-def mark_complained(conn: sqlite3.Connection, subscriber_id: int, list_name: str,
+def mark_complained(conn: Connection, subscriber_id: int, list_name: str,
                     reason: str) -> bool:
     """A spam complaint (an RFC 5965 abuse report): suppressed on every list, for good.
 
@@ -453,13 +466,13 @@ def mark_complained(conn: sqlite3.Connection, subscriber_id: int, list_name: str
     return _leave(conn, subscriber_id, None, MemberStatus.COMPLAINED, f"{list_name}: {reason}")
 
 
-def unsubscribe(conn: sqlite3.Connection, subscriber_id: int, list_name: str | None,
+def unsubscribe(conn: Connection, subscriber_id: int, list_name: str | None,
                 reason: str) -> bool:
     """Leave one list (or every list when None); idempotent. True if anything changed."""
     return _leave(conn, subscriber_id, list_name, MemberStatus.UNSUBSCRIBED, reason)
 
 
-def _leave(conn: sqlite3.Connection, subscriber_id: int, list_name: str | None,
+def _leave(conn: Connection, subscriber_id: int, list_name: str | None,
            status: MemberStatus, reason: str) -> bool:
     now = now_text()
     with transaction(conn):
@@ -474,7 +487,7 @@ def _leave(conn: sqlite3.Connection, subscriber_id: int, list_name: str | None,
     return changed > 0
 
 
-def unsubscribe_address(conn: sqlite3.Connection, email: str, list_name: str | None,
+def unsubscribe_address(conn: Connection, email: str, list_name: str | None,
                         reason: str) -> tuple[str, bool]:
     """An editor's unsubscribe: (the stored address, whether anything changed).
 
@@ -496,7 +509,7 @@ class Suppressed(msgspec.Struct, frozen=True):
     members: tuple[str, ...]
 
 
-def suppress(conn: sqlite3.Connection, emails: Iterable[str], reason: str) -> Suppressed:
+def suppress(conn: Connection, emails: Iterable[str], reason: str) -> Suppressed:
     """Suppress normalised addresses on every list, in one transaction.
 
     An address not on file leaves only its salted hash; a member on file leaves every list
@@ -528,7 +541,7 @@ def suppress(conn: sqlite3.Connection, emails: Iterable[str], reason: str) -> Su
 # --------------------------------------------------------------------------- look-ups
 
 
-def find_by_email(conn: sqlite3.Connection, email: str) -> Subscriber | None:
+def find_by_email(conn: Connection, email: str) -> Subscriber | None:
     """The member with this address (any case, any IDN form), or None.
 
     Status: subscribed if on any list, else the latest change.
@@ -544,19 +557,19 @@ def find_by_email(conn: sqlite3.Connection, email: str) -> Subscriber | None:
     return _subscriber(row, MemberStatus(status[0]) if status else MemberStatus.UNSUBSCRIBED)
 
 
-def address_of(conn: sqlite3.Connection, subscriber_id: int) -> str | None:
+def address_of(conn: Connection, subscriber_id: int) -> str | None:
     """The member's address as stored (None once removed)."""
     row = conn.execute(SUBSCRIBER_EMAIL, (subscriber_id,)).fetchone()
     return None if row is None or row[0] is None else str(row[0])
 
 
-def member_id_for(conn: sqlite3.Connection, uid: str, list_name: str) -> int | None:
+def member_id_for(conn: Connection, uid: str, list_name: str) -> int | None:
     """The id of the member with this uid who is (or was) on the list, else None."""
     row = conn.execute(MEMBER_OF_LIST, (uid, list_name)).fetchone()
     return None if row is None else int(row[0])
 
 
-def membership_status(conn: sqlite3.Connection, subscriber_id: int, list_name: str
+def membership_status(conn: Connection, subscriber_id: int, list_name: str
                       ) -> MemberStatus | None:
     """The member's status on one list; None when they were never on it."""
     row = conn.execute(MEMBERSHIP, (subscriber_id, list_name)).fetchone()
@@ -566,7 +579,7 @@ def membership_status(conn: sqlite3.Connection, subscriber_id: int, list_name: s
 # --------------------------------------------------------------------------- removal
 
 
-def remove(conn: sqlite3.Connection, email: str, reason: str = "removed") -> Subscriber:
+def remove(conn: Connection, email: str, reason: str = "removed") -> Subscriber:
     """Erase a member's personal data; keep only the salted hash, suppressed on every list."""
     where = Location("command line")
     try:
@@ -574,7 +587,7 @@ def remove(conn: sqlite3.Connection, email: str, reason: str = "removed") -> Sub
     except AddressError as e:
         raise InputError([Problem(where, "EMAIL", str(e))]) from e
     # Overwrite freed space, then empty the WAL: the erased values must not linger on disk.
-    conn.execute("PRAGMA secure_delete = ON")
+    db.pragma(conn, "secure_delete = ON")
     with transaction(conn):
         row = conn.execute(SUBSCRIBER_BY_EMAIL, (normal,)).fetchone()
         hashed = address_hash(conn, normal)
@@ -627,7 +640,7 @@ class ImportResult(msgspec.Struct, frozen=True):
     left: tuple[LeftCount, ...] = ()  # unsubscribed, bounced, suppressed rows (in that order)
 
 
-def _profile_change(row: sqlite3.Row) -> tuple[ProfileChange, dict[str, object]] | None:
+def _profile_change(row: Any) -> tuple[ProfileChange, dict[str, object]] | None:
     """How a member on file would change; None when nothing does (empty cells never count).
 
     Other columns merge one by one: a column missing from this CSV, or empty in it, keeps
@@ -657,7 +670,7 @@ def _profile_change(row: sqlite3.Row) -> tuple[ProfileChange, dict[str, object]]
             {"id": row["id"], "name": name, "organisation": organisation, "extra": extra})
 
 
-def import_rows(conn: sqlite3.Connection, list_name: str, rows: tuple[MemberRow, ...], *,
+def import_rows(conn: Connection, list_name: str, rows: tuple[MemberRow, ...], *,
                 dry_run: bool = False, update: bool = False) -> ImportResult:
     """Add validated rows to a list in one transaction (rolled back when ``dry_run``).
 
@@ -676,8 +689,8 @@ def import_rows(conn: sqlite3.Connection, list_name: str, rows: tuple[MemberRow,
     hashed = address_hasher(conn)
     if conn.in_transaction:
         raise RuntimeError("import_rows runs its own transaction")
-    conn.execute("PRAGMA temp_store = MEMORY")  # the staging table never needs the disk
-    conn.execute("BEGIN IMMEDIATE")
+    db.pragma(conn, "temp_store = MEMORY")  # the staging table never needs the disk
+    db.begin(conn)
     try:
         conn.execute(ENSURE_LIST, (list_name, now))
         list_id = _list_id(conn, list_name)
@@ -714,7 +727,7 @@ def import_rows(conn: sqlite3.Connection, list_name: str, rows: tuple[MemberRow,
                         dry_run, tuple(change for change, _ in found), update, counted)
 
 
-def export_rows(conn: sqlite3.Connection, list_name: str | None) -> Iterator[ExportRow]:
+def export_rows(conn: Connection, list_name: str | None) -> Iterator[ExportRow]:
     """Subscribed members (of one list, or of any), oldest first, with their latest consent."""
     query = EXPORT_ALL if list_name is None else EXPORT_LIST
     for row in conn.execute(query, {"list_name": list_name}):
@@ -722,7 +735,7 @@ def export_rows(conn: sqlite3.Connection, list_name: str | None) -> Iterator[Exp
                         consent_source=row[4], consent_date=row[5], consent_basis=row[6])
 
 
-def export_rows_with_status(conn: sqlite3.Connection, list_name: str | None
+def export_rows_with_status(conn: Connection, list_name: str | None
                             ) -> Iterator[ExportRow]:
     """Every member on file (of one list, or of any), whatever their status, with its reason."""
     query = EXPORT_STATUS_ALL if list_name is None else EXPORT_STATUS_LIST
@@ -743,12 +756,12 @@ class Listing(msgspec.Struct, frozen=True):
     reason: str | None
 
 
-def listing(conn: sqlite3.Connection, list_name: str | None) -> Iterator[Listing]:
+def listing(conn: Connection, list_name: str | None) -> Iterator[Listing]:
     for row in conn.execute(LISTING, {"list_name": list_name}):
         yield Listing(row["id"], row["email"], row["name"], row["organisation"],
                       row["list_name"], MemberStatus(row["status"]), row["changed_at"],
                       row["reason"])
 
 
-def counts(conn: sqlite3.Connection, list_name: str | None) -> list[tuple[str, str, int]]:
+def counts(conn: Connection, list_name: str | None) -> list[tuple[str, str, int]]:
     return [(row[0], row[1], row[2]) for row in conn.execute(COUNTS, {"list_name": list_name})]

@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-import sqlite3
 import time
 import urllib.parse
 from collections import OrderedDict
@@ -314,23 +313,13 @@ class _Busy(Exception):
     """The members database stayed locked for longer than the server waits."""
 
 
-def _locked(error: BaseException | None) -> bool:
-    """Is this SQLite's "database is locked" (SQLITE_BUSY, SQLITE_LOCKED), maybe wrapped?"""
-    while error is not None:
-        if isinstance(error, sqlite3.OperationalError) \
-                and error.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
-            return True
-        error = error.__cause__
-    return False
-
-
 class _Members:
     """The members database as requests use it: a short connection each, in a thread."""
 
-    def __init__(self, path: Path, busy_wait: float) -> None:
+    def __init__(self, path: db.Target, busy_wait: float) -> None:
         self.path, self.busy_wait = path, busy_wait
 
-    async def run(self, work: Callable[[sqlite3.Connection], T]) -> T:
+    async def run(self, work: Callable[[db.Connection], T]) -> T:
         """``work(conn)`` in a thread; while the database is locked, tried again (sleeping
         on the event loop between attempts) for up to ``busy_wait`` seconds, then _Busy."""
         loop = asyncio.get_running_loop()
@@ -339,8 +328,8 @@ class _Members:
         while True:
             try:
                 return await run_in_threadpool(self._attempt, work)
-            except (sqlite3.Error, StateError) as e:
-                if not _locked(e):
+            except db.ERROR_OR_STATE as e:
+                if not db.busy(e):
                     raise
             left = deadline - loop.time()
             if left <= 0:
@@ -348,12 +337,16 @@ class _Members:
             await asyncio.sleep(min(pause, left))
             pause = min(pause * 2, 1.0)
 
-    def _attempt(self, work: Callable[[sqlite3.Connection], T]) -> T:
-        if not self.path.is_file():  # never make an empty one: every link would be refused
+    def _attempt(self, work: Callable[[db.Connection], T]) -> T:
+        # never make an empty one: every link would be refused
+        if not db.is_postgresql(self.path) and not Path(self.path).is_file():
             raise StateError(f"{self.path}: the members database has gone")
         conn = db.connect(self.path, migrate=False)  # serve() migrated it before starting
         try:
-            conn.execute(f"PRAGMA busy_timeout = {_ATTEMPT_MS}")
+            if db.is_postgresql(conn):
+                conn.execute(f"SET lock_timeout = {_ATTEMPT_MS}")
+            else:
+                conn.execute(f"PRAGMA busy_timeout = {_ATTEMPT_MS}")
             return work(conn)
         finally:
             conn.close()
@@ -445,12 +438,12 @@ def check_site(site_dir: Path) -> None:
                                   "archive', or name its folder with -d")])
 
 
-def check_database(path: Path) -> None:
+def check_database(path: db.Target) -> None:
     """Refuse to answer unsubscribe links without the members database they name (an
     empty one would be made, and every link answered "not recognised")."""
-    if not path.is_file():
+    if not db.exists(path):
         raise InputError([Problem(
-            Location(str(path)), "", "no members database here, so no unsubscribe link "
+            Location(db.describe(path)), "", "no members database here, so no unsubscribe link "
             "could be recognised", hint="import the members first with 'newsletter "
             "subscribers import FILE.csv --list NAME', or point --config at the "
             "newsletter.yaml of the project that sent the links")])
