@@ -4,16 +4,17 @@
 #   make test   everything the tests need, then the whole test suite (ruff and mypy included)
 #
 # `make setup` installs what the tests need besides the venv: Debian's chromium, spamassassin,
-# valgrind, Dovecot (IMAP for `newsletter inbox`) and Postfix (a real late bounce, and the
-# smtp-sink the send benchmark sends to), when run as root (otherwise it says what to
-# install), and the npm tools (axe-core, the official MJML compiler for the benchmark).
-# Postfix is installed unconfigured ("No configuration"): the tests run their own instances
-# from temporary folders; none is started as a service.
+# valgrind, Dovecot (IMAP for `newsletter inbox`), Postfix (a real late bounce, and the
+# smtp-sink the send benchmark sends to) and PostgreSQL (the postgresql:// database), when
+# run as root (otherwise it says what to install), and the npm tools (axe-core, the official
+# MJML compiler for the benchmark). Postfix is installed unconfigured ("No configuration")
+# and PostgreSQL without its main cluster (create_main_cluster = false): the tests run their
+# own instances from temporary folders; none is started as a service.
 
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
-DEBIAN_PACKAGES := chromium spamassassin valgrind dovecot-imapd postfix
+DEBIAN_PACKAGES := chromium spamassassin valgrind dovecot-imapd postfix postgresql
 
 .PHONY: setup venv demo test system benchmarks clean
 
@@ -28,13 +29,18 @@ system:
 	command -v valgrind >/dev/null 2>&1 || missing="$$missing valgrind"; \
 	[ -x /usr/sbin/dovecot ] || missing="$$missing dovecot-imapd"; \
 	[ -x /usr/sbin/postfix ] && [ -x /usr/sbin/smtp-sink ] || missing="$$missing postfix"; \
+	ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || missing="$$missing postgresql"; \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ]; then \
 	    echo "installing Debian packages:$$missing"; \
 	    echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections; \
+	    mkdir -p /etc/postgresql-common; cc=/etc/postgresql-common/createcluster.conf; \
+	    if grep -qs '^create_main_cluster' $$cc; then \
+	      sed -i 's/^create_main_cluster.*/create_main_cluster = false/' $$cc; \
+	    else echo "create_main_cluster = false" >> $$cc; fi; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(DEBIAN_PACKAGES) >/dev/null; \
 	  else \
-	    echo "note: browser, spam, IMAP and bounce tests and the send benchmark's sink need: sudo apt-get install$$missing (they skip or fall back without)"; \
+	    echo "note: browser, spam, IMAP, bounce and PostgreSQL tests and the send benchmark's sink need: sudo apt-get install$$missing (they skip or fall back without)"; \
 	  fi; \
 	fi
 

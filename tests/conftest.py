@@ -1,7 +1,7 @@
-"""Shared fixtures: a project in a temp folder, the real CLI, Debian's chromium.
+"""Shared fixtures: a project in a temp folder, the real CLI, Debian's chromium, PostgreSQL.
 
-Tools that a test needs (chromium, spamassassin, node) skip the test when missing on a
-developer machine, and fail it under CI (CI=true), where .ci/run installs them.
+Tools that a test needs (chromium, spamassassin, node, postgresql) skip the test when
+missing on a developer machine, and fail it under CI (CI=true), where .ci/run installs them.
 """
 
 from __future__ import annotations
@@ -14,9 +14,12 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
+
+if TYPE_CHECKING:
+    from pg_server import PostgresServer
 
 REPO = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
@@ -37,11 +40,15 @@ def require_tool(path_or_name: str) -> str:
     found = path_or_name if os.path.isabs(path_or_name) and os.path.exists(path_or_name) \
         else shutil.which(path_or_name)
     if not found:
-        message = f"{path_or_name} is not installed (.ci/run installs it)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(message)
-        pytest.skip(message)
+        missing_tool(f"{path_or_name} is not installed (.ci/run installs it)")
     return found
+
+
+def missing_tool(message: str) -> NoReturn:
+    """Skip the test on a developer machine; fail it under CI (CI=true)."""
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
 
 
 def free_port() -> int:
@@ -115,3 +122,35 @@ def browser() -> Iterator[Any]:
         b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield b
         b.close()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """One PostgreSQL server for the whole session (tests/pg_server.py), on 127.0.0.1.
+
+    NEWSLETTER_DATABASE_PASSWORD holds its password while the session runs (the URLs carry
+    none), and is restored afterwards.
+    """
+    from pg_server import PostgresServer, find_bin_dir
+
+    bin_dir = find_bin_dir()
+    if bin_dir is None:
+        missing_tool("PostgreSQL is not installed: no /usr/lib/postgresql/*/bin/pg_ctl "
+                     "(.ci/run installs it)")
+    server = PostgresServer.start(bin_dir)
+    previous = os.environ.get("NEWSLETTER_DATABASE_PASSWORD")
+    os.environ["NEWSLETTER_DATABASE_PASSWORD"] = server.password
+    try:
+        yield server
+    finally:
+        if previous is None:
+            os.environ.pop("NEWSLETTER_DATABASE_PASSWORD", None)
+        else:
+            os.environ["NEWSLETTER_DATABASE_PASSWORD"] = previous
+        server.stop()
+
+
+@pytest.fixture
+def pg_url(postgres: PostgresServer) -> str:
+    """The URL of a new, empty database on the session's server (no password in it)."""
+    return postgres.create_database()
