@@ -294,8 +294,9 @@ class PgConnection:
         return self.raw.execute(self._q(sql), parameters or None)
 
     def executemany(self, sql: str, parameters: Iterable[Any]) -> Any:
+        rows = list(parameters)  # a generator may query this same connection as it goes
         cursor = self.raw.cursor()
-        cursor.executemany(self._q(sql), parameters)
+        cursor.executemany(self._q(sql), rows)
         return cursor
 
     @property
