@@ -15,14 +15,14 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import msgspec
 
 from newsletter import clock as uk
 from newsletter.clock import Clock
 from newsletter.delivery import ledger
-from newsletter.delivery.engine import Build, RunResult, Sender
+from newsletter.delivery.engine import LEASE, Build, RunResult, Sender
 from newsletter.delivery.limits import DAY
 from newsletter.delivery.messages import recipients
 from newsletter.delivery.session import Transport
@@ -41,6 +41,10 @@ from newsletter.model import DeliveryState, Issue, Limits, Network, RenderedIssu
 # Message-ID; nobody is ever skipped. benchmarks/send.py measures what FULL costs;
 # NEWSLETTER_LEDGER_SYNC=FULL restores an fsync per commit.
 LEDGER_SYNC = os.environ.get("NEWSLETTER_LEDGER_SYNC", "NORMAL").upper()
+# Several senders on PostgreSQL: the seconds after its last heartbeat when a sender counts
+# as dead and another takes over its rows (engine.LEASE unless NEWSLETTER_SEND_LEASE says).
+LEASE_ENV = "NEWSLETTER_SEND_LEASE"
+SNAPSHOT_LOCK = 0x6E6C0003  # senders starting together write the snapshot one at a time
 
 Counts = dict[DeliveryState, int]
 
@@ -92,8 +96,28 @@ class SendReport(msgspec.Struct, frozen=True):
 
 
 def check_not_locked(conn: db.Connection, clock: Clock) -> None:
-    """StateError when another run holds the sending lock: before any plan is shown."""
-    ledger.check_not_locked(conn, clock.now())
+    """StateError when another run holds the sending lock: before any plan is shown.
+
+    Only on SQLite: on PostgreSQL a second `send` of the same issue joins the first.
+    """
+    if not db.is_postgresql(conn):
+        ledger.check_not_locked(conn, clock.now())
+
+
+def lease_from_env(environ: Mapping[str, str] | None = None) -> float:
+    """NEWSLETTER_SEND_LEASE in seconds (2 to 3600), or engine.LEASE; DeliveryError when
+    it is not a number in that range."""
+    value = (os.environ if environ is None else environ).get(LEASE_ENV, "").strip()
+    if not value:
+        return LEASE
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 2.0 <= seconds <= 3600.0:
+        raise DeliveryError(f"environment variable {LEASE_ENV}: expected seconds from 2 to "
+                            f"3600, found {value!r}; unset it to use {LEASE:g}")
+    return seconds
 
 
 def list_names(lists: str | Sequence[str]) -> tuple[str, ...]:
@@ -176,6 +200,7 @@ def snapshot(conn: db.Connection, network: Network, rendered: RenderedIssue,
     now = clock.now()
     written: int | None = None
     with transaction(conn):
+        db.advisory_lock(conn, SNAPSHOT_LOCK)
         if ledger.get_send(conn, slug) is None:
             written = ledger.snapshot(conn, ledger.SendRecord(
                 slug, names[0], rendered.content_hash, rendered.subject, now),
@@ -190,7 +215,7 @@ def snapshot(conn: db.Connection, network: Network, rendered: RenderedIssue,
 
 
 def deliver(network: Network, slug: str, transport: Transport, build: Build,
-            lock: ledger.Lock, clock: Clock, *, retry_unknown: bool,
+            lock: ledger.Lock | None, clock: Clock, *, retry_unknown: bool,
             send_by: dt.date | None = None,
             on_outcome: Callable[[str], None] | None = None,
             on_wait: Callable[[float, str], None] | None = None) -> RunResult:
@@ -200,7 +225,8 @@ def deliver(network: Network, slug: str, transport: Transport, build: Build,
                     limits=network.limits, database=network.database, build=build,
                     lock=lock, clock=clock, retry_unknown=retry_unknown,
                     on_outcome=on_outcome, on_wait=on_wait, synchronous=LEDGER_SYNC,
-                    deadline=None if send_by is None else uk.instant(send_by))
+                    deadline=None if send_by is None else uk.instant(send_by),
+                    lease=lease_from_env())
     return asyncio.run(sender.run())
 
 

@@ -49,7 +49,8 @@ import msgspec
 
 from newsletter.clock import Clock, RealClock
 from newsletter.delivery import ledger
-from newsletter.delivery.limits import DAY, HOUR, Limiter
+from newsletter.delivery.limits import DAY, HOUR, Limiter, local_only
+from newsletter.delivery.limits import windows as limits_windows
 from newsletter.delivery.replies import Action, Reply, Verdict
 from newsletter.delivery.session import Attempt, Session, Transport
 from newsletter.email.wire import Outgoing
@@ -66,6 +67,17 @@ CONNECT_FAILURES = 5  # consecutive failed connections that stop the run
 RETRIES_IN_RUN = 5  # "nothing delivered" retries of one row before it waits its turn
 FETCH = 500  # rows read from the ledger at a time
 HEARTBEAT_EVERY = 5.0
+LEASE = 30.0  # PostgreSQL: a sender silent this long is dead; its rows go to the others
+PERMIT_LOCK = 0x6E6C0002  # taken by every sender while it counts the shared limits
+_STOPPED = object()
+
+
+class _Wait(Exception):
+    """The shared limits have no room yet: (seconds until they do, the full window)."""
+
+    def __init__(self, seconds: float, window: float) -> None:
+        super().__init__(seconds, window)
+        self.seconds, self.window = seconds, window
 
 Build = Callable[[Recipient, dt.datetime], bytes | Outgoing]
 
@@ -82,11 +94,15 @@ class LedgerThread:
     the others. The thread also beats the send lock's heartbeat.
     """
 
-    def __init__(self, path: db.Target, lock: ledger.Lock | None, *, synchronous: str = "FULL"
-                 ) -> None:
+    def __init__(self, path: db.Target, lock: ledger.Lock | None, *, synchronous: str = "FULL",
+                 beat_every: float = HEARTBEAT_EVERY) -> None:
         self.path = path
-        self.lock = lock
         self.synchronous = synchronous
+        self.beat_every = beat_every
+        # the heartbeat: the send lock's (SQLite), or this sender's lease (PostgreSQL)
+        self.beat: Callable[[db.Connection, float], None] | None = None
+        if lock is not None:
+            self.beat = functools.partial(_lock_beat, lock)
         self._requests: queue.SimpleQueue[
             tuple[Callable[[db.Connection], Any], asyncio.Future[Any],
                   asyncio.AbstractEventLoop] | None] = queue.SimpleQueue()
@@ -131,7 +147,7 @@ class LedgerThread:
         try:
             while True:
                 try:
-                    first = self._requests.get(timeout=HEARTBEAT_EVERY)
+                    first = self._requests.get(timeout=self.beat_every)
                 except queue.Empty:
                     first = ()  # type: ignore[assignment]
                 batch = [first]
@@ -143,7 +159,7 @@ class LedgerThread:
                 closing = None in batch
                 ops = [item for item in batch if item]
                 now = time.time()
-                beat = self.lock is not None and now - last_beat >= HEARTBEAT_EVERY
+                beat = self.beat is not None and now - last_beat >= self.beat_every
                 if ops or beat:
                     self._commit(conn, ops, beat, now)
                     if beat:
@@ -160,12 +176,12 @@ class LedgerThread:
                 for op, future, loop in ops:
                     value, error = db.in_savepoint(conn, op)
                     results.append((future, loop, value, error))
-                if beat and self.lock is not None:
-                    ledger.heartbeat(conn, self.lock, now)
+                if beat and self.beat is not None:
+                    self.beat(conn, now)
         except db.Error as e:
             db.abandon(conn)
-            error = NewsletterError(f"{self.path}: the ledger could not be written ({e}); "
-                                    "sending stopped")
+            error = NewsletterError(f"{db.describe(self.path)}: the ledger could not be "
+                                    f"written ({e}); sending stopped")
             results = [(future, loop, None, error) for _, future, loop in ops]
         # One wake-up of each waiting event loop per commit, not one per operation.
         settled: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], Any, Any]]] = {}
@@ -208,8 +224,14 @@ class Sender:
                  clock: Clock | None = None, retry_unknown: bool = False,
                  on_outcome: Callable[[str], None] | None = None,
                  on_wait: Callable[[float, str], None] | None = None,
-                 synchronous: str = "FULL", deadline: float | None = None) -> None:
-        """``deadline``: the send-by deadline as POSIX time; no message starts at or after it."""
+                 synchronous: str = "FULL", deadline: float | None = None,
+                 lease: float = LEASE) -> None:
+        """``deadline``: the send-by deadline as POSIX time; no message starts at or after it.
+
+        On PostgreSQL the run is one of possibly several senders of the issue: it claims
+        rows in batches, holds them while its heartbeat (every ``lease`` / 3 s) is younger
+        than ``lease`` seconds, and counts the limits' windows with the others.
+        """
         self.issue = issue
         self.sender = sender
         self.transport = transport
@@ -220,7 +242,12 @@ class Sender:
         self.deadline = deadline
         self.on_outcome = on_outcome or (lambda action: None)
         self.on_wait = on_wait
-        self.db = LedgerThread(database, lock, synchronous=synchronous)
+        self.shared = db.is_postgresql(database)
+        self.lease = lease
+        self.me: int | None = None  # this sender's id among the issue's senders (shared)
+        self.windows = limits_windows(limits) if self.shared else []
+        self.db = LedgerThread(database, lock, synchronous=synchronous,
+                               beat_every=min(HEARTBEAT_EVERY, lease / 3))
         self.result = RunResult()
         self._queue: asyncio.Queue[ledger.Delivery | None] = asyncio.Queue(
             maxsize=max(2 * limits.concurrency, 8))
@@ -262,13 +289,19 @@ class Sender:
                 handled.append(sig)
         try:
             now = self.clock.now()
-            self.result.resent_after_crash = await self.db(
-                lambda c: ledger.mark_crashed(c, self.issue))
+            if self.shared:
+                self.me = me = await self.db(
+                    lambda c: ledger.join_send(c, self.issue, now, self.lease))
+                self.db.beat = functools.partial(_sender_beat, me)
+                self.limiter = Limiter(local_only(self.limits), self.clock)
+            else:
+                self.result.resent_after_crash = await self.db(
+                    lambda c: ledger.mark_crashed(c, self.issue))
+                recent = await self.db(lambda c: _recent_sends(c, now))
+                self.limiter = Limiter(self.limits, self.clock, recent=recent[1],
+                                       sent_today=recent[0])
             await self.db(lambda c: ledger.expire(c, self.issue, now,
                                                   self.limits.retry_deadline))
-            recent = await self.db(lambda c: _recent_sends(c, now))
-            self.limiter = Limiter(self.limits, self.clock, recent=recent[1],
-                                   sent_today=recent[0])
             self.limiter.on_wait = self.on_wait
             workers = [asyncio.create_task(self._worker())
                        for _ in range(max(1, self.limits.concurrency))]
@@ -296,6 +329,10 @@ class Sender:
             for sig in handled:
                 with contextlib.suppress(ValueError, RuntimeError):
                     loop.remove_signal_handler(sig)
+            if self.me is not None:
+                me = self.me
+                with contextlib.suppress(NewsletterError, *db.Error):
+                    await self.db(lambda c: ledger.leave_send(c, me))
             self.db.close()
         return self.result
 
@@ -323,6 +360,9 @@ class Sender:
 
     async def _dispatch(self, *, include_unknown: bool) -> None:
         """Queue every due row once, in id order; return when they are all settled."""
+        if self.shared:
+            await self._dispatch_claimed(include_unknown=include_unknown)
+            return
         after = 0
         while not self.stopping:
             batch = await self.db(functools.partial(
@@ -335,11 +375,42 @@ class Sender:
                     break
                 await self._queue.put(job)
             after = batch[-1].id
+        await self._drained()
+
+    async def _drained(self) -> None:
+        """Return when every queued row is settled, or the run stops."""
         joined = asyncio.ensure_future(self._queue.join())
         stopped = asyncio.ensure_future(self._stop.wait())
         await asyncio.wait({joined, stopped}, return_when=asyncio.FIRST_COMPLETED)
         joined.cancel()
         stopped.cancel()
+
+    async def _dispatch_claimed(self, *, include_unknown: bool) -> None:
+        """One of several senders: claim batches of due rows and queue them; when nothing
+        is left to claim, wait while other senders hold unsettled rows (should one die,
+        its rows become claimable once its lease runs out), then return."""
+        me = self.me
+        assert me is not None
+        size = max(10, 4 * self.limits.concurrency)
+        while not self.stopping:
+            batch, crashed = await self.db(functools.partial(
+                ledger.claim, issue=self.issue, me=me, now=self.clock.now(),
+                lease=self.lease, limit=size, include_unknown=include_unknown))
+            self.result.resent_after_crash += crashed
+            for job in batch:
+                if self.stopping:
+                    break
+                await self._queue.put(job)
+            if batch:
+                continue
+            await self._drained()
+            if self.stopping:
+                break
+            held = await self.db(lambda c: ledger.claimed_elsewhere(c, self.issue, me))
+            if not held:
+                break
+            await self._sleep(min(1.0, self.lease / 4))
+        await self._drained()
 
     async def _worker(self) -> None:
         session = Session(self.transport)
@@ -382,7 +453,13 @@ class Sender:
             self.limiter.give_back()
             self._deadline_reached()
             return
-        started = await self.db(lambda c: _begin(c, job, now))
+        if self.shared:
+            started, now = await self._begin_shared(job)
+            if started is _STOPPED:
+                self.limiter.give_back()
+                return
+        else:
+            started = await self.db(lambda c: _begin(c, job, now))
         if not started:
             self.limiter.give_back()
             self._count("suppressed" if started is False else "skipped")
@@ -397,6 +474,29 @@ class Sender:
             sender = job.recipient.return_path or self.sender
             attempt = await session.send(sender, job.recipient.address, data)
         await self._settle(job, attempt, now)
+
+    async def _begin_shared(self, job: ledger.Delivery) -> tuple[bool | object | None, float]:
+        """``_begin`` for one of several senders, and when: wait while the shared limits are
+        full (_STOPPED: the run stopped meanwhile, or the daily cap or the deadline did)."""
+        me, windows = self.me, self.windows
+        now = self.clock.now()
+        while not self.stopping:
+            now = self.clock.now()
+            try:
+                return await self.db(functools.partial(_begin, job=job, now=now, me=me,
+                                                       windows=windows)), now
+            except _Wait as full:
+                if full.window >= DAY:
+                    self.result.daily_cap = True
+                    self.stop("the daily cap (limits.per_day) is reached")
+                    break
+                if self.deadline is not None and now + full.seconds >= self.deadline:
+                    self._deadline_reached()
+                    break
+                if full.seconds >= 1.0 and self.on_wait is not None:
+                    self.on_wait(full.seconds, "the rate limit (shared by every sender)")
+                await self._sleep(full.seconds)
+        return _STOPPED, now
 
     def _deadline_reached(self) -> None:
         if not self.stopping:
@@ -467,7 +567,9 @@ class Sender:
             state, next_at = DeliveryState.EXPIRED, None
         # Not awaited: the ledger commits in order, so this outcome is durable before this
         # connection's next row is marked attempting, let alone sent; the count waits for it.
-        recorded = self.db.submit(lambda c: _record(c, job, state, reply, now, next_at, bounce))
+        me = self.me
+        recorded = self.db.submit(lambda c: _record(c, job, state, reply, now, next_at, bounce,
+                                                    me))
         self._recording.add(recorded)
         recorded.add_done_callback(functools.partial(self._recorded, str(state)))
         if action is Action.STOP:
@@ -515,22 +617,44 @@ def _stopped_by(attempt: Attempt) -> str:
 # These run on the ledger thread, each inside the shared transaction.
 
 
+def _lock_beat(lock: ledger.Lock, conn: db.Connection, now: float) -> None:
+    ledger.heartbeat(conn, lock, now)
+
+
+def _sender_beat(me: int, conn: db.Connection, now: float) -> None:
+    ledger.sender_heartbeat(conn, me, now)
+
+
 def _recent_sends(conn: db.Connection, now: float) -> tuple[int, list[float]]:
     """(messages sent in the last 24 h, send times in the last hour), across all runs."""
     return ledger.sent_since(conn, now - DAY), ledger.sent_times_since(conn, now - HOUR)
 
 
-def _begin(conn: db.Connection, job: ledger.Delivery, now: float) -> bool | None:
-    """Re-check suppression, then mark the row attempting. False: suppressed; None: not due."""
+def _begin(conn: db.Connection, job: ledger.Delivery, now: float, me: int | None = None,
+           windows: list[tuple[int, float]] | None = None) -> bool | None:
+    """Re-check suppression, then mark the row attempting. False: suppressed; None: not due
+    (or, shared, no longer this sender's).
+
+    ``windows``: the limits shared with other senders: the row's start takes a permit in
+    the same transaction, or _Wait says how long until one is free (nothing changed).
+    """
     if members.is_suppressed(conn, job.subscriber_id, job.list_name):
-        ledger.mark_suppressed(conn, job.id, now)
+        ledger.mark_suppressed(conn, job.id, now, me)
         return False
-    return True if ledger.begin_attempt(conn, job.id, now) else None
+    if not ledger.begin_attempt(conn, job.id, now, me):
+        return None
+    if windows:
+        db.advisory_lock(conn, PERMIT_LOCK)
+        wait, window = ledger.take_permit(conn, now, windows)
+        if wait > 0:
+            raise _Wait(wait, window)  # the savepoint undoes the begin
+    return True
 
 
 def _record(conn: db.Connection, job: ledger.Delivery, state: DeliveryState,
-            reply: Reply, now: float, next_at: float | None, bounce: bool) -> None:
-    ledger.record(conn, job.id, state, reply, now, next_at)
+            reply: Reply, now: float, next_at: float | None, bounce: bool,
+            me: int | None = None) -> None:
+    ledger.record(conn, job.id, state, reply, now, next_at, me)
     if bounce:
         members.mark_bounced(conn, job.subscriber_id, job.list_name,
                              f"{reply.code or ''} {reply.text}".strip())

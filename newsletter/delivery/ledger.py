@@ -68,25 +68,70 @@ MARK_CRASHED = """
 UPDATE deliveries SET resent_after_crash = resent_after_crash + 1
 WHERE issue = ? AND state = 'attempting'
 """
+# Only the holder of a row's claim (NULL: the one SQLite sender) starts or settles it.
 BEGIN_ATTEMPT = """
 UPDATE deliveries
 SET state = 'attempting', attempts = attempts + 1,
     first_attempt_at = coalesce(first_attempt_at, :now), last_attempt_at = :now,
     suppression_checked_at = :now
 WHERE id = :id AND state IN ('pending', 'attempting', 'deferred', 'unknown')
+  AND claimed_by IS NOT DISTINCT FROM CAST(:me AS INTEGER)
 """
 MARK_SUPPRESSED = """
 UPDATE deliveries SET state = 'suppressed', suppression_checked_at = :now,
-    next_attempt_at = NULL
+    next_attempt_at = NULL, claimed_by = NULL
 WHERE id = :id AND state IN ('pending', 'attempting', 'deferred', 'unknown')
+  AND claimed_by IS NOT DISTINCT FROM CAST(:me AS INTEGER)
 """
 RECORD = """
 UPDATE deliveries
 SET state = :state, reply_code = :code, enhanced_code = :enhanced, reply_text = :text,
     stage = :stage, next_attempt_at = :next_attempt_at,
-    sent_at = CASE WHEN :state = 'sent' THEN :now ELSE sent_at END
-WHERE id = :id AND state = 'attempting'
+    sent_at = CASE WHEN :state = 'sent' THEN :now ELSE sent_at END, claimed_by = NULL
+WHERE id = :id AND state = 'attempting' AND claimed_by IS NOT DISTINCT FROM CAST(:me AS INTEGER)
 """
+# Several senders (PostgreSQL): each claims a batch of due rows nobody alive holds; a row
+# left attempting by a sender whose lease ran out was in flight at its death.
+JOIN_SEND = """
+INSERT INTO senders (issue, host, pid, started_at, heartbeat_at) VALUES (?, ?, ?, ?, ?)
+RETURNING id
+"""
+SENDER_HEARTBEAT = "UPDATE senders SET heartbeat_at = ? WHERE id = ?"
+LEAVE_SEND = "DELETE FROM senders WHERE id = ?"
+RELEASE_CLAIMS = """
+UPDATE deliveries SET claimed_by = NULL WHERE claimed_by = ? AND state != 'attempting'
+"""
+FORGET_DEAD_SENDERS = "DELETE FROM senders WHERE heartbeat_at < ?"
+CLAIM = """
+WITH picked AS (
+    SELECT d.id FROM deliveries d
+    WHERE d.issue = :issue
+      AND (d.claimed_by IS NULL
+           OR d.claimed_by NOT IN (SELECT id FROM senders WHERE heartbeat_at >= :alive))
+      AND (d.state IN ('pending', 'attempting')
+           OR (d.state = 'deferred' AND d.next_attempt_at <= :now)
+           OR (d.state = 'unknown' AND :unknown))
+    ORDER BY d.id
+    LIMIT :limit
+    FOR UPDATE SKIP LOCKED)
+UPDATE deliveries d
+SET claimed_by = :me,
+    resent_after_crash = d.resent_after_crash
+                         + CASE WHEN d.state = 'attempting' THEN 1 ELSE 0 END
+FROM picked WHERE d.id = picked.id
+RETURNING d.id, d.subscriber_id, d.list_name, d.address, d.greeting, d.unsubscribe_url,
+          d.list_unsubscribe, d.list_unsubscribe_post, d.message_id, d.state, d.attempts,
+          d.first_attempt_at, d.return_path
+"""
+CLAIMED_ELSEWHERE = """
+SELECT count(*) FROM deliveries
+WHERE issue = ? AND claimed_by IS NOT NULL AND claimed_by != ?
+  AND state IN ('pending', 'attempting', 'deferred', 'unknown')
+"""
+# The shared limits: the n-th latest permit inside a window, if there is one, fills it.
+NTH_PERMIT = "SELECT at FROM send_permits WHERE at > ? ORDER BY at DESC LIMIT 1 OFFSET ?"
+TAKE_PERMIT = "INSERT INTO send_permits (at) VALUES (?)"
+FORGET_PERMITS = "DELETE FROM send_permits WHERE at < ?"
 EXPIRE = """
 UPDATE deliveries SET state = 'expired', next_attempt_at = NULL
 WHERE issue = ? AND state = 'deferred' AND first_attempt_at <= ?
@@ -312,29 +357,33 @@ def due(conn: Connection, issue: str, now: float, *, after: int = 0,
     """The next rows to send, in id order, after row ``after``."""
     rows = conn.execute(DUE, {"issue": issue, "after": after, "now": now,
                               "unknown": include_unknown, "limit": limit}).fetchall()
-    return [
-        Delivery(
-            id=row[0], subscriber_id=row[1], list_name=row[2],
-            recipient=Recipient(address=row[3], greeting=row[4], unsubscribe_url=row[5],
-                                list_unsubscribe=row[6], list_unsubscribe_post=row[7],
-                                message_id=row[8], return_path=row[12]),
-            state=DeliveryState(row[9]), attempts=row[10], first_attempt_at=row[11],
-        )
-        for row in rows
-    ]
+    return [_delivery(row)[1] for row in rows]
 
 
-def begin_attempt(conn: Connection, delivery_id: int, now: float) -> bool:
-    """pending/deferred/unknown (or a crashed attempting) -> attempting; False if not due."""
-    return conn.execute(BEGIN_ATTEMPT, {"id": delivery_id, "now": now}).rowcount == 1
+def _delivery(row: Any) -> tuple[int, Delivery]:
+    return row[0], Delivery(
+        id=row[0], subscriber_id=row[1], list_name=row[2],
+        recipient=Recipient(address=row[3], greeting=row[4], unsubscribe_url=row[5],
+                            list_unsubscribe=row[6], list_unsubscribe_post=row[7],
+                            message_id=row[8], return_path=row[12]),
+        state=DeliveryState(row[9]), attempts=row[10], first_attempt_at=row[11],
+    )
 
 
-def mark_suppressed(conn: Connection, delivery_id: int, now: float) -> None:
-    conn.execute(MARK_SUPPRESSED, {"id": delivery_id, "now": now})
+def begin_attempt(conn: Connection, delivery_id: int, now: float, me: int | None = None
+                  ) -> bool:
+    """pending/deferred/unknown (or a crashed attempting) -> attempting; False if not due,
+    or (``me``: this sender's id, on PostgreSQL) if the row is no longer this sender's."""
+    return conn.execute(BEGIN_ATTEMPT, {"id": delivery_id, "now": now, "me": me}).rowcount == 1
+
+
+def mark_suppressed(conn: Connection, delivery_id: int, now: float, me: int | None = None
+                    ) -> None:
+    conn.execute(MARK_SUPPRESSED, {"id": delivery_id, "now": now, "me": me})
 
 
 def record(conn: Connection, delivery_id: int, state: DeliveryState, reply: Reply,
-           now: float, next_attempt_at: float | None = None) -> None:
+           now: float, next_attempt_at: float | None = None, me: int | None = None) -> None:
     """attempting -> the outcome of the attempt (sent, deferred, failed, unknown, expired)."""
     if state in (DeliveryState.PENDING, DeliveryState.ATTEMPTING):
         raise ValueError(f"an attempt cannot end as {state}")
@@ -342,8 +391,83 @@ def record(conn: Connection, delivery_id: int, state: DeliveryState, reply: Repl
         "id": delivery_id, "state": str(state), "code": reply.code, "enhanced": reply.enhanced,
         "text": reply.text[:REPLY_TEXT_MAX], "stage": reply.stage,
         "next_attempt_at": next_attempt_at if state is DeliveryState.DEFERRED else None,
-        "now": now,
+        "now": now, "me": me,
     })
+
+
+# --------------------------------------------------------------------------- several senders
+
+
+def join_send(conn: Connection, issue: str, now: float, lease: float) -> int:
+    """Register this process as one of the senders of ``issue``: its id (PostgreSQL).
+
+    Senders whose lease ran out long ago are forgotten first, and so are permits older
+    than the longest limit window.
+    """
+    with transaction(conn):
+        conn.execute(FORGET_DEAD_SENDERS, (now - max(lease, 3600.0),))
+        conn.execute(FORGET_PERMITS, (now - 86400.0,))
+        row = conn.execute(JOIN_SEND, (issue, socket.gethostname(), os.getpid(), now, now))
+        return int(row.fetchone()[0])
+
+
+def sender_heartbeat(conn: Connection, me: int, now: float) -> None:
+    conn.execute(SENDER_HEARTBEAT, (now, me))
+
+
+def leave_send(conn: Connection, me: int) -> None:
+    """Give back the rows this sender claimed and did not start; forget the sender."""
+    with transaction(conn):
+        conn.execute(RELEASE_CLAIMS, (me,))
+        conn.execute(LEAVE_SEND, (me,))
+
+
+def claim(conn: Connection, issue: str, me: int, now: float, lease: float, *,
+          limit: int, include_unknown: bool = False) -> tuple[list[Delivery], int]:
+    """Claim up to ``limit`` due rows nobody alive holds, in id order (PostgreSQL:
+    FOR UPDATE SKIP LOCKED, so senders claiming together get different rows).
+
+    Returns (the rows, how many of them a dead sender left in flight): those are resent
+    with the same Message-ID and counted in resent_after_crash.
+    """
+    rows = conn.execute(CLAIM, {"issue": issue, "me": me, "now": now, "alive": now - lease,
+                                "unknown": include_unknown, "limit": limit}).fetchall()
+    found = [job for _, job in sorted((_delivery(row) for row in rows), key=lambda p: p[0])]
+    crashed = sum(1 for job in found if job.state is DeliveryState.ATTEMPTING)
+    return found, crashed
+
+
+def claimed_elsewhere(conn: Connection, issue: str, me: int) -> int:
+    """Rows of ``issue`` another sender holds and has not settled (alive or not yet
+    known dead): a sender with nothing to claim waits for them before it stops."""
+    n: int = conn.execute(CLAIMED_ELSEWHERE, (issue, me)).fetchone()[0]
+    return n
+
+
+def take_permit(conn: Connection, now: float, windows: Iterable[tuple[int, float]]
+                ) -> tuple[float, float]:
+    """Take one message's permit at ``now`` if every (limit, seconds) window has room:
+    (0.0, 0.0); otherwise (the seconds until one would, the longest full window), and
+    nothing is taken.
+
+    Run inside the transaction that marks the row attempting, under a lock every sender
+    takes, so that the count and the permit are one step for all senders together.
+    """
+    wait = full = 0.0
+    for limit, seconds in windows:
+        row = conn.execute(NTH_PERMIT, (now - seconds, limit - 1)).fetchone()
+        if row is not None:
+            wait, full = max(wait, float(row[0]) + seconds - now), max(full, seconds)
+    if wait <= 0.0:
+        conn.execute(TAKE_PERMIT, (now,))
+        return 0.0, 0.0
+    return wait, full
+
+
+def permit_times(conn: Connection, since: float) -> list[float]:
+    """Every permit taken since ``since``, oldest first (what the limits counted)."""
+    return [float(row[0]) for row in conn.execute(
+        "SELECT at FROM send_permits WHERE at >= ? ORDER BY at", (since,))]
 
 
 def forget_subscriber(conn: Connection, subscriber_id: int) -> None:

@@ -22,6 +22,8 @@ import asyncio
 from collections import deque
 from collections.abc import Callable, Iterable
 
+import msgspec
+
 from newsletter.clock import Clock
 from newsletter.model import Limits
 
@@ -49,6 +51,26 @@ class Window:
 
     def spend(self, now: float) -> None:
         self._spent.append(now)
+
+
+def windows(limits: Limits) -> list[tuple[int, float]]:
+    """Every (messages, seconds) window of the limits, the daily cap included: what the
+    senders sharing a PostgreSQL database count together (ledger.take_permit)."""
+    found = []
+    if limits.per_second > 0:
+        found.append((int(limits.per_second), 1.0) if limits.per_second >= 1
+                     else (1, 1.0 / limits.per_second))
+    for limit, seconds in ((limits.per_minute, MINUTE), (limits.per_hour, HOUR),
+                           (limits.per_day, DAY)):
+        if limit > 0:
+            found.append((limit, seconds))
+    return found
+
+
+def local_only(limits: Limits) -> Limits:
+    """The limits one sender keeps to itself when the windows are shared: batches and the
+    server's requests to slow down."""
+    return msgspec.structs.replace(limits, per_second=0, per_minute=0, per_hour=0, per_day=0)
 
 
 class Limiter:

@@ -341,6 +341,14 @@ def begin(conn: Connection) -> None:
     conn.execute("BEGIN" if is_postgresql(conn) else "BEGIN IMMEDIATE")
 
 
+def advisory_lock(conn: Connection, key: int) -> None:
+    """PostgreSQL: wait for the lock ``key`` until this transaction ends (every process
+    using the database takes turns). SQLite: nothing to do, BEGIN IMMEDIATE already made
+    the transaction the only writer."""
+    if is_postgresql(conn):
+        conn.execute("SELECT pg_advisory_xact_lock(?)", (key,))
+
+
 def pragma(conn: Connection, setting: str) -> None:
     """A SQLite pragma (``secure_delete = ON``); PostgreSQL has nothing to set."""
     if not is_postgresql(conn):
