@@ -54,7 +54,13 @@ def plan_text(plan: Plan, ready: Readiness | None = None) -> str:
                      "who have had this issue through another list are skipped)")
     if plan.adding:
         lines.append(f"  subject: {plan.subject}")
-    if c[DeliveryState.ATTEMPTING]:
+    if plan.senders:
+        lines.append(f"  joining {plan.senders} other sender{'s' * (plan.senders != 1)} of "
+                     "this issue: each message goes out once, the limits count for all")
+        if c[DeliveryState.ATTEMPTING]:
+            lines.append(f"  {c[DeliveryState.ATTEMPTING]} in flight at the other senders (if "
+                         "one stopped, they are sent again with the same Message-ID)")
+    elif c[DeliveryState.ATTEMPTING]:
         lines.append(f"  {c[DeliveryState.ATTEMPTING]} were in flight when the last run "
                      "stopped: they are sent again, with the same Message-ID")
     if c[DeliveryState.UNKNOWN] and not plan.retry_unknown:

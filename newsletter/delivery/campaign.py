@@ -67,6 +67,7 @@ class Plan(msgspec.Struct, frozen=True):
     lists: tuple[str, ...] = ()  # every list of the send, this run's included
     # Lists this run adds to a send already in the ledger: (list, recipients without a row).
     adding: tuple[tuple[str, int], ...] = ()
+    senders: int = 0  # PostgreSQL: other live senders of this issue, which this run joins
 
     @property
     def lists_text(self) -> str:
@@ -159,6 +160,8 @@ def plan(conn: db.Connection, network: Network, rendered: RenderedIssue,
         adding.append((name, len(found)))
         have |= found
     counts = ledger.counts(conn, slug)
+    senders = ledger.live_senders(conn, slug, clock.now(), lease_from_env()) \
+        if db.is_postgresql(conn) else 0
     due = counts[DeliveryState.PENDING] + counts[DeliveryState.ATTEMPTING]
     due += counts[DeliveryState.DEFERRED]
     if retry_unknown:
@@ -166,7 +169,7 @@ def plan(conn: db.Connection, network: Network, rendered: RenderedIssue,
     due += sum(n for _, n in adding)
     return Plan(slug, record.list_name, rendered.subject, sender, due, True, record.created_at,
                 counts, retry_unknown, transport.where, limits, sent, (*sent_to, *new),
-                tuple(adding))
+                tuple(adding), senders)
 
 
 def refuse_if_late(issue: Issue, plan: Plan, clock: Clock) -> None:

@@ -98,6 +98,7 @@ RETURNING id
 """
 SENDER_HEARTBEAT = "UPDATE senders SET heartbeat_at = ? WHERE id = ?"
 LEAVE_SEND = "DELETE FROM senders WHERE id = ?"
+LIVE_SENDERS = "SELECT count(*) FROM senders WHERE issue = ? AND heartbeat_at >= ?"
 RELEASE_CLAIMS = """
 UPDATE deliveries SET claimed_by = NULL WHERE claimed_by = ? AND state != 'attempting'
 """
@@ -413,6 +414,12 @@ def join_send(conn: Connection, issue: str, now: float, lease: float) -> int:
 
 def sender_heartbeat(conn: Connection, me: int, now: float) -> None:
     conn.execute(SENDER_HEARTBEAT, (now, me))
+
+
+def live_senders(conn: Connection, issue: str, now: float, lease: float) -> int:
+    """How many senders of ``issue`` are alive right now (PostgreSQL)."""
+    n: int = conn.execute(LIVE_SENDERS, (issue, now - lease)).fetchone()[0]
+    return n
 
 
 def leave_send(conn: Connection, me: int) -> None:
