@@ -7,6 +7,7 @@ missing on a developer machine, and fail it under CI (CI=true), where .ci/run in
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import pytest
+
+from newsletter.members import database as db
 
 if TYPE_CHECKING:
     from pg_server import PostgresServer
@@ -70,10 +73,24 @@ class Project:
     """A copy of the sample project in a temp folder, and the CLI run inside it."""
 
     root: Path
+    # The state database: the SQLite file, or a PostgreSQL URL (the engine fixture decides).
+    database: db.Target = ""
+
+    def __post_init__(self) -> None:
+        if not self.database:
+            self.database = self.root / "newsletter.db"
 
     @property
     def config(self) -> Path:
         return self.root / "newsletter.yaml"
+
+    @property
+    def postgresql(self) -> bool:
+        return db.is_postgresql(self.database)
+
+    def connect(self) -> db.Connection:
+        """The project's state database (created and migrated if need be), either engine."""
+        return db.connect(self.database)
 
     def write(self, relative: str, text: str | bytes) -> Path:
         path = self.root / relative
@@ -96,16 +113,74 @@ class Project:
         return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
+ENGINES = ("sqlite", "postgresql")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "sqlite_only(reason): the test is about SQLite itself (its file, "
+        "permissions, WAL, pragmas, locks): the engine fixture gives it sqlite alone")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests that ask for ``engine`` (or ``state_db``) run once per state database engine;
+    those marked ``sqlite_only`` run on SQLite alone."""
+    if "engine" not in metafunc.fixturenames:
+        return
+    only = metafunc.definition.get_closest_marker("sqlite_only")
+    metafunc.parametrize("engine", ENGINES[:1] if only else ENGINES, indirect=True)
+
+
 @pytest.fixture
-def project(tmp_path: Path) -> Project:
-    """The repository's newsletter.yaml, issues/, templates/ and subscribers/ in a temp folder."""
-    root = tmp_path / "project"
-    root.mkdir()
+def engine(request: pytest.FixtureRequest) -> str:
+    """The state database engine under test: "sqlite" or "postgresql" (parametrised)."""
+    name: str = getattr(request, "param", "sqlite")
+    return name
+
+
+@pytest.fixture
+def state_db(request: pytest.FixtureRequest, engine: str, tmp_path: Path) -> db.Target:
+    """Where a test's state database is: a new SQLite file, or a new PostgreSQL database."""
+    if engine == "postgresql":
+        url: str = request.getfixturevalue("pg_url")
+        return url
+    return tmp_path / "state.db"
+
+
+_DATABASE_LINE = re.compile(r"^database:.*$", re.MULTILINE)
+
+
+def make_project(root: Path, database: db.Target | None = None) -> Project:
+    """A copy of the sample project in ``root`` whose state database is ``database`` (a
+    PostgreSQL URL; None: the default newsletter.db file)."""
+    root.mkdir(parents=True)
     shutil.copy(REPO / "newsletter.yaml", root / "newsletter.yaml")
     for folder in ("issues", "templates", "subscribers"):
         if (REPO / folder).exists():
             shutil.copytree(REPO / folder, root / folder)
-    return Project(root)
+    if database is None or not db.is_postgresql(database):
+        return Project(root)
+    config = root / "newsletter.yaml"
+    text = config.read_text(encoding="utf-8")
+    line = f"database: {database}"
+    text, found = _DATABASE_LINE.subn(line, text)
+    if not found:
+        text = text.rstrip("\n") + "\n" + line + "\n"
+    config.write_text(text, encoding="utf-8")
+    return Project(root, database)
+
+
+@pytest.fixture
+def project(request: pytest.FixtureRequest, tmp_path: Path) -> Project:
+    """The repository's newsletter.yaml, issues/, templates/ and subscribers/ in a temp folder.
+
+    When the test asks for ``engine`` too and it is "postgresql", the project's state
+    database is a new PostgreSQL database (``database:`` in its newsletter.yaml).
+    """
+    url = None
+    if "engine" in request.fixturenames and request.getfixturevalue("engine") == "postgresql":
+        url = request.getfixturevalue("pg_url")
+    return make_project(tmp_path / "project", url)
 
 
 @pytest.fixture(scope="module")
