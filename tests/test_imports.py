@@ -171,7 +171,8 @@ def test_a_network_that_declares_no_columns_keeps_only_addresses_and_consent(
 # --------------------------------------------------------------------------- listmonk
 
 
-def test_a_listmonk_export_keeps_status_and_declared_attributes(project: Project, engine: str) -> None:
+def test_a_listmonk_export_keeps_status_and_declared_attributes(
+        project: Project, engine: str) -> None:
     out, err = import_file(project, FIXTURES / "listmonk" / "subscribers.csv")
     assert err == ""
     assert out.splitlines() == [
@@ -204,7 +205,8 @@ def test_a_listmonk_export_keeps_status_and_declared_attributes(project: Project
 # --------------------------------------------------------------------------- Mailman
 
 
-def test_mailman_members_output_keeps_quoted_and_encoded_names(project: Project, engine: str) -> None:
+def test_mailman_members_output_keeps_quoted_and_encoded_names(
+        project: Project, engine: str) -> None:
     out, err = import_file(project, FIXTURES / "mailman" / "members.txt")
     assert (out, err) == ("news: added 4 new, 0 already subscribed, 0 skipped (unsubscribed, "
                           "bounced or removed)\n", "")
@@ -270,7 +272,8 @@ def test_a_source_export_needs_consent_evidence(project: Project, engine: str) -
 # --------------------------------------------------------------------------- statuses
 
 
-def test_a_plain_csv_status_column_is_honoured_and_never_upgraded(project: Project, engine: str) -> None:
+def test_a_plain_csv_status_column_is_honoured_and_never_upgraded(
+        project: Project, engine: str) -> None:
     project.write("subscribers/s.csv", (
         "email,name,status,consent_source\n"
         "a@example.org,A,subscribed,form\n"
@@ -291,7 +294,8 @@ def test_a_plain_csv_status_column_is_honoured_and_never_upgraded(project: Proje
     assert b"E again" not in stored_bytes(project)
 
 
-def test_a_later_import_never_subscribes_anyone_a_source_said_left(project: Project, engine: str) -> None:
+def test_a_later_import_never_subscribes_anyone_a_source_said_left(
+        project: Project, engine: str) -> None:
     import_file(project, MAILCHIMP / ZIP)
     import_file(project, FIXTURES / "listmonk" / "subscribers.csv")
     again = project.run("subscribers", "import", "subscribers/members.csv", "--list", "news")
@@ -306,7 +310,8 @@ def test_a_later_import_never_subscribes_anyone_a_source_said_left(project: Proj
     assert other.out.startswith("events: added 48 new, 0 already subscribed, 2 skipped")
 
 
-def test_an_import_that_says_a_member_left_takes_them_off_the_list(project: Project, engine: str) -> None:
+def test_an_import_that_says_a_member_left_takes_them_off_the_list(
+        project: Project, engine: str) -> None:
     project.run("subscribers", "import", "subscribers/members.csv", "--list", "news")
     project.run("subscribers", "import", "subscribers/members.csv", "--list", "events")
     out, _ = import_file(project, MAILCHIMP / "unsubscribed_members_export_0e633f6c70.csv")
@@ -444,7 +449,8 @@ def test_a_zip_bomb_is_stopped_by_the_bytes_it_unpacks_to(project: Project, engi
     assert snapshot(project) == []
 
 
-def test_a_zip_refuses_encrypted_twice_named_and_empty_exports(project: Project, engine: str) -> None:
+def test_a_zip_refuses_encrypted_twice_named_and_empty_exports(
+        project: Project, engine: str) -> None:
     header = (MAILCHIMP / "subscribed_members_export_0e633f6c70.csv").read_bytes()
     plain = zipped({"subscribed_members_export_ab12.csv": header})
     central = plain.index(b"PK\x01\x02")  # set the "encrypted" flag in the central directory
@@ -473,7 +479,8 @@ def test_a_zip_refuses_encrypted_twice_named_and_empty_exports(project: Project,
     assert snapshot(project) == []
 
 
-def test_rows_of_a_zip_are_reported_by_their_own_file_and_line(project: Project, engine: str) -> None:
+def test_rows_of_a_zip_are_reported_by_their_own_file_and_line(
+        project: Project, engine: str) -> None:
     header = (MAILCHIMP / "subscribed_members_export_0e633f6c70.csv").read_bytes()
     unsubscribed = (MAILCHIMP / "unsubscribed_members_export_0e633f6c70.csv").read_bytes()
     project.run("subscribers", "import", "subscribers/members.csv", "--list", "news")

@@ -368,7 +368,8 @@ def test_a_message_that_cannot_be_built_fails_alone_and_the_rest_are_sent(
     assert "line break" in (campaign.row(address(2)).reply_text or "")
 
 
-def test_a_server_certificate_that_does_not_verify_is_refused(tmp_path: Path, state_db: db.Target) -> None:
+def test_a_server_certificate_that_does_not_verify_is_refused(
+        tmp_path: Path, state_db: db.Target) -> None:
     import ssl
     import subprocess
 

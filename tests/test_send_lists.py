@@ -10,7 +10,6 @@ import sqlite3
 import time
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from conftest import Project, Result
@@ -206,14 +205,13 @@ def migrated_to(target: db.Target, version: int) -> db.Connection:
 
 def test_a_ledger_from_before_several_lists_knows_each_row_s_list(state_db: db.Target
                                                                   ) -> None:
-    path = state_db
     conn = migrated_to(state_db, 3)
     conn.execute("INSERT INTO sends VALUES ('2016-12', 'news', 'h', 'S', 1.0)")
     conn.execute("INSERT INTO deliveries (issue, subscriber_id, address, greeting, "
                  "unsubscribe_url, list_unsubscribe, list_unsubscribe_post, message_id) "
                  "VALUES ('2016-12', 1, 'a@example.org', 'Hello', '', '', '', '<m>')")
     conn.close()
-    with contextlib.closing(db.connect(path)) as migrated:
+    with contextlib.closing(db.connect(state_db)) as migrated:
         assert [tuple(r) for r in migrated.execute("SELECT list_name FROM deliveries")] == [
             ("news",)]
         assert [tuple(r) for r in migrated.execute(

@@ -13,7 +13,6 @@ from pathlib import Path
 
 from conftest import Project
 
-from newsletter.members import database as db
 from newsletter.members import store as members
 
 SAMPLE = Path(__file__).resolve().parent.parent / "subscribers" / "members.csv"
@@ -147,7 +146,8 @@ def test_update_leaves_unsubscribed_bounced_suppressed_and_removed_members_alone
     assert profile(project, "t.brennan@warwickshire.example.org")[0] == "Thomas Brennan"
 
 
-def test_empty_cells_and_missing_columns_leave_the_stored_values(project: Project, engine: str) -> None:
+def test_empty_cells_and_missing_columns_leave_the_stored_values(
+        project: Project, engine: str) -> None:
     import_sample(project)
     write_edited(project, {
         "a.hussain@west.example.org": {"name": "", "organisation": "Home Office"},
@@ -221,7 +221,8 @@ def test_without_update_the_report_says_how_many_members_differ_and_nothing_chan
         "news: updated 2 existing members (name 1, organisation 1)")
 
 
-def test_a_bad_row_anywhere_in_the_file_means_nobody_is_updated(project: Project, engine: str) -> None:
+def test_a_bad_row_anywhere_in_the_file_means_nobody_is_updated(
+        project: Project, engine: str) -> None:
     import_sample(project)
     write_edited(project, {"a.hussain@west.example.org": {"name": "Amira Hussain-Grey"}},
                  append="not-an-address,Someone,Somewhere,police,form,2016-03-01,consent\r\n")
