@@ -7,16 +7,22 @@ missing on a developer machine, and fail it under CI (CI=true), where .ci/run in
 from __future__ import annotations
 
 import os
+import re
+import secrets
 import shutil
 import socket
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
+from urllib.parse import urlsplit
 
 import pytest
+
+from newsletter.members import database as db
 
 if TYPE_CHECKING:
     from pg_server import PostgresServer
@@ -70,10 +76,65 @@ class Project:
     """A copy of the sample project in a temp folder, and the CLI run inside it."""
 
     root: Path
+    # The state database: the SQLite file, or a PostgreSQL URL (the engine fixture decides).
+    database: db.Target = ""
+
+    def __post_init__(self) -> None:
+        if not self.database:
+            self.database = self.root / "newsletter.db"
 
     @property
     def config(self) -> Path:
         return self.root / "newsletter.yaml"
+
+    @property
+    def postgresql(self) -> bool:
+        return db.is_postgresql(self.database)
+
+    def connect(self) -> db.Connection:
+        """The project's state database (created and migrated if need be), either engine."""
+        return db.connect(self.database)
+
+    def has_database(self) -> bool:
+        """Whether the state database was made: for SQLite any newsletter.db* file at all
+        (-wal, -shm, -journal), for PostgreSQL a schema in the test's database."""
+        if not self.postgresql:
+            path = Path(self.database)
+            return any(path.parent.glob(path.name + "*"))
+        return db.exists(self.database)
+
+    def rows(self, sql: str, *params: object) -> list[tuple[Any, ...]]:
+        """A query's rows as tuples, on either engine."""
+        conn = self.connect()
+        try:
+            return [tuple(row) for row in conn.execute(sql, params).fetchall()]
+        finally:
+            conn.close()
+
+    def dump(self) -> list[str]:
+        """The whole state database as text to compare before and after, or [] when there
+        is none: SQLite's iterdump; on PostgreSQL, every table's rows, sorted."""
+        if not self.has_database():
+            return []
+        if not self.postgresql:
+            lite = sqlite3.connect(self.database)
+            try:
+                return list(lite.iterdump())
+            finally:
+                lite.close()
+        conn = db.open_read_only(self.database)
+        try:
+            tables = [r[0] for r in conn.execute(
+                "SELECT table_name FROM information_schema.tables "
+                "WHERE table_schema = 'public' ORDER BY table_name")]
+            out = []
+            for table in tables:
+                out.append(f"TABLE {table}")
+                out.extend(sorted(repr(tuple(r)) for r in conn.execute(
+                    f"SELECT * FROM {table}")))
+            return out
+        finally:
+            conn.close()
 
     def write(self, relative: str, text: str | bytes) -> Path:
         path = self.root / relative
@@ -96,16 +157,115 @@ class Project:
         return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
+ENGINES = ("sqlite", "postgresql")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "sqlite_only(reason): the test is about SQLite itself (its file, "
+        "permissions, WAL, pragmas, locks): the engine fixture gives it sqlite alone")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Tests that ask for ``engine`` (or ``state_db``) run once per state database engine;
+    those marked ``sqlite_only`` run on SQLite alone."""
+    if "engine" not in metafunc.fixturenames:
+        return
+    only = metafunc.definition.get_closest_marker("sqlite_only")
+    metafunc.parametrize("engine", ENGINES[:1] if only else ENGINES, indirect=True)
+
+
+@pytest.fixture(scope="module")
+def engine(request: pytest.FixtureRequest) -> str:
+    """The state database engine under test: "sqlite" or "postgresql" (parametrised).
+
+    Module-scoped so that a module's expensive fixtures (test_inbox's sent project) can be
+    built once per engine; function-scoped fixtures read it as usual.
+    """
+    name: str = getattr(request, "param", "sqlite")
+    return name
+
+
 @pytest.fixture
-def project(tmp_path: Path) -> Project:
-    """The repository's newsletter.yaml, issues/, templates/ and subscribers/ in a temp folder."""
-    root = tmp_path / "project"
-    root.mkdir()
+def state_db(request: pytest.FixtureRequest, engine: str, tmp_path: Path) -> db.Target:
+    """Where a test's state database is: a new SQLite file, or a new PostgreSQL database."""
+    if engine == "postgresql":
+        url: str = request.getfixturevalue("pg_url")
+        return url
+    return tmp_path / "state.db"
+
+
+_DATABASE_LINE = re.compile(r"^database:.*$", re.MULTILINE)
+
+
+def use_database(root: Path, database: db.Target | None) -> Project:
+    """The project in ``root``, its newsletter.yaml pointed at ``database`` when that is a
+    PostgreSQL URL (None or a path: the newsletter.db file the sample names)."""
+    if database is None or not db.is_postgresql(database):
+        return Project(root)
+    config = root / "newsletter.yaml"
+    text = config.read_text(encoding="utf-8")
+    line = f"database: {database}"
+    text, found = _DATABASE_LINE.subn(line, text)
+    if not found:
+        text = text.rstrip("\n") + "\n" + line + "\n"
+    config.write_text(text, encoding="utf-8")
+    return Project(root, database)
+
+
+def make_project(root: Path, database: db.Target | None = None) -> Project:
+    """A copy of the sample project in ``root`` whose state database is ``database`` (a
+    PostgreSQL URL; None: the default newsletter.db file)."""
+    root.mkdir(parents=True)
     shutil.copy(REPO / "newsletter.yaml", root / "newsletter.yaml")
     for folder in ("issues", "templates", "subscribers"):
         if (REPO / folder).exists():
             shutil.copytree(REPO / folder, root / folder)
-    return Project(root)
+    return use_database(root, database)
+
+
+def new_database(request: pytest.FixtureRequest, engine: str) -> str | None:
+    """Another new, empty PostgreSQL database when the engine is "postgresql" (its URL);
+    None for SQLite (a project's own newsletter.db file)."""
+    if engine != "postgresql":
+        return None
+    url: str = request.getfixturevalue("postgres").create_database()
+    return url
+
+
+def copy_project(request: pytest.FixtureRequest, source: Project, root: Path) -> Project:
+    """A copy of ``source`` in ``root``, its state database too (a SQLite backup, or a
+    PostgreSQL database made from it as a template)."""
+    shutil.copytree(source.root, root, ignore=shutil.ignore_patterns("newsletter.db*"))
+    if not source.postgresql:
+        lite_source = sqlite3.connect(source.database)
+        lite_target = sqlite3.connect(root / "newsletter.db")
+        lite_source.backup(lite_target)
+        lite_source.close()
+        lite_target.close()
+        return Project(root)
+    from psycopg import sql
+
+    postgres = request.getfixturevalue("postgres")
+    name = urlsplit(str(source.database)).path.lstrip("/")
+    copy_name = f"{name}_{secrets.token_hex(4)}"
+    with postgres.connect() as conn:
+        conn.execute(sql.SQL("CREATE DATABASE {} TEMPLATE {}").format(
+            sql.Identifier(copy_name), sql.Identifier(name)))
+    return use_database(root, postgres.url(copy_name))
+
+
+@pytest.fixture
+def project(request: pytest.FixtureRequest, tmp_path: Path) -> Project:
+    """The repository's newsletter.yaml, issues/, templates/ and subscribers/ in a temp folder.
+
+    When the test asks for ``engine`` too and it is "postgresql", the project's state
+    database is a new PostgreSQL database (``database:`` in its newsletter.yaml).
+    """
+    url = None
+    if "engine" in request.fixturenames and request.getfixturevalue("engine") == "postgresql":
+        url = request.getfixturevalue("pg_url")
+    return make_project(tmp_path / "project", url)
 
 
 @pytest.fixture(scope="module")

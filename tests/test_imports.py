@@ -12,7 +12,6 @@ import email.policy
 import io
 import re
 import shutil
-import sqlite3
 import zipfile
 from pathlib import Path
 
@@ -34,19 +33,18 @@ UNDECLARED_VALUES = (b"192.0.2.10", b"198.51.100.7", b"52.4814200", b"-1.8998300
 
 
 def rows(project: Project, sql: str, *params: object) -> list[tuple[object, ...]]:
-    with sqlite3.connect(project.root / "newsletter.db") as conn:
-        return conn.execute(sql, params).fetchall()
+    return project.rows(sql, *params)
 
 
 def snapshot(project: Project) -> list[str]:
-    path = project.root / "newsletter.db"
-    if not path.exists():
-        return []
-    with sqlite3.connect(path) as conn:
-        return list(conn.iterdump())
+    return project.dump()
 
 
 def stored_bytes(project: Project) -> bytes:
+    """What the state database holds: SQLite's files byte for byte (-wal too); on
+    PostgreSQL every row of every table, as text."""
+    if project.postgresql:
+        return "\n".join(project.dump()).encode()
     return b"".join(p.read_bytes() for p in project.root.glob("newsletter.db*"))
 
 
@@ -91,7 +89,7 @@ def test_the_committed_zip_holds_exactly_the_three_mailchimp_csvs() -> None:
 
 
 def test_a_mailchimp_zip_imports_every_status_names_and_consent_dates_and_nothing_else(
-        project: Project) -> None:
+        project: Project, engine: str) -> None:
     out, err = import_file(project, MAILCHIMP / ZIP)
     assert err == ""
     assert out.splitlines() == [
@@ -133,7 +131,7 @@ def test_a_mailchimp_zip_imports_every_status_names_and_consent_dates_and_nothin
 
 
 def test_a_mailchimp_unsubscribed_or_cleaned_csv_alone_keeps_its_status(
-        project: Project) -> None:
+        project: Project, engine: str) -> None:
     import_file(project, MAILCHIMP / "unsubscribed_members_export_0e633f6c70.csv")
     import_file(project, MAILCHIMP / "cleaned_members_export_0e633f6c70.csv", list_name="events")
     assert statuses(project) == {"s.whitfield@staffordshire.example.org": "unsubscribed"}
@@ -141,7 +139,7 @@ def test_a_mailchimp_unsubscribed_or_cleaned_csv_alone_keeps_its_status(
     assert rows(project, "SELECT count(*) FROM consent") == [(0,)]
 
 
-def test_declared_columns_are_kept_from_a_mailchimp_export(project: Project) -> None:
+def test_declared_columns_are_kept_from_a_mailchimp_export(project: Project, engine: str) -> None:
     text = project.config.read_text(encoding="utf-8")
     project.write("newsletter.yaml", text.replace(
         "member_columns: [name, organisation, role, sector]",
@@ -159,7 +157,7 @@ def test_declared_columns_are_kept_from_a_mailchimp_export(project: Project) -> 
 
 
 def test_a_network_that_declares_no_columns_keeps_only_addresses_and_consent(
-        project: Project) -> None:
+        project: Project, engine: str) -> None:
     text = project.config.read_text(encoding="utf-8")
     project.write("newsletter.yaml", text.replace(
         "member_columns: [name, organisation, role, sector]", "member_columns: []"))
@@ -173,7 +171,8 @@ def test_a_network_that_declares_no_columns_keeps_only_addresses_and_consent(
 # --------------------------------------------------------------------------- listmonk
 
 
-def test_a_listmonk_export_keeps_status_and_declared_attributes(project: Project) -> None:
+def test_a_listmonk_export_keeps_status_and_declared_attributes(
+        project: Project, engine: str) -> None:
     out, err = import_file(project, FIXTURES / "listmonk" / "subscribers.csv")
     assert err == ""
     assert out.splitlines() == [
@@ -206,7 +205,8 @@ def test_a_listmonk_export_keeps_status_and_declared_attributes(project: Project
 # --------------------------------------------------------------------------- Mailman
 
 
-def test_mailman_members_output_keeps_quoted_and_encoded_names(project: Project) -> None:
+def test_mailman_members_output_keeps_quoted_and_encoded_names(
+        project: Project, engine: str) -> None:
     out, err = import_file(project, FIXTURES / "mailman" / "members.txt")
     assert (out, err) == ("news: added 4 new, 0 already subscribed, 0 skipped (unsubscribed, "
                           "bounced or removed)\n", "")
@@ -219,7 +219,7 @@ def test_mailman_members_output_keeps_quoted_and_encoded_names(project: Project)
 
 
 def test_mailman_member_entries_keep_delivery_status_and_leave_out_owners(
-        project: Project) -> None:
+        project: Project, engine: str) -> None:
     out, err = import_file(project, FIXTURES / "mailman" / "members.csv")
     assert err == ("exports/members.csv:5: role: warning: 'owner': left out (only members "
                    "receive the newsletter)\n")
@@ -239,7 +239,7 @@ def test_mailman_member_entries_keep_delivery_status_and_leave_out_owners(
 # --------------------------------------------------------------------------- --format
 
 
-def test_format_says_what_the_header_would(project: Project) -> None:
+def test_format_says_what_the_header_would(project: Project, engine: str) -> None:
     plain = project.run("subscribers", "import", copy(
         project, MAILCHIMP / "subscribed_members_export_0e633f6c70.csv"), "--list", "news",
         "--consent", "x", "--format", "csv")
@@ -260,7 +260,7 @@ def test_format_says_what_the_header_would(project: Project) -> None:
     assert snapshot(project) == []
 
 
-def test_a_source_export_needs_consent_evidence(project: Project) -> None:
+def test_a_source_export_needs_consent_evidence(project: Project, engine: str) -> None:
     result = project.run("subscribers", "import", copy(project, MAILCHIMP / ZIP), "--list",
                          "news")
     assert result.code == 1
@@ -272,7 +272,8 @@ def test_a_source_export_needs_consent_evidence(project: Project) -> None:
 # --------------------------------------------------------------------------- statuses
 
 
-def test_a_plain_csv_status_column_is_honoured_and_never_upgraded(project: Project) -> None:
+def test_a_plain_csv_status_column_is_honoured_and_never_upgraded(
+        project: Project, engine: str) -> None:
     project.write("subscribers/s.csv", (
         "email,name,status,consent_source\n"
         "a@example.org,A,subscribed,form\n"
@@ -293,7 +294,8 @@ def test_a_plain_csv_status_column_is_honoured_and_never_upgraded(project: Proje
     assert b"E again" not in stored_bytes(project)
 
 
-def test_a_later_import_never_subscribes_anyone_a_source_said_left(project: Project) -> None:
+def test_a_later_import_never_subscribes_anyone_a_source_said_left(
+        project: Project, engine: str) -> None:
     import_file(project, MAILCHIMP / ZIP)
     import_file(project, FIXTURES / "listmonk" / "subscribers.csv")
     again = project.run("subscribers", "import", "subscribers/members.csv", "--list", "news")
@@ -308,7 +310,8 @@ def test_a_later_import_never_subscribes_anyone_a_source_said_left(project: Proj
     assert other.out.startswith("events: added 48 new, 0 already subscribed, 2 skipped")
 
 
-def test_an_import_that_says_a_member_left_takes_them_off_the_list(project: Project) -> None:
+def test_an_import_that_says_a_member_left_takes_them_off_the_list(
+        project: Project, engine: str) -> None:
     project.run("subscribers", "import", "subscribers/members.csv", "--list", "news")
     project.run("subscribers", "import", "subscribers/members.csv", "--list", "events")
     out, _ = import_file(project, MAILCHIMP / "unsubscribed_members_export_0e633f6c70.csv")
@@ -324,7 +327,7 @@ def test_an_import_that_says_a_member_left_takes_them_off_the_list(project: Proj
            "already were" in twice
 
 
-def test_no_one_a_source_said_left_is_ever_sent_to(project: Project) -> None:
+def test_no_one_a_source_said_left_is_ever_sent_to(project: Project, engine: str) -> None:
     text = project.config.read_text(encoding="utf-8")
     project.write("newsletter.yaml", re.sub(r"limits:.*?\n(?=\S)",
                                             "limits:\n  per_minute: 0\n  per_day: 0\n", text,
@@ -355,7 +358,7 @@ def test_no_one_a_source_said_left_is_ever_sent_to(project: Project) -> None:
 # --------------------------------------------------------------------------- suppress
 
 
-def test_suppress_keeps_only_a_hash_of_addresses_not_on_file(project: Project) -> None:
+def test_suppress_keeps_only_a_hash_of_addresses_not_on_file(project: Project, engine: str) -> None:
     project.run("subscribers", "import", "subscribers/members.csv", "--list", "news")
     project.write("subscribers/blocked.txt", "# from the old tool's blocklist\n"
                   "Not A Member <not.a.member@example.org>\nD.Okafor@West.example.org\n")
@@ -379,7 +382,7 @@ def test_suppress_keeps_only_a_hash_of_addresses_not_on_file(project: Project) -
 
 
 def test_suppress_checks_every_address_first_and_changes_nothing_on_a_bad_one(
-        project: Project) -> None:
+        project: Project, engine: str) -> None:
     project.run("subscribers", "import", "subscribers/members.csv", "--list", "news")
     before = snapshot(project)
     project.write("subscribers/bad.csv", "email,name\nfine@example.org,F\nnot-an-address,N\n")
@@ -406,7 +409,7 @@ def test_every_bad_import_file_has_its_expected_message() -> None:
 
 @pytest.mark.parametrize("case", BAD)
 def test_a_bad_import_file_is_refused_with_its_exact_message_and_changes_nothing(
-        project: Project, case: str) -> None:
+        project: Project, engine: str, case: str) -> None:
     project.run("subscribers", "import", "subscribers/members.csv", "--list", "news")
     before = snapshot(project)
     result = project.run("subscribers", "import",
@@ -427,7 +430,7 @@ def zipped(entries: dict[str, bytes], method: int = zipfile.ZIP_DEFLATED) -> byt
     return out.getvalue()
 
 
-def test_a_zip_bomb_is_stopped_by_the_bytes_it_unpacks_to(project: Project) -> None:
+def test_a_zip_bomb_is_stopped_by_the_bytes_it_unpacks_to(project: Project, engine: str) -> None:
     header = (MAILCHIMP / "subscribed_members_export_0e633f6c70.csv").read_bytes()
     bomb = zipped({"subscribed_members_export_ab12.csv": header + b" " * (60 * 1_048_576)},
                   zipfile.ZIP_DEFLATED)
@@ -446,7 +449,8 @@ def test_a_zip_bomb_is_stopped_by_the_bytes_it_unpacks_to(project: Project) -> N
     assert snapshot(project) == []
 
 
-def test_a_zip_refuses_encrypted_twice_named_and_empty_exports(project: Project) -> None:
+def test_a_zip_refuses_encrypted_twice_named_and_empty_exports(
+        project: Project, engine: str) -> None:
     header = (MAILCHIMP / "subscribed_members_export_0e633f6c70.csv").read_bytes()
     plain = zipped({"subscribed_members_export_ab12.csv": header})
     central = plain.index(b"PK\x01\x02")  # set the "encrypted" flag in the central directory
@@ -475,7 +479,8 @@ def test_a_zip_refuses_encrypted_twice_named_and_empty_exports(project: Project)
     assert snapshot(project) == []
 
 
-def test_rows_of_a_zip_are_reported_by_their_own_file_and_line(project: Project) -> None:
+def test_rows_of_a_zip_are_reported_by_their_own_file_and_line(
+        project: Project, engine: str) -> None:
     header = (MAILCHIMP / "subscribed_members_export_0e633f6c70.csv").read_bytes()
     unsubscribed = (MAILCHIMP / "unsubscribed_members_export_0e633f6c70.csv").read_bytes()
     project.run("subscribers", "import", "subscribers/members.csv", "--list", "news")

@@ -14,14 +14,12 @@ import hashlib
 import mailbox
 import os
 import re
-import shutil
-import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import Project
+from conftest import Project, copy_project, make_project, new_database
 from smtp_servers import Received, Scripted, Session, SmtpServer
 
 from newsletter import pipeline
@@ -152,15 +150,11 @@ def smtp_env(server: SmtpServer) -> dict[str, str]:
 
 
 @pytest.fixture(scope="module")
-def sent(tmp_path_factory: pytest.TempPathFactory) -> Sent:
-    from conftest import REPO
-
+def sent(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory,
+         engine: str) -> Sent:
+    """The sample project with its issues sent, once per module and engine."""
     root = tmp_path_factory.mktemp("sent") / "project"
-    root.mkdir()
-    shutil.copy(REPO / "newsletter.yaml", root / "newsletter.yaml")
-    for folder in ("issues", "templates", "subscribers"):
-        shutil.copytree(REPO / folder, root / folder)
-    project = Project(root)
+    project = make_project(root, new_database(request, engine))
     configure(project)
     result = project.run("subscribers", "import", "subscribers/inbox.csv", "--list", "members")
     assert result.code == 0, result.err
@@ -173,16 +167,9 @@ def sent(tmp_path_factory: pytest.TempPathFactory) -> Sent:
 
 
 @pytest.fixture
-def fresh(sent: Sent, tmp_path: Path) -> Iterator[Project]:
+def fresh(request: pytest.FixtureRequest, sent: Sent, tmp_path: Path) -> Iterator[Project]:
     """A copy of the sent project (its database too) that a test may change."""
-    root = tmp_path / "copy"
-    shutil.copytree(sent.project.root, root, ignore=shutil.ignore_patterns("newsletter.db*"))
-    source = sqlite3.connect(sent.project.root / "newsletter.db")
-    target = sqlite3.connect(root / "newsletter.db")
-    source.backup(target)
-    source.close()
-    target.close()
-    yield Project(root)
+    yield copy_project(request, sent.project, tmp_path / "copy")
 
 
 def maildir(root: Path, *messages: bytes) -> Path:
@@ -199,11 +186,7 @@ def statuses(project: Project) -> dict[str, str]:
 
 
 def query(project: Project, sql: str, *args: object) -> list[tuple[object, ...]]:
-    conn = sqlite3.connect(project.root / "newsletter.db")
-    try:
-        return [tuple(row) for row in conn.execute(sql, args)]
-    finally:
-        conn.close()
+    return project.rows(sql, *args)
 
 
 def delivery(project: Project, address: str, issue: str = "2017-02-news"
@@ -237,7 +220,8 @@ def test_each_message_has_its_own_signed_return_path_with_no_address_in_it(sent:
         assert unsubscribe and read_token(secrets, unsubscribe.group(1).decode())
 
 
-def test_the_return_path_survives_a_retry_like_the_message_id(project: Project) -> None:
+def test_the_return_path_survives_a_retry_like_the_message_id(
+        project: Project, engine: str) -> None:
     configure(project)
     project.run("subscribers", "import", "subscribers/inbox.csv", "--list", "members")
     refused: list[str | None] = []

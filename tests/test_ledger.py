@@ -1,12 +1,12 @@
-"""The delivery ledger: the snapshot, forward-only states, due rows, the send lock."""
+"""The delivery ledger: the snapshot, forward-only states, due rows, the send lock; on
+SQLite and PostgreSQL (the ``engine`` fixture)."""
 
 from __future__ import annotations
 
-import sqlite3
 import subprocess
 import sys
 import time
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
 
@@ -34,27 +34,28 @@ def recipient(i: int) -> Recipient:
 
 
 @pytest.fixture
-def conn(tmp_path: Path) -> sqlite3.Connection:
-    connection = db.connect(tmp_path / "n.db")
+def conn(state_db: db.Target) -> Iterator[db.Connection]:
+    connection = db.connect(state_db)
     members.import_rows(connection, "members", member_rows(5))
-    return connection
+    yield connection
+    connection.close()
 
 
-def start(conn: sqlite3.Connection, n: int = 5, issue: str = "2016-12") -> int:
+def start(conn: db.Connection, n: int = 5, issue: str = "2016-12") -> int:
     ids = [s.id for s in members.recipients(conn, "members")][:n]
     return ledger.snapshot(conn, ledger.SendRecord(issue, "members", "hash1", "Subject", 1.0),
                            ((sid, recipient(i)) for i, sid in enumerate(ids)))
 
 
 def test_the_snapshot_writes_every_row_pending_in_one_transaction(
-        conn: sqlite3.Connection) -> None:
+        conn: db.Connection) -> None:
     assert start(conn) == 5
     assert ledger.counts(conn, "2016-12")[DeliveryState.PENDING] == 5
     assert ledger.get_send(conn, "2016-12") == ledger.SendRecord(
         "2016-12", "members", "hash1", "Subject", 1.0)
 
 
-def test_a_failing_snapshot_leaves_no_rows_at_all(conn: sqlite3.Connection) -> None:
+def test_a_failing_snapshot_leaves_no_rows_at_all(conn: db.Connection) -> None:
     def broken() -> object:
         yield (1, recipient(1))
         yield (2, recipient(2))
@@ -67,7 +68,7 @@ def test_a_failing_snapshot_leaves_no_rows_at_all(conn: sqlite3.Connection) -> N
     assert sum(ledger.counts(conn, "x").values()) == 0
 
 
-def test_a_subscriber_is_in_an_issue_s_ledger_once(conn: sqlite3.Connection) -> None:
+def test_a_subscriber_is_in_an_issue_s_ledger_once(conn: db.Connection) -> None:
     written = ledger.snapshot(conn, ledger.SendRecord("x", "members", "h", "S", 1.0),
                               [(1, recipient(1)), (1, recipient(1)), (2, recipient(2))])
     assert written == 2
@@ -75,7 +76,7 @@ def test_a_subscriber_is_in_an_issue_s_ledger_once(conn: sqlite3.Connection) -> 
         start(conn, issue="x")
 
 
-def test_states_move_forward_only(conn: sqlite3.Connection) -> None:
+def test_states_move_forward_only(conn: db.Connection) -> None:
     start(conn)
     row = ledger.due(conn, "2016-12", 10.0)[0]
     assert ledger.begin_attempt(conn, row.id, 10.0)
@@ -90,7 +91,7 @@ def test_states_move_forward_only(conn: sqlite3.Connection) -> None:
 
 
 def test_due_rows_come_in_id_order_and_deferred_ones_only_when_their_time_comes(
-        conn: sqlite3.Connection) -> None:
+        conn: db.Connection) -> None:
     start(conn)
     rows = ledger.due(conn, "2016-12", 10.0)
     assert [r.id for r in rows] == sorted(r.id for r in rows)
@@ -110,7 +111,7 @@ def test_due_rows_come_in_id_order_and_deferred_ones_only_when_their_time_comes(
         [r.id for r in rows[3:]]
 
 
-def test_deferred_rows_past_the_deadline_expire(conn: sqlite3.Connection) -> None:
+def test_deferred_rows_past_the_deadline_expire(conn: db.Connection) -> None:
     start(conn)
     row = ledger.due(conn, "2016-12", 10.0)[0]
     ledger.begin_attempt(conn, row.id, 10.0)
@@ -122,7 +123,7 @@ def test_deferred_rows_past_the_deadline_expire(conn: sqlite3.Connection) -> Non
 
 
 def test_rows_left_attempting_by_a_crash_are_due_again_and_counted(
-        conn: sqlite3.Connection) -> None:
+        conn: db.Connection) -> None:
     start(conn)
     row = ledger.due(conn, "2016-12", 10.0)[0]
     ledger.begin_attempt(conn, row.id, 10.0)
@@ -133,7 +134,7 @@ def test_rows_left_attempting_by_a_crash_are_due_again_and_counted(
         (row.id, DeliveryState.ATTEMPTING, row.recipient.message_id)
 
 
-def test_the_daily_count_spans_every_issue(conn: sqlite3.Connection) -> None:
+def test_the_daily_count_spans_every_issue(conn: db.Connection) -> None:
     start(conn, issue="a")
     start(conn, issue="b")
     for issue, at in (("a", 1000.0), ("b", 90000.0)):
@@ -145,7 +146,7 @@ def test_the_daily_count_spans_every_issue(conn: sqlite3.Connection) -> None:
 
 
 def test_a_second_runner_is_refused_while_the_first_holds_the_lock(
-        conn: sqlite3.Connection) -> None:
+        conn: db.Connection) -> None:
     lock = ledger.acquire_lock(conn, "2016-12", time.time())
     with pytest.raises(StateError, match="is being sent right now"):
         ledger.acquire_lock(conn, "2017-02", time.time())
@@ -153,17 +154,17 @@ def test_a_second_runner_is_refused_while_the_first_holds_the_lock(
     ledger.release_lock(conn, ledger.acquire_lock(conn, "2017-02", time.time()))
 
 
-def test_a_lock_whose_process_died_is_taken_over(conn: sqlite3.Connection,
-                                                 tmp_path: Path) -> None:
+def test_a_lock_whose_process_died_is_taken_over(conn: db.Connection,
+                                                 state_db: db.Target) -> None:
     code = ("import sys, time; from newsletter.members import database as db; "
             "from newsletter.delivery import ledger; "
             "c = db.connect(sys.argv[1]); ledger.acquire_lock(c, 'x', time.time())")
-    subprocess.run([sys.executable, "-c", code, str(tmp_path / "n.db")], check=True)
+    subprocess.run([sys.executable, "-c", code, str(state_db)], check=True)
     lock = ledger.acquire_lock(conn, "2016-12", time.time())  # the holder is gone
     assert lock.issue == "2016-12"
 
 
-def test_a_lock_with_an_old_heartbeat_is_taken_over(conn: sqlite3.Connection) -> None:
+def test_a_lock_with_an_old_heartbeat_is_taken_over(conn: db.Connection) -> None:
     now = time.time()
     old = ledger.acquire_lock(conn, "x", now - 3 * ledger.STALE_AFTER)
     with db.transaction(conn):
@@ -172,7 +173,7 @@ def test_a_lock_with_an_old_heartbeat_is_taken_over(conn: sqlite3.Connection) ->
 
 
 def test_forgetting_a_member_erases_their_values_but_keeps_the_counts(
-        conn: sqlite3.Connection) -> None:
+        conn: db.Connection) -> None:
     start(conn)
     row = ledger.due(conn, "2016-12", 1.0)[0]
     ledger.forget_subscriber(conn, row.subscriber_id)

@@ -1,8 +1,8 @@
-"""Members in a real SQLite file: what the delivery code asks, suppression, removal."""
+"""Members in a real state database, SQLite and PostgreSQL (the ``engine`` fixture): what
+the delivery code asks, suppression, removal."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -40,25 +40,38 @@ NETWORK = Network(
 
 
 @pytest.fixture
-def conn(tmp_path: Path) -> Iterator[sqlite3.Connection]:
-    connection = db.connect(tmp_path / "state.db")
+def conn(state_db: db.Target) -> Iterator[db.Connection]:
+    connection = db.connect(state_db)
     yield connection
     connection.close()
 
 
-def add(conn: sqlite3.Connection, list_name: str, *lines: str) -> members.ImportResult:
+def fail_inserts(conn: db.Connection, table: str) -> None:
+    """A trigger that makes every insert into ``table`` fail with an integrity error."""
+    if db.is_postgresql(conn):
+        conn.execute("CREATE FUNCTION fail() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+                     "RAISE EXCEPTION 'disk on fire' USING ERRCODE = "
+                     "'integrity_constraint_violation'; END $$")
+        conn.execute(f"CREATE TRIGGER fail BEFORE INSERT ON {table} "
+                     "FOR EACH ROW EXECUTE FUNCTION fail()")
+    else:
+        conn.execute(f"CREATE TRIGGER fail BEFORE INSERT ON {table} "
+                     "BEGIN SELECT raise(ABORT, 'disk on fire'); END")
+
+
+def add(conn: db.Connection, list_name: str, *lines: str) -> members.ImportResult:
     text = "email,name,organisation\r\n" + "".join(line + "\r\n" for line in lines)
     parsed = parse_csv(text.encode(), "t.csv", consent="test fixture")
     assert parsed.problems == ()
     return members.import_rows(conn, list_name, parsed.rows)
 
 
-def emails(conn: sqlite3.Connection, list_name: str) -> list[str]:
+def emails(conn: db.Connection, list_name: str) -> list[str]:
     return [s.email for s in members.recipients(conn, list_name)]
 
 
 def test_recipients_are_the_subscribed_members_of_a_list_in_id_order(
-        conn: sqlite3.Connection) -> None:
+        conn: db.Connection) -> None:
     add(conn, "news", "c@example.org,Cy,", "a@example.org,Al,", "b@example.org,,")
     add(conn, "events", "d@example.org,Di,", "a@example.org,Al,")
     subscribers = list(members.recipients(conn, "news"))
@@ -69,14 +82,14 @@ def test_recipients_are_the_subscribed_members_of_a_list_in_id_order(
     assert emails(conn, "no-such-list") == []
 
 
-def test_recipients_page_through_a_long_list_without_gaps(conn: sqlite3.Connection) -> None:
+def test_recipients_page_through_a_long_list_without_gaps(conn: db.Connection) -> None:
     count = members.PAGE * 2 + 17
     add(conn, "news", *(f"m{i}@example.org,," for i in range(count)))
     found = emails(conn, "news")
     assert found == [f"m{i}@example.org" for i in range(count)]
 
 
-def test_unsubscribing_from_one_list_keeps_the_others(conn: sqlite3.Connection) -> None:
+def test_unsubscribing_from_one_list_keeps_the_others(conn: db.Connection) -> None:
     add(conn, "news", "a@example.org,,", "b@example.org,,")
     add(conn, "events", "a@example.org,,")
     member = members.find_by_email(conn, "A@Example.org")
@@ -90,7 +103,7 @@ def test_unsubscribing_from_one_list_keeps_the_others(conn: sqlite3.Connection) 
     assert add(conn, "news", "a@example.org,,").skipped == ((2, "a@example.org"),)
 
 
-def test_a_bounce_suppresses_the_address_on_every_list(conn: sqlite3.Connection) -> None:
+def test_a_bounce_suppresses_the_address_on_every_list(conn: db.Connection) -> None:
     add(conn, "news", "a@example.org,,", "b@example.org,,")
     add(conn, "events", "a@example.org,,")
     member = members.find_by_email(conn, "a@example.org")
@@ -103,7 +116,7 @@ def test_a_bounce_suppresses_the_address_on_every_list(conn: sqlite3.Connection)
     assert add(conn, "weekly", "a@example.org,,").skipped == ((2, "a@example.org"),)
 
 
-def test_the_suppression_list_alone_stops_delivery(conn: sqlite3.Connection) -> None:
+def test_the_suppression_list_alone_stops_delivery(conn: db.Connection) -> None:
     add(conn, "news", "a@example.org,,")
     member = members.find_by_email(conn, "a@example.org")
     assert member is not None
@@ -115,7 +128,7 @@ def test_the_suppression_list_alone_stops_delivery(conn: sqlite3.Connection) -> 
     assert emails(conn, "news") == []
 
 
-def test_a_member_never_on_a_list_counts_as_suppressed_for_it(conn: sqlite3.Connection
+def test_a_member_never_on_a_list_counts_as_suppressed_for_it(conn: db.Connection
                                                               ) -> None:
     add(conn, "news", "a@example.org,,")
     member = members.find_by_email(conn, "a@example.org")
@@ -124,7 +137,7 @@ def test_a_member_never_on_a_list_counts_as_suppressed_for_it(conn: sqlite3.Conn
     assert members.is_suppressed(conn, 999, "news")
 
 
-def test_remove_erases_the_person_but_keeps_the_row_and_the_hash(conn: sqlite3.Connection
+def test_remove_erases_the_person_but_keeps_the_row_and_the_hash(conn: db.Connection
                                                                  ) -> None:
     add(conn, "news", "a@example.org,Al Smith,Police", "b@example.org,,")
     member = members.find_by_email(conn, "a@example.org")
@@ -144,20 +157,25 @@ def test_remove_erases_the_person_but_keeps_the_row_and_the_hash(conn: sqlite3.C
         members.remove(conn, "z@example.org")
 
 
-def test_the_suppression_salt_is_random_per_database_and_kept(tmp_path: Path) -> None:
-    one = db.connect(tmp_path / "one.db")
-    two = db.connect(tmp_path / "two.db")
+def test_the_suppression_salt_is_random_per_database_and_kept(
+        request: pytest.FixtureRequest, engine: str, tmp_path: Path) -> None:
+    targets: list[db.Target] = [tmp_path / "one.db", tmp_path / "two.db"]
+    if engine == "postgresql":
+        postgres = request.getfixturevalue("postgres")
+        targets = [postgres.create_database(), postgres.create_database()]
+    one = db.connect(targets[0])
+    two = db.connect(targets[1])
     first = members.address_hash(one, "a@example.org")
     assert first != members.address_hash(two, "a@example.org")
     one.close()
     two.close()
-    again = db.connect(tmp_path / "one.db")
+    again = db.connect(targets[0])
     assert members.address_hash(again, "a@example.org") == first
     assert "a@example.org" not in first
     again.close()
 
 
-def test_recipient_values_are_exact(conn: sqlite3.Connection) -> None:
+def test_recipient_values_are_exact(conn: db.Connection) -> None:
     add(conn, "news", "jane@example.org,Jane,", "anon@example.org,,")
     jane, anon = members.recipients(conn, "news")
     r = recipient_for(jane, "news", "2016-12", NETWORK, SECRETS)
@@ -181,7 +199,7 @@ def test_recipient_values_are_exact(conn: sqlite3.Connection) -> None:
 
 
 def test_without_a_mailto_the_list_unsubscribe_has_only_the_https_link(
-        conn: sqlite3.Connection) -> None:
+        conn: db.Connection) -> None:
     from msgspec.structs import replace
 
     add(conn, "news", "jane@example.org,Jane,")
@@ -191,7 +209,7 @@ def test_without_a_mailto_the_list_unsubscribe_has_only_the_https_link(
     assert r.list_unsubscribe == f"<{r.unsubscribe_url}>"
 
 
-def test_find_by_email_ignores_case_and_idn_spelling(conn: sqlite3.Connection) -> None:
+def test_find_by_email_ignores_case_and_idn_spelling(conn: db.Connection) -> None:
     add(conn, "news", "Li@Bücher.example.com,Li,")
     for spelling in ("li@bücher.example.com", "LI@XN--BCHER-KVA.EXAMPLE.COM"):
         found = members.find_by_email(conn, spelling)
@@ -199,18 +217,17 @@ def test_find_by_email_ignores_case_and_idn_spelling(conn: sqlite3.Connection) -
     assert members.find_by_email(conn, "not an address") is None
 
 
-def test_an_import_is_one_transaction(conn: sqlite3.Connection) -> None:
+def test_an_import_is_one_transaction(conn: db.Connection) -> None:
     add(conn, "news", "a@example.org,,")
     parsed = parse_csv(b"email\r\nb@example.org\r\n", "t.csv", consent="x")
-    conn.execute("CREATE TRIGGER fail BEFORE INSERT ON consent "
-                 "BEGIN SELECT raise(ABORT, 'disk on fire'); END")
-    with pytest.raises(sqlite3.IntegrityError):
+    fail_inserts(conn, "consent")
+    with pytest.raises(db.IntegrityError):
         members.import_rows(conn, "news", parsed.rows)
     assert emails(conn, "news") == ["a@example.org"]
     assert conn.execute("SELECT count(*) FROM subscribers").fetchone()[0] == 1
 
 
-def test_a_dry_run_import_rolls_back(conn: sqlite3.Connection) -> None:
+def test_a_dry_run_import_rolls_back(conn: db.Connection) -> None:
     parsed = parse_csv(b"email\r\nb@example.org\r\n", "t.csv", consent="x")
     result = members.import_rows(conn, "news", parsed.rows, dry_run=True)
     assert (result.new, result.dry_run) == (1, True)
@@ -218,7 +235,7 @@ def test_a_dry_run_import_rolls_back(conn: sqlite3.Connection) -> None:
     assert members.list_names(conn) == []
 
 
-def test_consent_evidence_is_recorded_once_per_member_and_list(conn: sqlite3.Connection
+def test_consent_evidence_is_recorded_once_per_member_and_list(conn: db.Connection
                                                                ) -> None:
     add(conn, "news", "a@example.org,,")
     add(conn, "news", "a@example.org,,")
@@ -229,7 +246,7 @@ def test_consent_evidence_is_recorded_once_per_member_and_list(conn: sqlite3.Con
         ("news", "test fixture", "consent"), ("events", "test fixture", "consent")]
 
 
-def test_a_uid_leads_to_the_member_only_on_their_own_lists(conn: sqlite3.Connection) -> None:
+def test_a_uid_leads_to_the_member_only_on_their_own_lists(conn: db.Connection) -> None:
     add(conn, "news", "a@example.org,Al,")
     (member,) = members.recipients(conn, "news")
     assert members.member_id_for(conn, member.uid, "news") == member.id
@@ -241,21 +258,20 @@ def test_a_uid_leads_to_the_member_only_on_their_own_lists(conn: sqlite3.Connect
     assert members.unsubscribe(conn, member.id, "news", "one-click") is False
 
 
-def test_an_update_is_rolled_back_with_the_rest_of_the_import(conn: sqlite3.Connection
+def test_an_update_is_rolled_back_with_the_rest_of_the_import(conn: db.Connection
                                                               ) -> None:
     add(conn, "news", "a@example.org,Al,Old Org")
     parsed = parse_csv(b"email,name,organisation\r\na@example.org,Alan,New Org\r\n"
                        b"b@example.org,Bo,\r\n", "t.csv", consent="x")
-    conn.execute("CREATE TRIGGER fail BEFORE INSERT ON consent "
-                 "BEGIN SELECT raise(ABORT, 'disk on fire'); END")
-    with pytest.raises(sqlite3.IntegrityError):
+    fail_inserts(conn, "consent")
+    with pytest.raises(db.IntegrityError):
         members.import_rows(conn, "news", parsed.rows, update=True)
     assert [tuple(r) for r in conn.execute("SELECT email, name, organisation FROM subscribers"
                                            )] == [("a@example.org", "Al", "Old Org")]
 
 
 def test_a_member_on_file_joining_another_list_is_updated_and_keeps_their_consent(
-        conn: sqlite3.Connection) -> None:
+        conn: db.Connection) -> None:
     add(conn, "news", "a@example.org,Al,Old Org")
     consent_before = [tuple(r) for r in conn.execute("SELECT * FROM consent")]
     parsed = parse_csv(b"email,name,organisation\r\na@example.org,Alan,\r\n", "t.csv",

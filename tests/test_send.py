@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import sqlite3
 from collections import Counter
 from pathlib import Path
 
@@ -38,8 +37,8 @@ def build(recipient: Recipient, date: dt.datetime) -> bytes:
 class Campaign:
     """A state database with n members, one issue snapshotted, and a server to send to."""
 
-    def __init__(self, tmp_path: Path, n: int) -> None:
-        self.path = tmp_path / "state.db"
+    def __init__(self, database: db.Target, n: int) -> None:
+        self.path = database  # a SQLite file or a PostgreSQL URL (the state_db fixture)
         self.conn = db.connect(self.path)
         members.import_rows(self.conn, "members", tuple(
             MemberRow(line=i + 2, email=address(i), name=None, organisation=None, extra="{}",
@@ -75,8 +74,8 @@ def rcpt_of(server: SmtpServer) -> Counter[str]:
 
 
 def test_every_recipient_gets_exactly_one_message_with_its_own_message_id(
-        tmp_path: Path) -> None:
-    campaign = Campaign(tmp_path, 40)
+        state_db: db.Target) -> None:
+    campaign = Campaign(state_db, 40)
     with SmtpServer() as server:
         result = campaign.run(server)
     assert result.stopped is None
@@ -90,8 +89,8 @@ def test_every_recipient_gets_exactly_one_message_with_its_own_message_id(
 
 
 def test_an_unknown_address_fails_and_the_member_is_bounced_and_suppressed(
-        tmp_path: Path) -> None:
-    campaign = Campaign(tmp_path, 10)
+        state_db: db.Target) -> None:
+    campaign = Campaign(state_db, 10)
     bad = {address(3), address(7)}
     faults = Scripted(rcpt=lambda s, rcpt: "550 5.1.1 No such user" if rcpt in bad else None)
     with SmtpServer(faults) as server:
@@ -105,8 +104,8 @@ def test_an_unknown_address_fails_and_the_member_is_bounced_and_suppressed(
     assert set(rcpt_of(server)) == set(campaign.ids) - bad
 
 
-def test_a_temporary_failure_is_deferred_then_sent_on_a_later_attempt(tmp_path: Path) -> None:
-    campaign = Campaign(tmp_path, 6)
+def test_a_temporary_failure_is_deferred_then_sent_on_a_later_attempt(state_db: db.Target) -> None:
+    campaign = Campaign(state_db, 6)
     refused: Counter[str] = Counter()
 
     def once(session: Session, rcpt: str) -> str | None:
@@ -124,8 +123,8 @@ def test_a_temporary_failure_is_deferred_then_sent_on_a_later_attempt(tmp_path: 
 
 
 def test_421_and_dropped_connections_mid_batch_reconnect_and_lose_nobody(
-        tmp_path: Path) -> None:
-    campaign = Campaign(tmp_path, 60)
+        state_db: db.Target) -> None:
+    campaign = Campaign(state_db, 60)
     seen: Counter[str] = Counter()
 
     def faults(session: Session, rcpt: str) -> str | Drop | None:
@@ -145,8 +144,8 @@ def test_421_and_dropped_connections_mid_batch_reconnect_and_lose_nobody(
 
 
 def test_a_disconnect_after_the_final_dot_is_unknown_and_resent_only_when_asked(
-        tmp_path: Path) -> None:
-    campaign = Campaign(tmp_path, 5)
+        state_db: db.Target) -> None:
+    campaign = Campaign(state_db, 5)
     dropped: Counter[str] = Counter()
 
     def dot(session: Session, data: bytes) -> Drop | None:
@@ -170,8 +169,8 @@ def test_a_disconnect_after_the_final_dot_is_unknown_and_resent_only_when_asked(
 
 
 def test_a_server_too_slow_to_answer_the_final_dot_leaves_the_message_unknown(
-        tmp_path: Path) -> None:
-    campaign = Campaign(tmp_path, 3)
+        state_db: db.Target) -> None:
+    campaign = Campaign(state_db, 3)
     slow = Scripted(dot=lambda s, data: Delay(1.5, "250 2.0.0 Ok") if b"m0001" in data
                     else None)
     with SmtpServer(slow) as server:
@@ -182,8 +181,8 @@ def test_a_server_too_slow_to_answer_the_final_dot_leaves_the_message_unknown(
 
 
 def test_repeated_policy_refusals_trip_the_circuit_breaker_and_leave_the_rest_pending(
-        tmp_path: Path) -> None:
-    campaign = Campaign(tmp_path, 30)
+        state_db: db.Target) -> None:
+    campaign = Campaign(state_db, 30)
     faults = Scripted(dot=lambda s, d: "550 5.7.26 Unauthenticated email is not accepted")
     with SmtpServer(faults) as server:
         result = campaign.run(server, Limits(per_minute=0, per_day=0, concurrency=1,
@@ -197,8 +196,8 @@ def test_repeated_policy_refusals_trip_the_circuit_breaker_and_leave_the_rest_pe
         assert not members.is_suppressed(campaign.conn, campaign.ids[email], "members")
 
 
-def test_a_refused_login_stops_at_once_without_sending_anything(tmp_path: Path) -> None:
-    campaign = Campaign(tmp_path, 10)
+def test_a_refused_login_stops_at_once_without_sending_anything(state_db: db.Target) -> None:
+    campaign = Campaign(state_db, 10)
     with SmtpServer(users={"news": "right"}) as server:
         result = campaign.run(server, user="news", password="wrong")
     assert result.fatal and "refused the login" in (result.stopped or "")
@@ -207,15 +206,15 @@ def test_a_refused_login_stops_at_once_without_sending_anything(tmp_path: Path) 
     assert campaign.states() == {DeliveryState.PENDING: 10}
 
 
-def test_login_with_the_right_password_sends(tmp_path: Path) -> None:
-    campaign = Campaign(tmp_path, 4)
+def test_login_with_the_right_password_sends(state_db: db.Target) -> None:
+    campaign = Campaign(state_db, 4)
     with SmtpServer(users={"news": "right"}) as server:
         campaign.run(server, user="news", password="right")
     assert campaign.states() == {DeliveryState.SENT: 4}
 
 
-def test_a_member_who_unsubscribes_mid_send_is_not_sent_to(tmp_path: Path) -> None:
-    campaign = Campaign(tmp_path, 20)
+def test_a_member_who_unsubscribes_mid_send_is_not_sent_to(state_db: db.Target) -> None:
+    campaign = Campaign(state_db, 20)
     leaver = address(15)
 
     def dot(session: Session, data: bytes) -> None:
@@ -231,8 +230,8 @@ def test_a_member_who_unsubscribes_mid_send_is_not_sent_to(tmp_path: Path) -> No
     assert campaign.states()[DeliveryState.SENT] == 19
 
 
-def test_temporary_failures_past_the_deadline_expire(tmp_path: Path) -> None:
-    campaign = Campaign(tmp_path, 2)
+def test_temporary_failures_past_the_deadline_expire(state_db: db.Target) -> None:
+    campaign = Campaign(state_db, 2)
     never = Scripted(rcpt=lambda s, r: "450 4.2.1 Mailbox busy" if r == address(0) else None)
     with SmtpServer(never) as server:
         campaign.run(server, Limits(per_minute=0, per_day=0, retry_base=0.05, retry_max=0.1,
@@ -242,8 +241,8 @@ def test_temporary_failures_past_the_deadline_expire(tmp_path: Path) -> None:
 
 
 def test_deferred_rows_due_much_later_end_the_run_with_their_schedule_kept(
-        tmp_path: Path) -> None:
-    campaign = Campaign(tmp_path, 3)
+        state_db: db.Target) -> None:
+    campaign = Campaign(state_db, 3)
     faults = Scripted(rcpt=lambda s, r: "450 4.2.1 later" if r == address(0) else None)
     with SmtpServer(faults) as server:
         campaign.run(server, Limits(per_minute=0, per_day=0, retry_base=3600))
@@ -252,8 +251,8 @@ def test_deferred_rows_due_much_later_end_the_run_with_their_schedule_kept(
     assert row.next_attempt_at is not None and row.next_attempt_at > row.last_attempt_at + 3000
 
 
-def test_the_daily_cap_counts_messages_sent_by_earlier_runs(tmp_path: Path) -> None:
-    campaign = Campaign(tmp_path, 12)
+def test_the_daily_cap_counts_messages_sent_by_earlier_runs(state_db: db.Target) -> None:
+    campaign = Campaign(state_db, 12)
     with SmtpServer() as server:
         first = campaign.run(server, Limits(per_minute=0, per_day=5))
         assert first.daily_cap
@@ -263,8 +262,8 @@ def test_the_daily_cap_counts_messages_sent_by_earlier_runs(tmp_path: Path) -> N
 
 
 def test_starttls_is_required_when_configured_and_no_login_is_tried_without_it(
-        tmp_path: Path) -> None:
-    campaign = Campaign(tmp_path, 3)
+        state_db: db.Target) -> None:
+    campaign = Campaign(state_db, 3)
     with SmtpServer(users={"news": "pw"}) as server:
         result = campaign.run(server, tls=TlsMode.STARTTLS, user="news", password="pw")
     assert result.fatal and "does not offer STARTTLS" in (result.stopped or "")
@@ -272,7 +271,7 @@ def test_starttls_is_required_when_configured_and_no_login_is_tried_without_it(
     assert campaign.states() == {DeliveryState.PENDING: 3}
 
 
-def test_starttls_refusal_against_aiosmtpd_without_tls(tmp_path: Path) -> None:
+def test_starttls_refusal_against_aiosmtpd_without_tls(state_db: db.Target) -> None:
     from aiosmtpd.controller import Controller
 
     class Handler:
@@ -288,7 +287,7 @@ def test_starttls_refusal_against_aiosmtpd_without_tls(tmp_path: Path) -> None:
     controller = Controller(handler, hostname="127.0.0.1", port=port)
     controller.start()
     try:
-        campaign = Campaign(tmp_path, 2)
+        campaign = Campaign(state_db, 2)
         transport = Transport("127.0.0.1", port, TlsMode.STARTTLS, "news", "pw", 5.0, 5.0,
                               "example.org")
         sender = Sender(issue="issue", sender="news@example.org", transport=transport,
@@ -320,12 +319,12 @@ def test_the_password_comes_from_the_environment_only() -> None:
         transport_for(smtp, "x.org", environ={})
 
 
-def test_the_ledger_marks_a_row_attempting_before_the_message_is_sent(tmp_path: Path) -> None:
-    campaign = Campaign(tmp_path, 3)
+def test_the_ledger_marks_a_row_attempting_before_the_message_is_sent(state_db: db.Target) -> None:
+    campaign = Campaign(state_db, 3)
     seen: list[str] = []
 
     def dot(session: Session, data: bytes) -> None:
-        other = sqlite3.connect(campaign.path)
+        other = db.connect(campaign.path)
         to = data.split(b"To: ")[1].split(b"\r\n")[0].decode()
         seen.append(other.execute("SELECT state FROM deliveries WHERE address = ?",
                                   (to,)).fetchone()[0])
@@ -338,8 +337,8 @@ def test_the_ledger_marks_a_row_attempting_before_the_message_is_sent(tmp_path: 
 
 
 def test_a_server_that_cannot_be_reached_stops_the_run_and_leaves_everyone_to_send(
-        tmp_path: Path) -> None:
-    campaign = Campaign(tmp_path, 20)
+        state_db: db.Target) -> None:
+    campaign = Campaign(state_db, 20)
     nobody = SmtpServer()
     nobody.port = free_port()  # nothing listens there
     result = campaign.run(nobody)
@@ -349,10 +348,10 @@ def test_a_server_that_cannot_be_reached_stops_the_run_and_leaves_everyone_to_se
 
 
 def test_a_message_that_cannot_be_built_fails_alone_and_the_rest_are_sent(
-        tmp_path: Path) -> None:
+        state_db: db.Target) -> None:
     from newsletter.errors import HeaderValueError
 
-    campaign = Campaign(tmp_path, 5)
+    campaign = Campaign(state_db, 5)
     poisoned = campaign.ids[address(2)]
 
     def fragile(recipient: Recipient, date: dt.datetime) -> bytes:
@@ -369,7 +368,8 @@ def test_a_message_that_cannot_be_built_fails_alone_and_the_rest_are_sent(
     assert "line break" in (campaign.row(address(2)).reply_text or "")
 
 
-def test_a_server_certificate_that_does_not_verify_is_refused(tmp_path: Path) -> None:
+def test_a_server_certificate_that_does_not_verify_is_refused(
+        tmp_path: Path, state_db: db.Target) -> None:
     import ssl
     import subprocess
 
@@ -395,7 +395,7 @@ def test_a_server_certificate_that_does_not_verify_is_refused(tmp_path: Path) ->
     controller = Controller(handler, hostname="127.0.0.1", port=port, ssl_context=context)
     controller.start()
     try:
-        campaign = Campaign(tmp_path, 2)
+        campaign = Campaign(state_db, 2)
         transport = Transport("127.0.0.1", port, TlsMode.IMPLICIT, None, None, 5.0, 5.0,
                               "example.org")
         result = asyncio.run(Sender(issue="issue", sender="news@example.org",

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import csv
 import io
-import sqlite3
 from contextlib import closing
 from pathlib import Path
 
 from conftest import Project
 
-from newsletter.members import database as db
 from newsletter.members import store as members
 
 SAMPLE = Path(__file__).resolve().parent.parent / "subscribers" / "members.csv"
@@ -24,13 +22,11 @@ SUBSCRIBED = ("news: added 0 new, 50 already subscribed, 0 skipped (unsubscribed
 
 
 def snapshot(project: Project) -> list[str]:
-    with closing(sqlite3.connect(project.root / "newsletter.db")) as conn:
-        return list(conn.iterdump())
+    return project.dump()
 
 
 def rows(project: Project, sql: str, *params: object) -> list[tuple[object, ...]]:
-    with closing(sqlite3.connect(project.root / "newsletter.db")) as conn:
-        return conn.execute(sql, params).fetchall()
+    return project.rows(sql, *params)
 
 
 def profile(project: Project, email: str) -> tuple[object, ...]:
@@ -72,7 +68,7 @@ def update(project: Project, *options: str) -> list[str]:
 
 
 def test_update_gives_subscribed_members_their_new_name_and_organisation(
-        project: Project) -> None:
+        project: Project, engine: str) -> None:
     import_sample(project)
     before = state(project)
     write_edited(project, {
@@ -104,12 +100,12 @@ def test_update_gives_subscribed_members_their_new_name_and_organisation(
 
 
 def test_update_leaves_unsubscribed_bounced_suppressed_and_removed_members_alone(
-        project: Project) -> None:
+        project: Project, engine: str) -> None:
     import_sample(project)
     assert project.run("subscribers", "unsubscribe", "a.hussain@west.example.org").code == 0
     assert project.run("subscribers", "remove", "s.whitfield@staffordshire.example.org"
                        ).code == 0
-    with closing(db.connect(project.root / "newsletter.db")) as conn:
+    with closing(project.connect()) as conn:
         bounced = members.find_by_email(conn, "d.okafor@west.example.org")
         assert bounced is not None
         members.mark_bounced(conn, bounced.id, "news", "550 5.1.1 no such user")
@@ -131,7 +127,7 @@ def test_update_leaves_unsubscribed_bounced_suppressed_and_removed_members_alone
         "dry run: nothing was changed",
     ]
     assert snapshot(project) == before
-    everyone_else = rows(project, "SELECT * FROM subscribers WHERE email IS NOT "
+    everyone_else = rows(project, "SELECT * FROM subscribers WHERE email IS DISTINCT FROM "
                          "'t.brennan@warwickshire.example.org' OR email IS NULL ORDER BY id")
     result = update(project, "--update")
     assert result[0] == ("news: added 0 new, 46 already subscribed, 4 skipped (unsubscribed, "
@@ -140,7 +136,7 @@ def test_update_leaves_unsubscribed_bounced_suppressed_and_removed_members_alone
         "news: updated 1 existing member (name 1)",
         "subscribers/update.csv:6: updated t.brennan@warwickshire.example.org: name",
     ]
-    assert rows(project, "SELECT * FROM subscribers WHERE email IS NOT "
+    assert rows(project, "SELECT * FROM subscribers WHERE email IS DISTINCT FROM "
                 "'t.brennan@warwickshire.example.org' OR email IS NULL ORDER BY id"
                 ) == everyone_else
     assert rows(project, "SELECT count(*) FROM subscribers WHERE email IS NULL") == [(1,)]
@@ -150,7 +146,8 @@ def test_update_leaves_unsubscribed_bounced_suppressed_and_removed_members_alone
     assert profile(project, "t.brennan@warwickshire.example.org")[0] == "Thomas Brennan"
 
 
-def test_empty_cells_and_missing_columns_leave_the_stored_values(project: Project) -> None:
+def test_empty_cells_and_missing_columns_leave_the_stored_values(
+        project: Project, engine: str) -> None:
     import_sample(project)
     write_edited(project, {
         "a.hussain@west.example.org": {"name": "", "organisation": "Home Office"},
@@ -182,7 +179,7 @@ def test_empty_cells_and_missing_columns_leave_the_stored_values(project: Projec
 
 
 def test_a_dry_run_update_reports_the_changes_by_line_and_changes_nothing(
-        project: Project) -> None:
+        project: Project, engine: str) -> None:
     import_sample(project)
     with SAMPLE.open(encoding="utf-8", newline="") as f:
         emails = [row["email"] for row in csv.DictReader(f)]
@@ -201,7 +198,7 @@ def test_a_dry_run_update_reports_the_changes_by_line_and_changes_nothing(
 
 
 def test_without_update_the_report_says_how_many_members_differ_and_nothing_changes(
-        project: Project) -> None:
+        project: Project, engine: str) -> None:
     import_sample(project)
     write_edited(project, {"a.hussain@west.example.org": {"name": "Amira Hussain-Grey"}})
     before = snapshot(project)
@@ -224,7 +221,8 @@ def test_without_update_the_report_says_how_many_members_differ_and_nothing_chan
         "news: updated 2 existing members (name 1, organisation 1)")
 
 
-def test_a_bad_row_anywhere_in_the_file_means_nobody_is_updated(project: Project) -> None:
+def test_a_bad_row_anywhere_in_the_file_means_nobody_is_updated(
+        project: Project, engine: str) -> None:
     import_sample(project)
     write_edited(project, {"a.hussain@west.example.org": {"name": "Amira Hussain-Grey"}},
                  append="not-an-address,Someone,Somewhere,police,form,2016-03-01,consent\r\n")
