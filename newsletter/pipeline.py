@@ -293,6 +293,58 @@ def remove_subscriber(config: Path, email: str) -> Subscriber:
     return removed
 
 
+# --------------------------------------------------------------------------- the database
+
+
+class Copied(msgspec.Struct, frozen=True):
+    """``database copy``: the SQLite file read, the PostgreSQL database written (described,
+    no password) and the rows copied per table, in the order copied."""
+
+    source: Path
+    target: str
+    tables: tuple[tuple[str, int], ...]
+
+
+def copy_database(config: Path, url: str, clock: Clock) -> Copied:
+    """Copy the SQLite state database named by ``database:`` into an empty PostgreSQL one.
+
+    The URL is checked before anything is opened; the SQLite file must exist (it is
+    migrated, nothing else is written). It is held in one write transaction while copying,
+    so no send can start and every table is read from the same moment; a send running now
+    refuses the copy. PostgreSQL is opened (and migrated), then copied into in one
+    transaction (members/copy.py), or left as it was.
+    """
+    import sqlite3
+
+    from newsletter.delivery import ledger
+    from newsletter.input.config import load_network
+    from newsletter.members import copy as copying
+    from newsletter.members import database as db
+    from newsletter.model import Location
+
+    url = copying.target_url(url)
+    network = load_network(config)
+    source = network.database
+    if db.is_postgresql(source):
+        raise InputError([Problem(Location(str(config)), "database",
+                                  f"already PostgreSQL ({db.describe(source)}); the copy "
+                                  "reads a SQLite file",
+                                  hint="name the SQLite file in database: to copy it")])
+    assert isinstance(source, Path)
+    if not db.exists(source):
+        raise InputError([Problem(Location(str(source)), "", "no SQLite state database to "
+                                  "copy (the file does not exist)",
+                                  hint="check database: in newsletter.yaml")])
+    with closing(db.connect(source)) as lite:
+        assert isinstance(lite, sqlite3.Connection)
+        with db.transaction(lite):  # BEGIN IMMEDIATE: no send starts while copying
+            ledger.check_not_locked(lite, clock.now())
+            with closing(db.connect(url)) as target:
+                assert isinstance(target, db.PgConnection)
+                tables = copying.copy_tables(lite, target)
+    return Copied(source, db.describe(url), tables)
+
+
 def serve(config: Path, directory: Path, *, host: str, port: int) -> None:
     """The archive and the one-click unsubscribe endpoint, until interrupted."""
     from newsletter.input.config import load_network

@@ -249,6 +249,22 @@ def subscribers_remove(ctx: click.Context, email: str) -> None:
     commands.remove_subscriber(_config(ctx), email)
 
 
+@main.group()
+def database() -> None:
+    """Manage the state database."""
+
+
+@database.command("copy")
+@click.argument("url")
+@click.pass_context
+@_reported
+def database_copy(ctx: click.Context, url: str) -> None:
+    """Copy the SQLite state database (database: in newsletter.yaml) into an empty
+    PostgreSQL database, postgresql://USER@HOST[:PORT]/NAME; the password comes from
+    NEWSLETTER_DATABASE_PASSWORD."""
+    commands.copy_database(_config(ctx), url)
+
+
 # --------------------------------------------------------------------------- delivery
 
 

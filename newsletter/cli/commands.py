@@ -152,6 +152,28 @@ def remove_subscriber(config: Path, email: str) -> None:
                "imported again)")
 
 
+def copy_database(config: Path, url: str, clock: Clock | None = None) -> None:
+    """Copy, then the rows per table and what to do next."""
+    import time
+
+    from newsletter.clock import RealClock
+
+    started = time.monotonic()
+    copied = pipeline.copy_database(config, url, clock or RealClock())
+    seconds = time.monotonic() - started
+    total = sum(n for _, n in copied.tables)
+    click.echo(f"copied {copied.source.name} to {copied.target}: {_count(total, 'row')} in "
+               f"{_count(len(copied.tables), 'table')}, {seconds:.1f} s")
+    width = max(len(t) for t, _ in copied.tables)
+    for table, n in copied.tables:
+        click.echo(f"  {table:<{width}}  {n}")
+    click.echo("row counts checked: each table matches the SQLite file")
+    click.echo(f"next: put `database: {copied.target}` in {config.name} (keep "
+               "NEWSLETTER_DATABASE_PASSWORD set wherever newsletter runs), and keep "
+               f"{copied.source.name} as a backup until the first send from PostgreSQL "
+               "works")
+
+
 # --------------------------------------------------------------------------- delivery
 
 

@@ -212,7 +212,9 @@ def _connect_postgresql(url: str, *, migrate: bool) -> PgConnection:
     try:
         raw = psycopg.connect(url, autocommit=True, row_factory=_pg_row, **extra)
     except psycopg.Error as e:
-        reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+        # libpq's message: the failure, then a tab-indented hint; one line of both
+        reason = "; ".join(line.strip() for line in str(e).splitlines() if line.strip()) \
+            or type(e).__name__
         hint = (f"; set {PASSWORD_ENV}" if "password" in reason and not password else "")
         raise StateError(f"{where}: cannot open the state database: {reason}{hint}") from e
     conn = PgConnection(raw, where)
