@@ -18,6 +18,9 @@
    unsigned one, same sink.
 4. Peak memory (maxrss of the `newsletter send` process) for 10,000 and, with --memory,
    100,000 recipients. Target: flat, <= 150 MB.
+5. The same send with the ledger on PostgreSQL (Debian's, started in a temp folder as in
+   the tests): one sender, then three `newsletter send` processes sharing the send, each
+   against the SQLite sender and the bare loop of this run.
 """
 
 from __future__ import annotations
@@ -331,6 +334,7 @@ def timed_send(root: Path, n: int, sink_path: str, **extra: str) -> tuple[float,
     """(msg/s at the sink, wall seconds, peak MB) for one full send of the issue."""
     for stale in root.glob("newsletter.db*"):
         stale.unlink()
+    use_database(root, None)
     run(root, "subscribers", "import", "members.csv", "--list", "members")
     with open_sink(sink_path) as sink:
         wall, peak = run(root, "send", ISSUE, "--list", "members", "--yes",
@@ -338,6 +342,39 @@ def timed_send(root: Path, n: int, sink_path: str, **extra: str) -> tuple[float,
         count, seconds = sink.result()
     assert count == n, (count, n)
     return rate(n, seconds), wall, peak
+
+
+def use_database(root: Path, url: str | None) -> None:
+    """Point the project at a PostgreSQL database (None: back to newsletter.db)."""
+    config = root / "newsletter.yaml"
+    text = re.sub(r"^database:.*\n", "", config.read_text(encoding="utf-8"), flags=re.M)
+    config.write_text(text + (f"database: {url}\n" if url else "database: newsletter.db\n"),
+                      encoding="utf-8")
+
+
+def postgresql_sends(root: Path, n: int, sink_path: str, senders: int) -> float:
+    """msg/s at the sink for a send on a fresh PostgreSQL database by ``senders`` processes."""
+    from pg_server import PostgresServer
+
+    server = PostgresServer.start()
+    try:
+        env = {**environment(1), "NEWSLETTER_DATABASE_PASSWORD": server.password}
+        use_database(root, server.create_database())
+        run(root, "subscribers", "import", "members.csv", "--list", "members", env=env)
+        with open_sink(sink_path) as sink:
+            env = {**environment(sink.port), "NEWSLETTER_DATABASE_PASSWORD": server.password}
+            procs = [subprocess.Popen([PYTHON, "-m", "newsletter", "send", ISSUE, "--list",
+                                       "members", "--yes"], cwd=root, env=env,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                     for _ in range(senders)]
+            if any(p.wait() != 0 for p in procs):
+                raise SystemExit("a PostgreSQL sender failed")
+            count, seconds = sink.result()
+        assert count == n, (count, n)
+        return rate(n, seconds)
+    finally:
+        use_database(root, None)
+        server.stop()
 
 
 def bare_loop(root: Path, n: int, sink_path: str) -> float:
@@ -407,6 +444,12 @@ def bench_send(n: int, rounds: int, sink_choice: str) -> None:
               f"(ratio {signed / best:.2f}); whole command {signed_wall:.1f} s")
         bench_signing(key)
         print(f"4. peak memory of `newsletter send` to {n:,}: {peak} MB")
+        one = postgresql_sends(root, n, sink_path, 1)
+        three = postgresql_sends(root, n, sink_path, 3)
+        print(f"5. the same send with the ledger on PostgreSQL: one sender {one:,.0f} msg/s "
+              f"(ratio {one / best:.2f} to SQLite, {one / best_bare:.2f} to the bare loop); "
+              f"three senders sharing it {three:,.0f} msg/s (ratio {three / best:.2f} to "
+              f"SQLite, {three / best_bare:.2f} to the bare loop)")
     finally:
         shutil.rmtree(root, ignore_errors=True)
 
