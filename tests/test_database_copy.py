@@ -20,7 +20,8 @@ USER, PASSWORD = "news@wmasn.example.org", "test-password"
 REMOVED = "a.hussain@west.example.org"
 SUPPRESSED = "d.okafor@west.example.org"
 TABLES = {"meta", "subscribers", "lists", "memberships", "consent", "suppression", "sends",
-          "deliveries", "send_lock", "proofs", "inbox_messages", "feedback", "send_lists"}
+          "deliveries", "send_lock", "proofs", "inbox_messages", "feedback", "send_lists",
+          "senders", "send_permits"}
 
 
 def set_database(project: Project, value: str, config: str = "newsletter.yaml") -> None:

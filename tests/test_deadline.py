@@ -134,7 +134,7 @@ def run(campaign: Campaign, server: SmtpServer, limits: Limits, *, deadline_at: 
 
 def test_a_run_that_crosses_the_deadline_starts_no_message_after_it_and_leaves_the_rest_pending(
         tmp_path: Path) -> None:
-    campaign = Campaign(tmp_path, 20)
+    campaign = Campaign(tmp_path / "n.db", 20)
     clock = MovableClock()
     deadline_at = time.time() + 3600
     seen: list[float] = []
@@ -157,7 +157,7 @@ def test_a_run_that_crosses_the_deadline_starts_no_message_after_it_and_leaves_t
 
 def test_a_run_started_after_the_deadline_neither_connects_nor_touches_a_row(
         tmp_path: Path) -> None:
-    campaign = Campaign(tmp_path, 6)
+    campaign = Campaign(tmp_path / "n.db", 6)
     with SmtpServer() as server:
         result = run(campaign, server, FAST, deadline_at=time.time() - 1)
     assert result.past_deadline
@@ -167,7 +167,7 @@ def test_a_run_started_after_the_deadline_neither_connects_nor_touches_a_row(
 
 def test_a_run_whose_limits_allow_nothing_more_before_the_deadline_ends_at_once(
         tmp_path: Path) -> None:
-    campaign = Campaign(tmp_path, 5)
+    campaign = Campaign(tmp_path / "n.db", 5)
     started = time.monotonic()
     with SmtpServer() as server:
         result = run(campaign, server, Limits(per_minute=2, per_day=0, concurrency=1),
@@ -180,7 +180,7 @@ def test_a_run_whose_limits_allow_nothing_more_before_the_deadline_ends_at_once(
 
 def test_a_retry_that_would_fall_after_the_deadline_stays_deferred_and_is_not_waited_for(
         tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    campaign = Campaign(tmp_path, 4)
+    campaign = Campaign(tmp_path / "n.db", 4)
     busy = Scripted(rcpt=lambda s, r: "450 4.2.1 Mailbox busy" if r == address(1) else None)
     # without a deadline the run would wait the 20 s for this retry (send.LINGER is 60 s)
     limits = Limits(per_minute=0, per_day=0, retry_base=20, retry_max=40,

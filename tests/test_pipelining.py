@@ -72,7 +72,7 @@ SCENARIOS: dict[str, Callable[[], Scenario]] = {
 
 def outcome(tmp_path: Path, scenario: Callable[[], Scenario], *, pipelining: bool
             ) -> tuple[list[tuple[object, ...]], list[tuple[str, ...]], int]:
-    campaign = Campaign(tmp_path / ("on" if pipelining else "off"), 9)
+    campaign = Campaign(tmp_path / ("on.db" if pipelining else "off.db"), 9)
     with SmtpServer(scenario(), pipelining=pipelining) as server:
         campaign.run(server, ONE_AT_A_TIME)
     rows = [(r.address, r.state, r.attempts, r.reply_code, r.enhanced_code, r.stage,
