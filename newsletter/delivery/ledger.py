@@ -471,12 +471,6 @@ def take_permit(conn: Connection, now: float, windows: Iterable[tuple[int, float
     return wait, full
 
 
-def permit_times(conn: Connection, since: float) -> list[float]:
-    """Every permit taken since ``since``, oldest first (what the limits counted)."""
-    return [float(row[0]) for row in conn.execute(
-        "SELECT at FROM send_permits WHERE at >= ? ORDER BY at", (since,))]
-
-
 def forget_subscriber(conn: Connection, subscriber_id: int) -> None:
     """Erase a removed member's personal values from their ledger rows (keeps the counts)."""
     conn.execute(FORGET, (subscriber_id,))

@@ -226,28 +226,39 @@ def _project_file(default: str | None = None) -> Read:
     return read
 
 
+DATABASE_URL_SCHEMES = ("postgresql://", "postgres://")
+URL_PASSWORD = "the database URL carries a password"  # noqa: S105 (a message)
+
+
+def database_url_problem(url: str) -> str | None:
+    """What is wrong with a PostgreSQL URL (None: nothing): it needs a host and a database
+    name, and never carries the password (that comes from NEWSLETTER_DATABASE_PASSWORD)."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as e:
+        return f"not a usable database URL: {e}"
+    if parts.password is not None:
+        return URL_PASSWORD
+    if not parts.hostname or not parts.path.strip("/") or port == 0:
+        return "a PostgreSQL URL needs a host and a database name"
+    return None
+
+
 def _database(nr: _NetworkReader, f: Fields, key: str) -> Path | str | None:
     """The state database: a file in the project folder (SQLite, the default), or a
     ``postgresql://user@host[:port]/name`` URL, whose password comes from the environment."""
     value = nr.r.text(f, key, max_len=1000)
-    if value is None or not value.startswith(("postgresql://", "postgres://")):
+    if value is None or not value.startswith(DATABASE_URL_SCHEMES):
         path: Path | None = _project_file("newsletter.db")(nr, f, key)
         return path
-    try:
-        parts = urlsplit(value)
-        port = parts.port
-    except ValueError as e:
-        nr.error(f, key, f"not a usable database URL: {e}",
-                 "write postgresql://USER@HOST:PORT/DATABASE")
+    problem = database_url_problem(value)
+    if problem == URL_PASSWORD:
+        nr.error(f, key, problem, "remove it and set NEWSLETTER_DATABASE_PASSWORD in the "
+                 "environment instead: postgresql://USER@HOST/DATABASE")
         return None
-    if parts.password is not None:
-        nr.error(f, key, "the database URL carries a password",
-                 "remove it and set NEWSLETTER_DATABASE_PASSWORD in the environment "
-                 "instead: postgresql://USER@HOST/DATABASE")
-        return None
-    if not parts.hostname or not parts.path.strip("/") or port == 0:
-        nr.error(f, key, "a PostgreSQL URL needs a host and a database name",
-                 "write postgresql://USER@HOST:PORT/DATABASE")
+    if problem is not None:
+        nr.error(f, key, problem, "write postgresql://USER@HOST:PORT/DATABASE")
         return None
     return value
 

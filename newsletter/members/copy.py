@@ -17,12 +17,12 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterable
 from typing import Any
-from urllib.parse import urlsplit
 
 import psycopg
 from psycopg import sql
 
 from newsletter.errors import InputError, Problem, StateError
+from newsletter.input.config import URL_PASSWORD, database_url_problem
 from newsletter.members import database as db
 from newsletter.model import Location
 
@@ -41,17 +41,12 @@ def target_url(url: str) -> str:
     if not url.startswith(db.URL_SCHEMES):
         shown = url if len(url) <= 60 else url[:60] + "..."
         raise bad(f"not a PostgreSQL URL: {shown!r}", f"write {URL_FORM}")
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError as e:
-        raise bad(f"not a usable database URL: {e}", f"write {URL_FORM}") from None
-    if parts.password is not None:
-        raise bad("the database URL carries a password",
-                  f"remove it and set {db.PASSWORD_ENV} in the environment instead: "
-                  f"{URL_FORM}")
-    if not parts.hostname or not parts.path.strip("/") or port == 0:
-        raise bad("a PostgreSQL URL needs a host and a database name", f"write {URL_FORM}")
+    problem = database_url_problem(url)
+    if problem == URL_PASSWORD:
+        raise bad(problem, f"remove it and set {db.PASSWORD_ENV} in the environment "
+                  f"instead: {URL_FORM}")
+    if problem is not None:
+        raise bad(problem, f"write {URL_FORM}")
     return url
 
 

@@ -39,12 +39,13 @@ import psycopg.errors
 from psycopg.pq import TransactionStatus
 
 from newsletter.errors import StateError
+from newsletter.input.config import DATABASE_URL_SCHEMES
 from newsletter.members import private
 
 T = TypeVar("T")
 
 PASSWORD_ENV = "NEWSLETTER_DATABASE_PASSWORD"  # noqa: S105 (the name, not a password)
-URL_SCHEMES = ("postgresql://", "postgres://")
+URL_SCHEMES = DATABASE_URL_SCHEMES
 # Held by whoever migrates a PostgreSQL database (senders starting together take turns).
 _MIGRATE_LOCK = 0x6E6C0001
 
@@ -53,7 +54,7 @@ _MIGRATION_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 # Where a database is: a SQLite file, or a PostgreSQL URL (no password in it).
 Target = Path | str
 
-# Errors either engine raises: ``except db.Error``; with others, ``except db.ANY_ERROR``.
+# Errors either engine raises: ``except db.Error``; with StateError, ``db.ERROR_OR_STATE``.
 Error: tuple[type[Exception], ...] = (sqlite3.Error, psycopg.Error)
 IntegrityError: tuple[type[Exception], ...] = (sqlite3.IntegrityError,
                                                psycopg.errors.IntegrityError)
